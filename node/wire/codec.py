@@ -1,0 +1,204 @@
+"""Canonical msgpack and the schema check that turns decoded maps into message dataclasses.
+
+Canonical form: maps with string keys in sorted order, minimal integer widths, bin for bytes,
+str for text, no floats, no ext types. A frame is accepted only if re-encoding its decoded value
+gives back exactly the received bytes, so every bit flip either breaks decoding, breaks
+canonicality or changes a signed value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+import msgpack
+
+from node.wire import constants as C
+from node.wire.errors import MalformedMessage, OversizedMessage, SchemaViolation
+
+T = TypeVar("T")
+
+
+def fld(*, min: int | None = None, max: int | None = None, max_len: int | None = None,
+        length: int | None = None, default: Any = dataclasses.MISSING,
+        default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with range metadata checked on decode (and on encode)."""
+    meta = {"min": min, "max": max, "max_len": max_len, "length": length}
+    kwargs: dict[str, Any] = {"metadata": meta}
+    if default is not dataclasses.MISSING:
+        kwargs["default"] = default
+    if default_factory is not dataclasses.MISSING:
+        kwargs["default_factory"] = default_factory
+    return dataclasses.field(**kwargs)
+
+
+def _canonical(value: Any, depth: int = 0) -> Any:
+    if depth > C.MAX_NESTING:
+        raise SchemaViolation(f"nesting deeper than {C.MAX_NESTING}")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name), depth + 1) for f in sorted(dataclasses.fields(value), key=lambda f: f.name)}
+    if isinstance(value, dict):
+        return {k: _canonical(value[k], depth + 1) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v, depth + 1) for v in value]
+    if isinstance(value, float):
+        raise SchemaViolation("floats are not allowed on the wire; use integers")
+    return value
+
+
+def pack_canonical(value: Any) -> bytes:
+    """Encode a value (dataclasses, dicts, lists, ints, bytes, str, bool, None) canonically."""
+    return msgpack.packb(_canonical(value), use_bin_type=True)
+
+
+def unpack_strict(data: bytes, *, max_bytes: int = C.DEFAULT_MAX_MESSAGE_BYTES) -> Any:
+    """Decode bytes that must be canonical msgpack; the size is checked before any decoding."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MalformedMessage(f"expected bytes, got {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise OversizedMessage(f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
+    data = bytes(data)
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_str_len=max_bytes,
+            max_bin_len=max_bytes,
+            max_array_len=C.MAX_LIST,
+            max_map_len=1024,
+            max_ext_len=0,
+            ext_hook=_refuse_ext,
+        )
+    except MalformedMessage:
+        raise
+    except msgpack.ExtraData:
+        raise MalformedMessage("trailing bytes after the message") from None
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError, UnicodeDecodeError) as exc:
+        raise MalformedMessage(f"not valid msgpack: {exc.__class__.__name__}: {exc}") from None
+    _check_depth(value)
+    try:
+        again = msgpack.packb(_canonical(value), use_bin_type=True)
+    except SchemaViolation:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise MalformedMessage(f"not encodable: {exc}") from None
+    if again != data:
+        raise MalformedMessage("message is not in canonical msgpack form (key order, int width or types)")
+    return value
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise MalformedMessage(f"msgpack ext type {code} is not allowed")
+
+
+def _check_depth(value: Any) -> None:
+    stack = [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if d > C.MAX_NESTING:
+            raise MalformedMessage(f"nesting deeper than {C.MAX_NESTING}")
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+
+
+# ---- schema: decoded maps -> dataclasses, with types and ranges checked -------------------------
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    h = _HINTS.get(cls)
+    if h is None:
+        h = typing.get_type_hints(cls)
+        _HINTS[cls] = h
+    return h
+
+
+def from_wire(cls: type[T], value: Any, where: str = "") -> T:
+    """Build dataclass ``cls`` from a decoded map, checking every field's type and range."""
+    where = where or cls.__name__
+    if not isinstance(value, dict):
+        raise SchemaViolation(f"{where}: expected a map, got {_tname(value)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(value) - set(fields)
+    if unknown:
+        raise SchemaViolation(f"{where}: unknown field(s) {sorted(unknown)}")
+    hints = _hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in value:
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                continue
+            raise SchemaViolation(f"{where}.{name}: missing")
+        kwargs[name] = _convert(hints[name], value[name], f"{where}.{name}", f.metadata)
+    return cls(**kwargs)
+
+
+def check_fields(obj: Any) -> None:
+    """Check an outgoing dataclass against its own schema (catches our own bugs early)."""
+    from_wire(type(obj), _canonical(obj))
+
+
+def _tname(v: Any) -> str:
+    return type(v).__name__
+
+
+def _convert(tp: Any, v: Any, where: str, meta: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if v is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"unsupported union at {where}")
+        return _convert(inner[0], v, where, meta)
+    if origin is list:
+        if not isinstance(v, list):
+            raise SchemaViolation(f"{where}: expected a list, got {_tname(v)}")
+        _check_len(v, where, meta)
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(item_tp, x, f"{where}[{i}]", {}) for i, x in enumerate(v)]
+    if dataclasses.is_dataclass(tp):
+        return from_wire(tp, v, where)
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise SchemaViolation(f"{where}: expected a bool, got {_tname(v)}")
+        return v
+    if tp is int:
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise SchemaViolation(f"{where}: expected an integer, got {_tname(v)}")
+        lo, hi = meta.get("min") if meta else None, meta.get("max") if meta else None
+        if lo is not None and v < lo:
+            raise SchemaViolation(f"{where}: {v} is below the minimum {lo}")
+        if hi is not None and v > hi:
+            raise SchemaViolation(f"{where}: {v} is above the maximum {hi}")
+        return v
+    if tp is bytes:
+        if not isinstance(v, bytes):
+            raise SchemaViolation(f"{where}: expected bytes, got {_tname(v)}")
+        _check_len(v, where, meta)
+        return v
+    if tp is str:
+        if not isinstance(v, str):
+            raise SchemaViolation(f"{where}: expected a string, got {_tname(v)}")
+        _check_len(v, where, meta or {"max_len": C.MAX_STRING})
+        return v
+    raise TypeError(f"unsupported schema type {tp!r} at {where}")
+
+
+def _check_len(v: Any, where: str, meta: Any) -> None:
+    if not meta:
+        return
+    n = meta.get("length")
+    if n is not None and len(v) != n:
+        raise SchemaViolation(f"{where}: expected length {n}, got {len(v)}")
+    mx = meta.get("max_len")
+    if mx is not None and len(v) > mx:
+        raise SchemaViolation(f"{where}: length {len(v)} exceeds {mx}")

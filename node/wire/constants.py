@@ -1,0 +1,36 @@
+"""Every constant of the node protocol, in one place."""
+
+PROTOCOL_VERSION = 1
+NETWORK_DEFAULT = "gpow-local"
+
+# Domain separation: every signature names what it signs.
+SIG_DOMAIN_ENVELOPE = b"gpow.envelope.v1\x00"
+SIG_DOMAIN_HANDSHAKE = b"gpow.handshake.v1\x00"
+
+# Decoding limits (the frame size limit is configurable; these are hard ceilings of the schema).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_NESTING = 12
+MAX_TYPE_NAME = 48
+MAX_STRING = 4096
+MAX_LIST = 65536
+DEFAULT_MAX_CLOCK_SKEW_MS = 120_000
+
+# Gossip topics.
+TOPIC_ROSTER = "gpow/roster/1"
+TOPIC_CHALLENGE = "gpow/challenge/1"
+TOPIC_REVEAL = "gpow/reveal/1"
+TOPIC_VERDICT = "gpow/verdict/1"
+TOPIC_PEERS = "gpow/peers/1"
+
+# Request/response protocol names.
+PROTO_CHALLENGE = "gpow/challenge/1"
+PROTO_REVEAL = "gpow/reveal/1"
+PROTO_OPENINGS = "gpow/openings/1"
+PROTO_REGISTER = "gpow/executor-register/1"
+PROTO_PING = "gpow/ping/1"
+
+NONCE_BYTES = 32
+HASH_BYTES = 32
+KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+CHALLENGE_ID_BYTES = 16
