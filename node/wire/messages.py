@@ -161,3 +161,155 @@ class Response:
     ok: bool = True
     error: str = fld(max_len=512, default="")
     payload: bytes = fld(max_len=MAX_BLOB, default=b"")
+
+
+# ---- roles: executors, rosters, challenges, verdicts --------------------------------------------
+
+
+@message
+@dataclass(frozen=True)
+class ExecutorAttestation:
+    """Signed by the executor itself: what it claims to be and which miner it works for."""
+
+    TYPE: ClassVar[str] = "executor-attestation"
+    miner_id: str = fld(max_len=64)
+    engine: str = fld(max_len=16)  # "gpu" or "cpu"
+    gpu_model: str = fld(max_len=128)
+    memory_bytes: int = fld(min=0, max=2**50)
+    gpu_uuid: str = fld(max_len=128)
+    pci_bus_id: str = fld(max_len=64)
+    host_fingerprint: str = fld(max_len=128)
+    expires_ms: int = fld(min=0, max=U63)
+
+
+@message
+@dataclass(frozen=True)
+class Roster:
+    """Gossiped by a miner: the signed attestations of the executors it serves."""
+
+    TYPE: ClassVar[str] = "roster"
+    version: int = fld(min=0, max=U63)
+    entries: list[bytes] = fld(max_len=1024)  # encoded ExecutorAttestation envelopes
+
+
+@message
+@dataclass(frozen=True)
+class Register:
+    """A remote executor asks its miner to serve it; ``attestation`` is its signed envelope."""
+
+    TYPE: ClassVar[str] = "register"
+    attestation: bytes = fld(max_len=8192)
+
+
+@message
+@dataclass(frozen=True)
+class Heartbeat:
+    TYPE: ClassVar[str] = "heartbeat"
+    busy: bool = False
+
+
+@message
+@dataclass(frozen=True)
+class Deregister:
+    TYPE: ClassVar[str] = "deregister"
+    reason: str = fld(max_len=256)
+
+
+@message
+@dataclass(frozen=True)
+class Challenge:
+    """Signed by the validator; addressed to one executor (by its peer id)."""
+
+    TYPE: ClassVar[str] = "challenge"
+    challenge_id: bytes = fld(length=C.CHALLENGE_ID_BYTES)
+    executor_id: str = fld(max_len=64)
+    seed: bytes = fld(length=32)
+    n: int = fld(min=64, max=16384)
+    steps: int = fld(min=1, max=2**31)
+    b_matrices: int = fld(min=1, max=64)
+    samples: int = fld(min=1, max=4096)
+    commit_deadline_ms: int = fld(min=0, max=U63)  # validator wall clock
+    openings_timeout_ms: int = fld(min=1, max=3_600_000)  # counted from the reveal
+    sample_commit: bytes = fld(length=32)
+
+
+@message
+@dataclass(frozen=True)
+class Commitment:
+    """Signed by the executor: the trace root and final digest for one challenge."""
+
+    TYPE: ClassVar[str] = "commitment"
+    challenge_id: bytes = fld(length=C.CHALLENGE_ID_BYTES)
+    challenge_hash: bytes = fld(length=32)  # sha256 of the challenge envelope: binds the answer
+    root: bytes = fld(length=32)
+    d_final: bytes = fld(length=32)
+    prove_ms: int = fld(min=0, max=U63)  # the executor's own figure, informational only
+
+
+@message
+@dataclass(frozen=True)
+class Busy:
+    """Signed by an executor that is already running a challenge; never scored against it."""
+
+    TYPE: ClassVar[str] = "busy"
+    challenge_id: bytes = fld(length=C.CHALLENGE_ID_BYTES)
+    challenge_hash: bytes = fld(length=32)
+
+
+@message
+@dataclass(frozen=True)
+class Reveal:
+    TYPE: ClassVar[str] = "reveal"
+    challenge_id: bytes = fld(length=C.CHALLENGE_ID_BYTES)
+    secret: bytes = fld(length=32)
+
+
+@message
+@dataclass(frozen=True)
+class Openings:
+    """Signed by the executor; ``blob`` is the openings in node.pow's documented layout."""
+
+    TYPE: ClassVar[str] = "openings"
+    challenge_id: bytes = fld(length=C.CHALLENGE_ID_BYTES)
+    blob: bytes = fld(max_len=MAX_BLOB)
+
+
+@message
+@dataclass(frozen=True)
+class Verdict:
+    """Gossiped by a validator after checking a challenge."""
+
+    TYPE: ClassVar[str] = "verdict"
+    challenge_id: bytes = fld(length=C.CHALLENGE_ID_BYTES)
+    executor_id: str = fld(max_len=64)
+    miner_id: str = fld(max_len=64)
+    passed: bool
+    reasons: list[str] = fld(max_len=32)
+    n: int = fld(min=0, max=16384)
+    steps: int = fld(min=0, max=2**31)
+    commit_us: int = fld(min=0, max=U63)
+    openings_us: int = fld(min=0, max=U63)
+    verify_us: int = fld(min=0, max=U63)
+    expected_us: int = fld(min=0, max=U63)  # 0: no profile for this model
+    score_ppm: int = fld(min=0, max=1_000_000)
+    round: int = fld(min=0, max=U63, default=0)
+    evidence: bytes = fld(max_len=MAX_BLOB, default=b"")  # for a false answer: the signed openings
+
+
+@message
+@dataclass(frozen=True)
+class ProofRequest:
+    """Ask a validator for what it verified (challenge, commitment, reveal, openings) to audit it."""
+
+    TYPE: ClassVar[str] = "proof-request"
+    challenge_id: bytes = fld(length=C.CHALLENGE_ID_BYTES)
+
+
+@message
+@dataclass(frozen=True)
+class ProofBundle:
+    TYPE: ClassVar[str] = "proof-bundle"
+    challenge: bytes = fld(max_len=8192)  # the signed challenge envelope
+    commitment: bytes = fld(max_len=8192)  # the signed commitment envelope
+    reveal: bytes = fld(length=32)
+    openings: bytes = fld(max_len=MAX_BLOB)  # the signed openings envelope
