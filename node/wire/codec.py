@@ -70,7 +70,6 @@ def unpack_strict(data: bytes, *, max_bytes: int = C.DEFAULT_MAX_MESSAGE_BYTES) 
             max_bin_len=max_bytes,
             max_array_len=C.MAX_LIST,
             max_map_len=1024,
-            max_ext_len=0,
             ext_hook=_refuse_ext,
         )
     except MalformedMessage:

@@ -1,0 +1,1 @@
+"""Role logic: validator, miner, executor; scheduler, GPU profiles, ledger."""

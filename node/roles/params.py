@@ -1,0 +1,76 @@
+"""Parameters of the node and its roles, loaded from the [node], [validator], [miner] and
+[executor] tables of a config file (every key is documented in configs/*.toml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NodeParams:
+    role: str = ""  # validator | miner | executor
+    data_dir: str = "gpow-data"  # key, ledger, status file; created if missing
+    key_file: str = ""  # default: <data_dir>/node.key (created on first start, mode 0600)
+    log_level: str = "info"
+    log_json: bool = False
+    metrics_port: int = 0  # 0: off; else serve Prometheus text on 127.0.0.1:<port>/metrics
+    status_interval_s: float = 1.0  # how often <data_dir>/status.json is rewritten
+
+    def __post_init__(self) -> None:
+        if self.role not in ("", "validator", "miner", "executor"):
+            raise ValueError(f"role must be validator, miner or executor, not {self.role!r}")
+
+
+@dataclass
+class ValidatorParams:
+    challenge_interval_s: float = 20.0  # each executor is challenged about this often
+    concurrency: int = 2  # challenges in flight at once (co-scheduled groups count as one)
+    samples: int = 32  # k: rows opened per challenge
+    b_matrices: int = 4  # m
+    n_gpu: int = 8192  # matrix size for GPU executors
+    n_cpu: int = 128  # matrix size for CPU executors (development and the harness)
+    memory_fill: float = 0.9  # a challenge's pool fills this fraction of the claimed memory
+    max_steps: int = 4096  # cap on T whatever the memory
+    tolerance: float = 1.5  # measured time may exceed the profile's by this factor for full credit
+    rtt_margin_s: float = 0.25  # fixed allowance for the network round trip
+    commit_slack_s: float = 2.0  # extra time before a commitment counts as late
+    cpu_step_allowance_s: float = 0.02  # commitment deadline per step for models without a profile
+    openings_timeout_s: float = 10.0  # from the reveal to the openings
+    co_schedule: bool = True  # challenge executors that could share a GPU at the same instant
+    profiles_file: str = ""  # default: configs/gpu_profiles.toml shipped with the package
+    audit: bool = True  # re-verify a sample of other validators' verdicts
+    audits_per_minute: int = 6
+    ban_seconds: int = 3600  # a false answer bans the executor and its miner this long
+    probation_challenges: int = 2  # new executors get this many small challenges first
+    admitted: list[str] = field(default_factory=list)  # admitted validator peer ids; empty: any
+
+
+@dataclass
+class MinerParams:
+    engine: str = "cpu"  # cpu | gpu
+    cpu_executors: int = 1  # local CPU executors (engine = cpu)
+    cpu_memory_bytes: int = 64 * 1024 * 1024  # memory budget each CPU executor declares and enforces
+    gpu_devices: list[int] = field(default_factory=list)  # empty: every visible GPU
+    roster_interval_s: float = 10.0
+    heartbeat_timeout_s: float = 15.0  # drop a remote executor after this long without heartbeat
+    cheat: str = ""  # testing only: a harness cheater kind (see node/harness/cheaters.py)
+    admitted_validators: list[str] = field(default_factory=list)  # empty: accept any validator
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("cpu", "gpu"):
+            raise ValueError(f"engine must be cpu or gpu, not {self.engine!r}")
+
+
+@dataclass
+class ExecutorParams:
+    miner: str = ""  # ws://host:port of the miner to register with
+    engine: str = "cpu"
+    cpu_memory_bytes: int = 64 * 1024 * 1024
+    gpu_device: int = 0
+    heartbeat_interval_s: float = 3.0
+    cheat: str = ""  # testing only
+    admitted_validators: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("cpu", "gpu"):
+            raise ValueError(f"engine must be cpu or gpu, not {self.engine!r}")
