@@ -4,9 +4,10 @@
 and checks every opening for every role it plays. Checks run cheapest first:
 
 1. structure: sample count and values, every needed row and digest present, row lengths, row path
-   lengths, top proof lengths (exactly what RFC 9162 requires for the leaf index), ``d_T``;
-2. hashing: every top proof against ``R`` at its role's leaf index, every row (its row node) against
-   its digest at its role's row index;
+   lengths, top proof lengths (exactly what RFC 9162 requires for the leaf index), ``d_T``, and each
+   digest's top proof against ``R`` at its role's leaf index (a few hashes; the references are
+   then derived from the *proven* ``d_{t-1}``);
+2. rows: every row (its row node) against its digest at its role's row index;
 3. ``X_0`` rows against Philox;
 4. relations: each needed ``B_r`` is generated once, in row slices straight into float32, and the
    rows ``X_t[i]`` of all samples with ``t mod m = r`` are multiplied against it together (float32
@@ -135,8 +136,9 @@ def verify(
             if got is not None and tuple(got) != exp:
                 fail(s, "sample-mismatch", f"opened (t, i) = {tuple(got)}, but R and r select {exp}")
 
-        plans = _phase_structure(params, samples, openings, d_T, fail, log_n)
-        timed("hashing", lambda: _phase_hashing(params, root, plans, openings, fail))
+        plans: list[_Plan] = timed(  # type: ignore[assignment]
+            "hashing", lambda: _phase_structure(params, root, samples, openings, d_T, fail, log_n))
+        timed("hashing", lambda: _phase_rows(params, plans, openings, fail))
         key = params.philox_key()
         timed("philox", lambda: _phase_x0(key, n, plans, openings, fail))
         _phase_relations(params, key, plans, openings, fail, timings)
@@ -152,13 +154,20 @@ FailFn = Callable[..., None]
 
 def _phase_structure(
     params: ChallengeParams,
+    root: bytes,
     samples: list[tuple[int, int]],
     op: Openings,
     d_T: bytes,
     fail: FailFn,
     log_n: int,
 ) -> list[_Plan]:
+    """Presence and sizes of everything each sample needs, and the digests' top proofs.
+
+    Top proofs (log2(T) hashes each) are checked here rather than with the rows because the
+    references must come from a *proven* d_{t-1}: an unproven one would only point at other rows.
+    """
     n, T = params.n, params.T
+    top_ok: dict[int, bool] = {}
     plans: list[_Plan] = []
     for si, (t, i) in enumerate(samples):
         plan = _Plan(t, i, refs=[], digests=[], rows=[])
@@ -178,8 +187,14 @@ def _phase_structure(
             if len(ent.proof) != want:
                 bad("top-proof", f"d_{s} ({role}): inclusion proof has {len(ent.proof)} hashes, "
                     f"a tree of {T + 1} leaves needs {want} at index {s}", ("d", s))
+                return None
             if s == T and ent.digest != d_T:
                 bad("d_T-mismatch", f"opened d_{T} differs from the committed d_T", ("dT",))
+            if s not in top_ok:
+                top_ok[s] = merkle.verify_inclusion(merkle.top_leaf(s, ent.digest), s, T + 1, ent.proof, root)
+            if not top_ok[s]:
+                bad("top-proof", f"d_{s} ({role}) does not verify against R at leaf {s}", ("d", s))
+                return None
             return ent
 
         def need_row(s: int, ri: int, role: str, missing_check: str) -> None:
@@ -200,8 +215,7 @@ def _phase_structure(
         if t == 0:
             plan.refs = band_refs(None, 0, n, band_of(i, n))
         elif prev is not None:
-            # The references come from the opened d_{t-1} (proven against R in phase 2).
-            plan.refs = band_refs(prev.digest, t, n, band_of(i, n))
+            plan.refs = band_refs(prev.digest, t, n, band_of(i, n))  # from the proven d_{t-1}
         need_row(t, i, "X_t[i]", "missing-row")
         need_row(t + 1, i, "X_{t+1}[i]", "missing-row")
         for r, (j, o) in enumerate(plan.refs):
@@ -210,18 +224,11 @@ def _phase_structure(
     return plans
 
 
-def _phase_hashing(params: ChallengeParams, root: bytes, plans: list[_Plan], op: Openings, fail: FailFn) -> None:
-    n, T = params.n, params.T
-    top_ok: dict[int, bool] = {}
+def _phase_rows(params: ChallengeParams, plans: list[_Plan], op: Openings, fail: FailFn) -> None:
+    """Every row (its row node) against its digest at the row index its role requires."""
+    n = params.n
     row_ok: dict[tuple[int, int], bool] = {}
     for si, plan in enumerate(plans):
-        for s, role in plan.digests:
-            if s not in top_ok:
-                ent = op.digests[s]
-                top_ok[s] = merkle.verify_inclusion(merkle.top_leaf(s, ent.digest), s, T + 1, ent.proof, root)
-            if not top_ok[s]:
-                plan.ok = False
-                fail(si, "top-proof", f"d_{s} ({role}) does not verify against R at leaf {s}", ("d", s))
         for (s, ri), ds, role in plan.rows:
             if (s, ri) not in row_ok:
                 ent = op.rows[(s, ri)]
