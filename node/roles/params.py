@@ -53,7 +53,8 @@ class MinerParams:
     gpu_devices: list[int] = field(default_factory=list)  # empty: every visible GPU
     roster_interval_s: float = 10.0
     heartbeat_timeout_s: float = 15.0  # drop a remote executor after this long without heartbeat
-    cheat: str = ""  # testing only: a harness cheater kind (see node/harness/cheaters.py)
+    host_fingerprint: str = ""  # empty: derived from /etc/machine-id; test networks on one machine set one per node
+    cheat: str = ""  # testing only: a cheater kind (see node/roles/behaviours.py)
     admitted_validators: list[str] = field(default_factory=list)  # empty: accept any validator
 
     def __post_init__(self) -> None:
@@ -68,6 +69,7 @@ class ExecutorParams:
     cpu_memory_bytes: int = 64 * 1024 * 1024
     gpu_device: int = 0
     heartbeat_interval_s: float = 3.0
+    host_fingerprint: str = ""  # empty: derived from /etc/machine-id
     cheat: str = ""  # testing only
     admitted_validators: list[str] = field(default_factory=list)
 

@@ -8,7 +8,7 @@ encodes its own public key, so the signature is checked with no key lookup.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from node.identity import Identity, IdentityError, public_key_from_peer_id, verify_signature
 from node.wire import constants as C
@@ -112,3 +112,26 @@ def decode_envelope(
     if now_ms is not None and abs(now_ms - ts) > max_skew_ms:
         raise StaleMessage(f"{mtype!r} timestamp is {(now_ms - ts) / 1000:.1f} s off this node's clock (limit {max_skew_ms / 1000:.0f} s)")
     return Envelope(version, mtype, sender, seq, ts, body, sig, bytes(data))
+
+
+class Signer:
+    """Seals message bodies into envelopes with this identity and a strictly increasing seq.
+
+    The seq starts from the wall clock in microseconds, so it keeps increasing across restarts
+    and (sender, seq) never repeats for honest nodes.
+    """
+
+    def __init__(self, identity: Identity, wall_ms: "Callable[[], int] | None" = None):
+        import time
+
+        self.identity = identity
+        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self._seq = self._wall_ms() * 1000
+
+    @property
+    def peer_id(self) -> str:
+        return self.identity.peer_id
+
+    def seal(self, body: Any) -> bytes:
+        self._seq += 1
+        return encode_envelope(body, self.identity, seq=self._seq, now_ms=self._wall_ms())

@@ -254,6 +254,9 @@ class Busy:
     TYPE: ClassVar[str] = "busy"
     challenge_id: bytes = fld(length=C.CHALLENGE_ID_BYTES)
     challenge_hash: bytes = fld(length=32)
+    # The signed challenge it is running: proof that it is really busy, and with what. One
+    # addressed to a different executor id is proof that two identities share one engine.
+    busy_with: bytes = fld(max_len=8192)
 
 
 @message

@@ -1,0 +1,158 @@
+"""The harness report: every verdict from the validators' ledgers, who was honest, who was caught."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from rich.table import Table
+
+# What catching each cheater kind looks like: a failing verdict with a reason starting with one of these.
+EXPECTED_REASONS: dict[str, tuple[str, ...]] = {
+    "corrupt-rows": ("false-proof",),
+    "fake-model": ("slow-for-profile", "late-commitment"),
+    "partial-pool": ("slow-for-profile", "late-commitment", "co-scheduled-timeout"),
+    "replay": ("false-proof", "replay"),
+    "wrong-executor": ("wrong-executor", "missing-commitment:wrong-executor"),
+    "foreign-key": ("wrong-signer",),
+    "relay": ("false-proof",),
+    "zero-chain": ("false-proof",),
+    "shared-gpu": ("co-scheduled-timeout", "duplicate-gpu"),
+}
+
+
+def _executor_owners(harness) -> dict[str, tuple[str, str]]:
+    """executor id -> (node name, kind), from the nodes' last status files."""
+    owners: dict[str, tuple[str, str]] = {}
+    for n in harness.nodes:
+        st = n.status() or {}
+        if n.role == "miner":
+            for eid in (st.get("miner", {}).get("local_executors") or {}):
+                owners[eid] = (n.name, n.kind)
+        elif n.role == "executor" and st.get("peer_id"):
+            owners[st["peer_id"]] = (n.name, n.kind)
+    return owners
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def build_report(harness, t_start: float, mesh_s: float | None, interrupted: bool) -> dict[str, Any]:
+    from node.roles.ledger import Ledger
+
+    owners = _executor_owners(harness)
+    verdicts: list[dict] = []
+    created: dict[str, int] = {}
+    receipts: list[tuple[str, int]] = []
+    for n in harness.nodes:
+        if n.role != "validator":
+            continue
+        path = n.data_dir / "ledger.sqlite3"
+        if not path.exists():
+            continue
+        ledger = Ledger(path)
+        try:
+            integrity = ledger.integrity_check()
+            for rec in ledger.verdicts():
+                d = rec.to_dict()
+                node_name, kind = owners.get(d["executor_id"], ("?", "unknown"))
+                d.update(validator=n.name, executor_node=node_name, kind=kind, executor=d["executor_id"])
+                verdicts.append(d)
+                created[d["challenge_id"]] = d["created_ms"]
+            for cid, received_ms in ledger.foreign_receipts():
+                receipts.append((cid, received_ms))
+            if integrity != "ok":
+                verdicts.append({"validator": n.name, "passed": False, "reasons": [f"ledger-integrity:{integrity}"], "kind": "ledger"})
+        finally:
+            ledger.close()
+    # Propagation: from a verdict's creation at one validator to its arrival at another.
+    lat = [(r - created[cid]) / 1000 for cid, r in receipts if cid in created]
+    nodes = []
+    for n in harness.nodes:
+        st = n.status() or {}
+        nodes.append({"name": n.name, "role": n.role, "kind": n.kind, "peer_id": st.get("peer_id"), "listen": st.get("listen"),
+                      "peers": len(st.get("peers", {})), "exit_code": n.exit_code, "net": st.get("net", {})})
+    kinds: dict[str, dict] = {}
+    for d in verdicts:
+        k = d.get("kind", "unknown")
+        slot = kinds.setdefault(d.get("executor_node", "?"), {"kind": k, "verdicts": 0, "passed": 0, "failed_reasons": {}})
+        slot["verdicts"] += 1
+        if d.get("passed"):
+            slot["passed"] += 1
+        else:
+            for r in d.get("reasons", []):
+                slot["failed_reasons"][r] = slot["failed_reasons"].get(r, 0) + 1
+    return {
+        "started_at": t_start,
+        "ended_at": time.time(),
+        "interrupted": interrupted,
+        "params": {k: v for k, v in vars(harness.hp).items()},
+        "calibrated_cpu_step_s": harness.calibrated_step_s,
+        "mesh_ready_s": mesh_s,
+        "expected_executors": harness.expected_executors(),
+        "nodes": nodes,
+        "executors": {eid: {"node": o[0], "kind": o[1]} for eid, o in owners.items()},
+        "by_node": kinds,
+        "verdicts": verdicts,
+        "propagation": {
+            "verdict_deliveries": len(lat),
+            "p50_s": _pct(lat, 0.5), "p99_s": _pct(lat, 0.99), "max_s": max(lat) if lat else None,
+            "mean_s": statistics.fmean(lat) if lat else None,
+        },
+    }
+
+
+def evaluate(report: dict) -> tuple[bool, list[str]]:
+    problems: list[str] = []
+    honest_nodes = {o["node"] for o in report["executors"].values() if o["kind"] == "honest"}
+    by_node = report["by_node"]
+    honest_total = honest_passed = 0
+    for name in sorted(honest_nodes):
+        slot = by_node.get(name)
+        if not slot or slot["verdicts"] == 0:
+            problems.append(f"honest {name} got no verdict")
+            continue
+        honest_total += slot["verdicts"]
+        honest_passed += slot["passed"]
+        if slot["passed"] != slot["verdicts"]:
+            problems.append(f"honest {name} failed {slot['verdicts'] - slot['passed']} of {slot['verdicts']}: {slot['failed_reasons']}")
+    cheaters = {o["node"]: o["kind"] for o in report["executors"].values() if o["kind"] not in ("honest", "unknown")}
+    caught = 0
+    report["cheaters"] = {}
+    for name, kind in sorted(cheaters.items()):
+        slot = by_node.get(name, {"failed_reasons": {}})
+        want = EXPECTED_REASONS.get(kind, ())
+        hits = {r: c for r, c in slot["failed_reasons"].items() if r.startswith(want)}
+        report["cheaters"][name] = {"kind": kind, "caught": bool(hits), "reasons": hits or slot["failed_reasons"]}
+        if hits:
+            caught += 1
+        else:
+            problems.append(f"cheater {name} ({kind}) was not caught (wanted {'/'.join(want)}; saw {slot['failed_reasons'] or 'no failing verdict'})")
+    for d in report["verdicts"]:
+        if d.get("kind") == "ledger":
+            problems.append(f"{d['validator']}: {d['reasons'][0]}")
+    report["summary"] = {
+        "honest_verdicts": honest_total, "honest_passed": honest_passed,
+        "cheaters": len(cheaters), "cheaters_caught": caught,
+    }
+    return not problems, problems
+
+
+def summary_table(report: dict) -> Table:
+    t = Table(title="gpow harness: verdicts per executor node")
+    for c in ("node", "kind", "verdicts", "passed", "failure reasons", "caught"):
+        t.add_column(c)
+    for name, slot in sorted(report["by_node"].items()):
+        kind = slot["kind"]
+        caught = "" if kind == "honest" else ("yes" if report.get("cheaters", {}).get(name, {}).get("caught") else "NO")
+        reasons = ", ".join(f"{r} x{c}" for r, c in slot["failed_reasons"].items()) or "-"
+        t.add_row(name, kind, str(slot["verdicts"]), str(slot["passed"]), reasons, caught)
+    p = report["propagation"]
+    if p["verdict_deliveries"]:
+        t.caption = f"verdict propagation between validators: p50 {p['p50_s'] * 1e3:.1f} ms, p99 {p['p99_s'] * 1e3:.1f} ms over {p['verdict_deliveries']} deliveries"
+    return t

@@ -1,0 +1,265 @@
+"""The executor: answers challenges with its engine, one at a time, and opens sampled rows.
+
+Used two ways: inside a miner (one per local GPU, or one CPU executor) and as a remote
+``executor`` node that registers with its miner. Either way the executor signs its own answers
+with its own key, so a miner cannot answer for an executor it does not have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import trio
+
+from node.identity import Identity
+from node.pow.chain import sample_commit
+from node.pow.engine import ChallengeParams, Engine, EngineCapacityError, Trace, pool_bytes
+from node.pow.openings import build_openings, encode_openings
+from node.roles.behaviours import Behaviour, Honest
+from node.wire import WireError, decode_envelope
+from node.wire.envelope import Envelope, Signer
+from node.wire.messages import Busy, Challenge, Commitment, ExecutorAttestation, Openings, Reveal
+
+log = logging.getLogger("gpow.executor")
+
+ATTESTATION_TTL_MS = 10 * 60 * 1000
+
+
+class ChallengeRefused(Exception):
+    """A challenge or reveal this executor will not answer; the message goes back to the sender."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass
+class GpuFacts:
+    """What an executor claims about its hardware (signed in its attestation)."""
+
+    engine: str
+    gpu_model: str
+    memory_bytes: int
+    gpu_uuid: str
+    pci_bus_id: str
+    host_fingerprint: str
+
+
+@dataclass
+class _Active:
+    challenge: Envelope
+    body: Challenge
+    params: ChallengeParams
+    received_ms: int
+    expires_ms: int
+    trace: Trace | None = None
+    reserved: int = 0
+    opened: bool = False
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class PoolBudget:
+    """The device memory an executor's pools may take. Honest executors own one each; an engine
+    shared by two identities (the shared-GPU cheat) shares one, so co-scheduled challenges wait."""
+
+    def __init__(self, capacity_bytes: int):
+        self.capacity = capacity_bytes
+        self.used = 0
+        self._changed = trio.Condition()
+
+    async def reserve(self, nbytes: int) -> None:
+        if nbytes > self.capacity:
+            raise EngineCapacityError(f"the pool needs {nbytes} bytes but this executor has {self.capacity}")
+        async with self._changed:
+            while self.used + nbytes > self.capacity:
+                await self._changed.wait()
+            self.used += nbytes
+
+    async def release(self, nbytes: int) -> None:
+        async with self._changed:
+            self.used = max(0, self.used - nbytes)
+            self._changed.notify_all()
+
+
+def challenge_hash(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+def host_fingerprint() -> str:
+    """A stable, non-secret fingerprint of this host (machine id, else hostname)."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(path) as f:
+                return hashlib.sha256(f.read().strip().encode()).hexdigest()[:32]
+        except OSError:
+            continue
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:32]
+
+
+class ExecutorService:
+    """One executor identity backed by one engine."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        miner_id: str,
+        engine: Engine,
+        facts: GpuFacts,
+        *,
+        admitted_validators: set[str] | None = None,
+        behaviour: Behaviour | None = None,
+        wall_ms: Callable[[], int] | None = None,
+        lock: trio.Lock | None = None,
+        budget: PoolBudget | None = None,
+    ):
+        self.identity = identity
+        self.signer = Signer(identity, wall_ms)
+        self.miner_id = miner_id
+        self.engine = engine
+        self.facts = facts
+        self.admitted = admitted_validators or set()
+        self.behaviour = behaviour or Honest()
+        self.wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        # One engine runs one chain at a time; a cheat that backs two identities with one engine
+        # shares this lock (and the engine's memory), which is exactly what co-scheduling exposes.
+        self.lock = lock or trio.Lock()
+        self.budget = budget or PoolBudget(facts.memory_bytes)
+        self._active: dict[bytes, _Active] = {}
+        self._seen: dict[bytes, int] = {}  # challenge id -> expiry (replay protection)
+        self.stats = {"challenges": 0, "commitments": 0, "openings": 0, "busy": 0, "refused": 0}
+
+    @property
+    def executor_id(self) -> str:
+        return self.identity.peer_id
+
+    def attestation(self) -> bytes:
+        body = ExecutorAttestation(
+            miner_id=self.miner_id,
+            engine=self.facts.engine,
+            gpu_model=self.facts.gpu_model,
+            memory_bytes=self.facts.memory_bytes,
+            gpu_uuid=self.facts.gpu_uuid,
+            pci_bus_id=self.facts.pci_bus_id,
+            host_fingerprint=self.facts.host_fingerprint,
+            expires_ms=self.wall_ms() + ATTESTATION_TTL_MS,
+        )
+        return self.behaviour.sign(self, self.behaviour.attestation(body))
+
+    def busy(self) -> bool:
+        return any(not a.opened for a in self._active.values())
+
+    async def _free(self, a: _Active) -> None:
+        if a.trace is not None:
+            self.engine.release(a.trace)
+            a.trace = None
+        if a.reserved:
+            await self.budget.release(a.reserved)
+            a.reserved = 0
+
+    async def _expire(self, now_ms: int) -> None:
+        for cid, a in list(self._active.items()):
+            if a.opened or now_ms > a.expires_ms:
+                await self._free(a)
+                del self._active[cid]
+        for cid, exp in list(self._seen.items()):
+            if exp < now_ms - 3_600_000:
+                del self._seen[cid]
+
+    def _check_challenge(self, raw: bytes) -> tuple[Envelope, Challenge]:
+        try:
+            env = decode_envelope(raw, expect=Challenge, now_ms=self.wall_ms())
+        except WireError as exc:
+            raise ChallengeRefused(exc.reason, exc.message) from None
+        body: Challenge = env.body
+        if self.admitted and env.sender not in self.admitted:
+            raise ChallengeRefused("unadmitted-validator", f"validator {env.sender} is not in the admitted set")
+        if body.executor_id != self.executor_id and not self.behaviour.answers_for_others:
+            raise ChallengeRefused("wrong-executor", f"challenge is addressed to {body.executor_id}, not {self.executor_id}")
+        if body.challenge_id in self._seen:
+            raise ChallengeRefused("replay", f"challenge {body.challenge_id.hex()} was already received")
+        now = self.wall_ms()
+        if body.commit_deadline_ms <= now:
+            raise ChallengeRefused("expired", "the commitment deadline has already passed")
+        return env, body
+
+    async def on_challenge(self, raw: bytes) -> bytes:
+        """Prove a challenge and return the signed commitment (or a signed Busy)."""
+        self.stats["challenges"] += 1
+        try:
+            env, body = self._check_challenge(raw)
+        except ChallengeRefused:
+            self.stats["refused"] += 1
+            raise
+        now = self.wall_ms()
+        await self._expire(now)
+        running = next((a for a in self._active.values() if not a.opened), None)
+        if running is not None:
+            self.stats["busy"] += 1
+            return self.signer.seal(Busy(challenge_id=body.challenge_id, challenge_hash=challenge_hash(raw), busy_with=running.challenge.raw))
+        self._seen[body.challenge_id] = body.commit_deadline_ms
+        params = ChallengeParams(
+            seed=body.seed,
+            validator=env.sender_key,
+            executor=self.identity.public_key,
+            n=body.n,
+            T=body.steps,
+            m=body.b_matrices,
+        )
+        active = _Active(env, body, params, now, body.commit_deadline_ms + body.openings_timeout_ms + 30_000)
+        self._active[body.challenge_id] = active
+        t0 = time.perf_counter()
+        try:
+            need = pool_bytes(params.n, params.T)
+            await self.budget.reserve(need)
+            active.reserved = need
+            async with self.lock:
+                deadline_s = max(0.0, (body.commit_deadline_ms - self.wall_ms()) / 1000)
+                trace = await trio.to_thread.run_sync(self._prove, params, deadline_s, abandon_on_cancel=False)
+        except EngineCapacityError as exc:
+            await self._free(active)
+            del self._active[body.challenge_id]
+            self.stats["refused"] += 1
+            raise ChallengeRefused("capacity", str(exc)) from None
+        active.trace = trace
+        root, d_final = self.behaviour.commitment(self, trace)
+        self.stats["commitments"] += 1
+        commitment = Commitment(
+            challenge_id=body.challenge_id,
+            challenge_hash=challenge_hash(raw),
+            root=root,
+            d_final=d_final,
+            prove_ms=int((time.perf_counter() - t0) * 1000),
+        )
+        log.info("committed", extra={"fields": {"challenge": body.challenge_id.hex()[:12], "n": body.n, "T": body.steps, "ms": commitment.prove_ms}})
+        return self.behaviour.sign(self, commitment)
+
+    def _prove(self, params: ChallengeParams, deadline_s: float) -> Trace:
+        return self.behaviour.prove(self.engine, params, deadline_s)
+
+    async def on_reveal(self, raw: bytes) -> bytes:
+        """Check the reveal against the challenge's sample commitment and return signed openings."""
+        try:
+            env = decode_envelope(raw, expect=Reveal, now_ms=self.wall_ms())
+        except WireError as exc:
+            raise ChallengeRefused(exc.reason, exc.message) from None
+        body: Reveal = env.body
+        active = self._active.get(body.challenge_id)
+        if active is None or active.trace is None:
+            raise ChallengeRefused("unknown-challenge", f"no committed challenge {body.challenge_id.hex()}")
+        if env.sender != active.challenge.sender:
+            raise ChallengeRefused("wrong-validator", "the reveal is not signed by the challenge's validator")
+        if sample_commit(body.secret) != active.body.sample_commit:
+            raise ChallengeRefused("bad-reveal", "the reveal does not match the challenge's sample commitment")
+        trace = active.trace
+        openings = await trio.to_thread.run_sync(build_openings, trace, body.secret, active.body.samples)
+        blob = self.behaviour.openings(self, trace, encode_openings(openings), body.secret, active.body.samples)
+        active.opened = True
+        await self._free(active)
+        self.stats["openings"] += 1
+        return self.behaviour.sign(self, Openings(challenge_id=body.challenge_id, blob=blob))

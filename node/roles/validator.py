@@ -1,0 +1,595 @@
+"""The validator: learns executors from rosters, challenges them, verifies, and gossips verdicts.
+
+One challenge, step by step (each step is one ledger transaction, so a crash loses nothing):
+issue (fresh id, seed and secret, sized from the claimed memory and the GPU profile) -> send on
+the request stream and time the signed commitment -> reveal the secret -> fetch the signed
+openings -> verify on the CPU in a worker thread -> store and gossip a signed verdict.
+Executors that could share one GPU (one miner's, same host, same GPU UUID) are challenged at the
+same instant, so one engine behind two identities must hold two pools at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import trio
+
+from node.pow.chain import sample_commit
+from node.pow.engine import ChallengeParams, max_steps_for
+from node.pow.openings import ProofFormatError, decode_openings
+from node.pow.verifier import verify
+from node.roles import verdicts as R
+from node.roles.executor import challenge_hash
+from node.roles.gpu_identity import GpuIdentityRegistry
+from node.roles.ledger import Ledger
+from node.roles.params import ValidatorParams
+from node.roles.profiles import ProfileBook, performance_factor
+from node.roles.verdicts import VerdictRecord
+from node.wire import WireError, decode_envelope
+from node.wire import constants as C
+from node.wire.codec import pack_canonical
+from node.wire.envelope import Envelope, Signer
+from node.wire.messages import (
+    Busy,
+    Challenge,
+    Commitment,
+    ExecutorAttestation,
+    Openings,
+    ProofBundle,
+    ProofRequest,
+    Reveal,
+    Roster,
+    Verdict,
+)
+
+log = logging.getLogger("gpow.validator")
+
+
+@dataclass
+class KnownExecutor:
+    executor_id: str
+    miner_id: str
+    attestation: ExecutorAttestation
+    attestation_raw: bytes
+    seen_at: float
+    last_challenged: float = -1e18
+    challenges: int = 0
+    in_flight: bool = False
+    last_verdict: str = ""
+
+
+@dataclass
+class ChallengeOutcome:
+    record: VerdictRecord
+    bundle: bytes = b""
+    busy: bool = False
+
+
+@dataclass
+class ChallengeCtx:
+    executor: KnownExecutor
+    body: Challenge
+    raw: bytes
+    secret: bytes
+    params: ChallengeParams
+    rec: VerdictRecord
+    commit_timeout: float
+    co_scheduled: bool
+    commitment: Envelope | None = None
+    outcome: ChallengeOutcome | None = None
+
+
+@dataclass
+class ValidatorStats:
+    issued: int = 0
+    verdicts: int = 0
+    passed: int = 0
+    failed: int = 0
+    busy: int = 0
+    rosters: int = 0
+    rosters_rejected: int = 0
+    foreign_verdicts: int = 0
+    audits: int = 0
+    audit_disagreements: int = 0
+    verify_seconds: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+class ValidatorService:
+    def __init__(
+        self,
+        host,
+        params: ValidatorParams,
+        ledger: Ledger,
+        profiles: ProfileBook,
+        *,
+        data_dir: Path,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = trio.current_time,
+        wall_ms: Callable[[], int] | None = None,
+    ):
+        self.host = host
+        self.params = params
+        self.ledger = ledger
+        self.profiles = profiles
+        self.rng = rng or random.SystemRandom()
+        self.clock = clock
+        self.wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self.signer = Signer(host.identity, self.wall_ms)
+        self.executors: dict[str, KnownExecutor] = {}
+        self.gpu_ids = GpuIdentityRegistry()
+        self.stats = ValidatorStats()
+        self.proof_dir = Path(data_dir) / "proofs"
+        self.proof_dir.mkdir(parents=True, exist_ok=True)
+        self._in_flight = 0
+        self._audit_tokens = float(params.audits_per_minute)
+        self._audit_send, self._audit_recv = trio.open_memory_channel[Verdict | tuple](64)
+        host.gossip.subscribe(C.TOPIC_ROSTER, self._on_roster, self._validate_roster)
+        host.gossip.subscribe(C.TOPIC_VERDICT, self._on_verdict, self._validate_verdict)
+        host.set_handler(C.PROTO_PROOF, self._on_proof_request)
+
+    # ---- rosters -----------------------------------------------------------------------------
+
+    def _parse_roster(self, env: Envelope) -> list[tuple[Envelope, ExecutorAttestation]]:
+        roster: Roster = env.body
+        now = self.wall_ms()
+        out = []
+        for raw in roster.entries:
+            att_env = decode_envelope(raw, expect=ExecutorAttestation)
+            att: ExecutorAttestation = att_env.body
+            if att.miner_id != env.sender:
+                raise WireError(f"roster entry for {att_env.sender} names miner {att.miner_id}, not the roster's signer")
+            if att.expires_ms < now:
+                continue
+            out.append((att_env, att))
+        return out
+
+    def _validate_roster(self, env: Envelope) -> str:
+        try:
+            self._parse_roster(env)
+        except WireError as exc:
+            self.stats.rosters_rejected += 1
+            log.warning("roster rejected", extra={"fields": {"miner": env.sender, "error": exc.message}})
+            return "reject"
+        return "accept"
+
+    def _on_roster(self, env: Envelope) -> None:
+        self.stats.rosters += 1
+        now = self.clock()
+        listed = set()
+        for att_env, att in self._parse_roster(env):
+            eid = att_env.sender
+            listed.add(eid)
+            known = self.executors.get(eid)
+            if known is None:
+                log.info("learned executor", extra={"fields": {"executor": eid[-8:], "miner": env.sender[-8:], "model": att.gpu_model}})
+                # First challenge soon but spread out, so a new network does not start in lockstep.
+                known = KnownExecutor(eid, env.sender, att, att_env.raw, now, last_challenged=now - self.params.challenge_interval_s + self.rng.uniform(0.5, 2.0))
+                self.executors[eid] = known
+            else:
+                known.miner_id, known.attestation, known.attestation_raw, known.seen_at = env.sender, att, att_env.raw, now
+            self.gpu_ids.observe(eid, env.sender, att.gpu_uuid, att.pci_bus_id, att.host_fingerprint, self.wall_ms())
+        # Executors this miner no longer lists have left it cleanly.
+        for eid, known in list(self.executors.items()):
+            if known.miner_id == env.sender and eid not in listed and not known.in_flight:
+                del self.executors[eid]
+                self.gpu_ids.deregister(eid, self.wall_ms())
+                log.info("executor left", extra={"fields": {"executor": eid[-8:]}})
+
+    # ---- verdicts from other validators ------------------------------------------------------
+
+    def _validate_verdict(self, env: Envelope) -> str:
+        if env.sender == self.host.identity.peer_id:
+            return "accept"
+        if self.params.admitted and env.sender not in self.params.admitted:
+            return "reject"
+        return "accept"
+
+    def _on_verdict(self, env: Envelope) -> None:
+        if env.sender == self.host.identity.peer_id:
+            return
+        v: Verdict = env.body
+        self.stats.foreign_verdicts += 1
+        self.ledger.record_foreign_verdict(env.sender, v.challenge_id.hex(), v.executor_id, v.miner_id, v.passed, list(v.reasons), v.score_ppm, self.wall_ms())
+        if v.evidence:
+            self._queue_audit(("evidence", env.sender, v))
+        elif self.params.audit:
+            self._queue_audit(("fetch", env.sender, v))
+
+    def _queue_audit(self, item: tuple) -> None:
+        try:
+            self._audit_send.send_nowait(item)
+        except trio.WouldBlock:
+            pass  # audits are best effort and rate-limited; never let them queue without bound
+
+    async def _audit_loop(self) -> None:
+        async for kind, validator_id, v in self._audit_recv:
+            if kind == "fetch":
+                if self._audit_tokens < 1:
+                    continue
+                self._audit_tokens -= 1
+                try:
+                    bundle = await self.host.request(validator_id, C.PROTO_PROOF, self.signer.seal(ProofRequest(challenge_id=v.challenge_id)), timeout=10)
+                except Exception as exc:
+                    log.info("audit fetch failed", extra={"fields": {"validator": validator_id[-8:], "error": str(exc)}})
+                    continue
+            else:
+                bundle = v.evidence
+            self.stats.audits += 1
+            try:
+                ok, reasons = await trio.to_thread.run_sync(self.check_bundle, bundle, v.executor_id)
+            except (WireError, ProofFormatError, ValueError) as exc:
+                ok, reasons = False, [f"bad-bundle:{exc}"]
+            if ok != v.passed:
+                self.stats.audit_disagreements += 1
+                log.warning("audit disagrees with a verdict", extra={"fields": {"validator": validator_id[-8:], "challenge": v.challenge_id.hex()[:12], "they": v.passed, "we": ok, "reasons": reasons}})
+            elif not ok and kind == "evidence":
+                # Fraud proven by evidence we checked ourselves: ban the executor and its miner.
+                until = self.wall_ms() + self.params.ban_seconds * 1000
+                self.ledger.ban(v.executor_id, until, "fraud evidence from " + validator_id)
+                self.ledger.ban(v.miner_id, until, "fraud evidence from " + validator_id)
+
+    def check_bundle(self, bundle_raw: bytes, executor_id: str) -> tuple[bool, list[str]]:
+        """Re-check a proof bundle from scratch (signatures, binding, openings). Runs in a thread."""
+        bundle = decode_envelope(bundle_raw, expect=ProofBundle).body
+        ch_env = decode_envelope(bundle.challenge, expect=Challenge)
+        cm_env = decode_envelope(bundle.commitment, expect=Commitment)
+        op_env = decode_envelope(bundle.openings, expect=Openings)
+        ch: Challenge = ch_env.body
+        if ch.executor_id != executor_id or cm_env.sender != executor_id or op_env.sender != executor_id:
+            return False, [R.WRONG_EXECUTOR]
+        if cm_env.body.challenge_hash != challenge_hash(bundle.challenge):
+            return False, [R.REPLAY]
+        if sample_commit(bundle.reveal) != ch.sample_commit:
+            return False, ["bad-reveal"]
+        params = ChallengeParams(seed=ch.seed, validator=ch_env.sender_key, executor=cm_env.sender_key, n=ch.n, T=ch.steps, m=ch.b_matrices)
+        openings = decode_openings(op_env.body.blob)
+        res = verify(params, ch.samples, cm_env.body.root, cm_env.body.d_final, bundle.reveal, openings)
+        return res.ok, [f"{R.FALSE_PROOF}:{f.check}" for f in res.failures]
+
+    async def _on_proof_request(self, peer_id: str, payload: bytes) -> bytes:
+        env = decode_envelope(payload, expect=ProofRequest, now_ms=self.wall_ms())
+        path = self.proof_dir / (env.body.challenge_id.hex() + ".bundle")
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise LookupError(f"no proof bundle for challenge {env.body.challenge_id.hex()}") from None
+
+    # ---- scheduling --------------------------------------------------------------------------
+
+    def due_groups(self, now: float) -> list[list[KnownExecutor]]:
+        """Executors due for a challenge, in co-scheduling groups, oldest first.
+
+        With co-scheduling on, an executor that is due pulls in every executor that could share
+        its hardware: same miner, same host fingerprint, same GPU UUID.
+        """
+        banned = {e for e in self.executors if self.ledger.is_banned(e, self.wall_ms()) or self.ledger.is_banned(self.executors[e].miner_id, self.wall_ms())}
+        due = sorted(
+            (e for e in self.executors.values() if not e.in_flight and e.executor_id not in banned and now - e.last_challenged >= self.params.challenge_interval_s),
+            key=lambda e: e.last_challenged,
+        )
+        groups: list[list[KnownExecutor]] = []
+        taken: set[str] = set()
+        for e in due:
+            if e.executor_id in taken:
+                continue
+            if self.params.co_schedule:
+                group = [
+                    o for o in self.executors.values()
+                    if not o.in_flight and o.executor_id not in banned and o.executor_id not in taken
+                    and (o.miner_id == e.miner_id
+                         or o.attestation.host_fingerprint == e.attestation.host_fingerprint
+                         or (o.attestation.gpu_uuid and o.attestation.gpu_uuid == e.attestation.gpu_uuid))
+                ]
+            else:
+                group = [e]
+            taken.update(o.executor_id for o in group)
+            groups.append(group)
+        return groups
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        for cid in self.ledger.resume(self.wall_ms()):
+            log.warning("challenge in flight at the last stop timed out", extra={"fields": {"challenge": cid[:12]}})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._audit_loop)
+            nursery.start_soon(self._refill_audit_tokens)
+            task_status.started()
+            while True:
+                for group in self.due_groups(self.clock()):
+                    if self._in_flight >= self.params.concurrency:
+                        break
+                    self._in_flight += 1
+                    for e in group:
+                        e.in_flight = True
+                    nursery.start_soon(self._run_group, group)
+                await trio.sleep(0.2)
+
+    async def _refill_audit_tokens(self) -> None:
+        while True:
+            await trio.sleep(60 / max(1, self.params.audits_per_minute))
+            self._audit_tokens = min(float(self.params.audits_per_minute), self._audit_tokens + 1)
+
+    async def _run_group(self, group: list[KnownExecutor]) -> None:
+        """Challenge a group at the same instant; reveal only once every commitment is in.
+
+        Holding the reveals back is what makes a shared engine visible without any timing: an
+        engine that serves two identities cannot free the first pool (it needs the reveal to
+        answer its openings) before it has committed the second, so one of the two misses its
+        deadline or its openings, whatever the machine's load.
+        """
+        busy: set[str] = set()
+        try:
+            co = len(group) > 1
+            ctxs = [self.issue(e, co_scheduled=co) for e in group]
+            async with trio.open_nursery() as nursery:
+                for ctx in ctxs:
+                    nursery.start_soon(self.commit_phase, ctx)
+            async with trio.open_nursery() as nursery:
+                for ctx in ctxs:
+                    if ctx.outcome is None:
+                        nursery.start_soon(self.reveal_phase, ctx)
+            for ctx in ctxs:
+                if ctx.outcome is not None and ctx.outcome.busy:
+                    busy.add(ctx.executor.executor_id)
+                elif ctx.outcome is not None:
+                    self._finish(ctx.executor, ctx.outcome)
+        except Exception:
+            log.exception("challenge group crashed", extra={"fields": {"executors": [e.executor_id[-8:] for e in group]}})
+        finally:
+            self._in_flight -= 1
+            now = self.clock()
+            for e in group:
+                e.in_flight = False
+                # A busy executor is asked again after half an interval, never scored for it.
+                e.last_challenged = now - self.params.challenge_interval_s / 2 if e.executor_id in busy else now
+
+    def _finish(self, e: KnownExecutor, out: ChallengeOutcome) -> None:
+        rec = out.record
+        self.ledger.record_verdict(rec)
+        if out.bundle:
+            self._store_bundle(rec.challenge_id, out.bundle)
+        e.last_verdict = "pass" if rec.passed else ",".join(rec.reasons)
+        self.stats.verdicts += 1
+        if rec.passed:
+            self.stats.passed += 1
+        else:
+            self.stats.failed += 1
+            if any(r.startswith(R.FALSE_PROOF) for r in rec.reasons):
+                until = self.wall_ms() + self.params.ban_seconds * 1000
+                self.ledger.ban(e.executor_id, until, "false proof")
+                self.ledger.ban(e.miner_id, until, "false proof by one of its executors")
+        for r in rec.reasons:
+            self.stats.reasons[r] = self.stats.reasons.get(r, 0) + 1
+        score = self.ledger.executor_score(e.executor_id)
+        verdict = Verdict(
+            challenge_id=bytes.fromhex(rec.challenge_id),
+            executor_id=rec.executor_id,
+            miner_id=rec.miner_id,
+            passed=rec.passed,
+            reasons=rec.reasons[:32],
+            n=rec.n,
+            steps=rec.T,
+            commit_us=int((rec.commit_seconds or 0) * 1e6),
+            openings_us=int((rec.openings_seconds or 0) * 1e6),
+            verify_us=int((rec.verify_seconds or 0) * 1e6),
+            expected_us=int((rec.expected_seconds or 0) * 1e6),
+            score_ppm=max(0, min(1_000_000, int(score * 1e6))),
+            evidence=out.bundle if (not rec.passed and out.bundle and len(out.bundle) < C.DEFAULT_MAX_MESSAGE_BYTES // 2) else b"",
+        )
+        self.host.gossip.publish(C.TOPIC_VERDICT, verdict)
+        log.info(
+            "verdict",
+            extra={"fields": {"executor": rec.executor_id[-8:], "passed": rec.passed, "reasons": ",".join(rec.reasons),
+                              "commit_s": round(rec.commit_seconds or 0, 3), "expected_s": round(rec.expected_seconds or 0, 3)}},
+        )
+
+    def _store_bundle(self, cid_hex: str, bundle: bytes) -> None:
+        path = self.proof_dir / (cid_hex + ".bundle")
+        path.write_bytes(bundle)
+        files = sorted(self.proof_dir.glob("*.bundle"), key=lambda p: p.stat().st_mtime)
+        for old in files[:-500]:  # keep the proof store bounded
+            old.unlink(missing_ok=True)
+
+    # ---- one challenge -------------------------------------------------------------------------
+
+    def size_challenge(self, e: KnownExecutor) -> tuple[int, int, int]:
+        """(n, T, k) for an executor: the pool fills the claimed memory, within the caps."""
+        att = e.attestation
+        n = self.params.n_cpu if att.engine == "cpu" else self.params.n_gpu
+        steps = max_steps_for(n, int(att.memory_bytes * self.params.memory_fill))
+        steps = max(1, min(self.params.max_steps, steps))
+        k = self.params.samples
+        if e.challenges < self.params.probation_challenges:
+            # Probation: small, cheap challenges until the executor has shown it is real.
+            steps, k = max(1, min(steps, 32)), max(4, k // 4)
+        return n, steps, k
+
+    async def challenge(self, e: KnownExecutor, *, co_scheduled: bool = False) -> ChallengeOutcome:
+        """Run one challenge to its outcome (both phases), without recording it."""
+        ctx = self.issue(e, co_scheduled=co_scheduled)
+        await self.commit_phase(ctx)
+        if ctx.outcome is None:
+            await self.reveal_phase(ctx)
+        assert ctx.outcome is not None
+        return ctx.outcome
+
+    def issue(self, e: KnownExecutor, *, co_scheduled: bool = False) -> "ChallengeCtx":
+        """Size, sign and record a fresh challenge (fresh id, seed and secret)."""
+        n, steps, k = self.size_challenge(e)
+        m = self.params.b_matrices
+        expected = self.profiles.expected_seconds(e.attestation.gpu_model, n, steps)
+        if expected is not None:
+            commit_timeout = expected * self.params.tolerance + self.params.rtt_margin_s + self.params.commit_slack_s
+        else:
+            commit_timeout = steps * self.params.cpu_step_allowance_s + self.params.rtt_margin_s + self.params.commit_slack_s
+        cid, seed, secret = os.urandom(C.CHALLENGE_ID_BYTES), os.urandom(32), os.urandom(32)
+        now_ms = self.wall_ms()
+        body = Challenge(
+            challenge_id=cid, executor_id=e.executor_id, seed=seed, n=n, steps=steps, b_matrices=m, samples=k,
+            commit_deadline_ms=now_ms + int(commit_timeout * 1000),
+            openings_timeout_ms=int(self.params.openings_timeout_s * 1000),
+            sample_commit=sample_commit(secret),
+        )
+        raw = self.signer.seal(body)
+        rec = VerdictRecord(
+            challenge_id=cid.hex(), validator_id=self.host.identity.peer_id, executor_id=e.executor_id, miner_id=e.miner_id,
+            passed=False, reasons=[], n=n, T=steps, m=m, k=k, commit_seconds=None, openings_seconds=None,
+            verify_seconds=None, expected_seconds=expected, performance_factor=0.0, created_ms=now_ms,
+        )
+        self.ledger.record_challenge(cid.hex(), e.executor_id, e.miner_id, raw, secret, now_ms, body.commit_deadline_ms)
+        self.stats.issued += 1
+        e.challenges += 1
+        params = ChallengeParams(seed=seed, validator=self.host.identity.public_key, executor=self.host_key(e.executor_id), n=n, T=steps, m=m)
+        return ChallengeCtx(e, body, raw, secret, params, rec, commit_timeout, co_scheduled)
+
+    def _fail(self, ctx: "ChallengeCtx", reason: str, bundle: bytes = b"") -> None:
+        ctx.rec.reasons = [reason]
+        ctx.outcome = ChallengeOutcome(ctx.rec, bundle)
+
+    async def commit_phase(self, ctx: "ChallengeCtx") -> None:
+        """Send the challenge and time the signed commitment."""
+        e, rec = ctx.executor, ctx.rec
+        t0 = self.clock()
+        failure, resp = await self._request(e.miner_id, C.PROTO_CHALLENGE, ctx.raw, ctx.commit_timeout)
+        rec.commit_seconds = self.clock() - t0
+        if failure is not None:
+            late = failure == R.LATE_COMMITMENT or failure.startswith(R.MISSING_COMMITMENT + ":capacity")
+            return self._fail(ctx, R.CO_SCHEDULED_TIMEOUT if (ctx.co_scheduled and late) else failure)
+        try:
+            cm_env = decode_envelope(resp, expect=(Commitment, Busy))
+        except WireError as exc:
+            return self._fail(ctx, f"{R.BAD_SIGNATURE if exc.reason == 'bad-signature' else R.MISSING_COMMITMENT}:{exc.reason}")
+        if isinstance(cm_env.body, Busy):
+            ctx.outcome = self._judge_busy(e, rec, cm_env, ctx.raw)
+            return
+        signer_problem = self._check_signer(cm_env, e)
+        if signer_problem:
+            return self._fail(ctx, signer_problem)
+        cm: Commitment = cm_env.body
+        if cm.challenge_id != ctx.body.challenge_id or cm.challenge_hash != challenge_hash(ctx.raw):
+            return self._fail(ctx, R.REPLAY)
+        ctx.commitment = cm_env
+        self.ledger.record_commitment(rec.challenge_id, cm.root, cm.d_final, self.wall_ms())
+
+    async def reveal_phase(self, ctx: "ChallengeCtx") -> None:
+        """Reveal the secret, fetch the openings before their deadline, verify, judge the time."""
+        e, rec, cm_env = ctx.executor, ctx.rec, ctx.commitment
+        assert cm_env is not None
+        cm: Commitment = cm_env.body
+        reveal_raw = self.signer.seal(Reveal(challenge_id=ctx.body.challenge_id, secret=ctx.secret))
+        self.ledger.record_reveal(rec.challenge_id, self.wall_ms())
+        t1 = self.clock()
+        failure, op_raw = await self._request(e.miner_id, C.PROTO_REVEAL, reveal_raw, self.params.openings_timeout_s, late=R.LATE_OPENINGS, missing=R.MISSING_OPENINGS)
+        rec.openings_seconds = self.clock() - t1
+        if failure is not None:
+            return self._fail(ctx, failure)
+        try:
+            op_env = decode_envelope(op_raw, expect=Openings)
+        except WireError as exc:
+            return self._fail(ctx, f"{R.MISSING_OPENINGS}:{exc.reason}")
+        signer_problem = self._check_signer(op_env, e)
+        if signer_problem:
+            return self._fail(ctx, signer_problem)
+        self.ledger.record_openings(rec.challenge_id, hashlib.sha256(op_env.body.blob).hexdigest(), len(op_env.body.blob), self.wall_ms())
+        bundle = self.signer.seal(ProofBundle(challenge=ctx.raw, commitment=cm_env.raw, reveal=ctx.secret, openings=op_env.raw))
+
+        t2 = time.perf_counter()
+        try:
+            openings = decode_openings(op_env.body.blob)
+            result = await trio.to_thread.run_sync(lambda: verify(ctx.params, ctx.body.samples, cm.root, cm.d_final, ctx.secret, openings))
+        except ProofFormatError as exc:
+            rec.verify_seconds = time.perf_counter() - t2
+            log.info("openings malformed", extra={"fields": {"executor": e.executor_id[-8:], "error": str(exc)}})
+            return self._fail(ctx, f"{R.FALSE_PROOF}:format", bundle)
+        rec.verify_seconds = time.perf_counter() - t2
+        self.stats.verify_seconds += rec.verify_seconds
+        if not result.ok:
+            rec.reasons = [f"{R.FALSE_PROOF}:{f.check}" for f in result.failures][:8]
+            ctx.outcome = ChallengeOutcome(rec, bundle)
+            return
+
+        reasons = []
+        expected = rec.expected_seconds
+        if expected is None:
+            reasons.append(R.UNKNOWN_PROFILE)
+            rec.performance_factor = 0.0
+        else:
+            measured = max(0.0, (rec.commit_seconds or 0.0) - self.params.rtt_margin_s)
+            rec.performance_factor = performance_factor(expected, measured, self.params.tolerance)
+            if measured > expected * self.params.tolerance:
+                reasons.append(R.SLOW_FOR_PROFILE)
+        if self.gpu_ids.duplicates_of(e.executor_id):
+            reasons.append(R.DUPLICATE_GPU)
+        rec.passed = not any(r in (R.SLOW_FOR_PROFILE, R.DUPLICATE_GPU) for r in reasons)
+        rec.reasons = reasons or [R.PASSED]
+        ctx.outcome = ChallengeOutcome(rec, bundle)
+
+    def host_key(self, peer_id: str) -> bytes:
+        from node.identity import public_key_from_peer_id
+
+        return public_key_from_peer_id(peer_id)
+
+    def _check_signer(self, env: Envelope, e: KnownExecutor) -> str | None:
+        if env.sender == e.executor_id:
+            return None
+        if env.sender in self.executors:
+            return R.WRONG_EXECUTOR
+        return R.WRONG_SIGNER
+
+    def _judge_busy(self, e: KnownExecutor, rec: VerdictRecord, env: Envelope, raw: bytes) -> ChallengeOutcome:
+        """A signed BUSY is never scored, if it proves a real challenge for this same executor."""
+        signer_problem = self._check_signer(env, e)
+        if signer_problem:
+            rec.reasons = [signer_problem]
+            return ChallengeOutcome(rec)
+        busy: Busy = env.body
+        try:
+            other = decode_envelope(busy.busy_with, expect=Challenge)
+        except WireError:
+            rec.reasons = [R.MISSING_COMMITMENT + ":bad-busy"]
+            return ChallengeOutcome(rec)
+        if other.body.executor_id != e.executor_id:
+            # It is running a challenge addressed to another identity: two ids, one engine.
+            rec.reasons = [R.DUPLICATE_GPU]
+            return ChallengeOutcome(rec)
+        if busy.challenge_hash != challenge_hash(raw) or other.body.commit_deadline_ms + other.body.openings_timeout_ms < self.wall_ms():
+            rec.reasons = [R.MISSING_COMMITMENT + ":stale-busy"]
+            return ChallengeOutcome(rec)
+        self.stats.busy += 1
+        self.ledger.mark_busy(rec.challenge_id, self.wall_ms())
+        return ChallengeOutcome(rec, busy=True)
+
+    async def _request(self, peer: str, proto: str, payload: bytes, timeout: float, *, late: str = R.LATE_COMMITMENT, missing: str = R.MISSING_COMMITMENT) -> tuple[str | None, bytes]:
+        from node.net.errors import RequestFailed, RequestTimeout
+
+        try:
+            return None, await self.host.request(peer, proto, payload, timeout=timeout)
+        except RequestTimeout:
+            return late, b""
+        except RequestFailed as exc:
+            return f"{missing}:{str(exc)[:80]}", b""
+        except Exception as exc:  # peer unreachable, connection lost mid-request
+            return f"{missing}:{type(exc).__name__}", b""
+
+    def status(self) -> dict:
+        now = self.clock()
+        return {
+            "executors": {
+                eid: {
+                    "miner": e.miner_id, "model": e.attestation.gpu_model, "engine": e.attestation.engine,
+                    "memory_bytes": e.attestation.memory_bytes, "challenges": e.challenges, "in_flight": e.in_flight,
+                    "last_verdict": e.last_verdict, "next_in_s": round(max(0.0, e.last_challenged + self.params.challenge_interval_s - now), 1),
+                    "duplicate_of": sorted(self.gpu_ids.duplicates_of(eid)),
+                }
+                for eid, e in self.executors.items()
+            },
+            "in_flight_groups": self._in_flight,
+            "stats": {k: v for k, v in vars(self.stats).items()},
+        }

@@ -1,0 +1,92 @@
+"""In-process full flows on the CPU engine: real hosts on loopback, real engines, real ledgers."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.config import NodeConfig
+from node.identity import Identity
+from node.roles.node import Node
+
+pytestmark = pytest.mark.slow
+
+SMALL_CPU_MEMORY = 64 * 64 * 40  # n = 64: about 35 states
+
+
+def make_cfg(tmp: Path, name: str, role: str, bootstrap: list[str], **sections) -> NodeConfig:
+    cfg = NodeConfig()
+    cfg.node = dataclasses.replace(cfg.node, role=role, data_dir=str(tmp / name), status_interval_s=0.2)
+    cfg.net = dataclasses.replace(cfg.net, listen_host="127.0.0.1", listen_port=0, bootstrap=bootstrap, network="gpow-test")
+    cfg.gossip = dataclasses.replace(cfg.gossip, heartbeat_s=0.2)
+    cfg.validator = dataclasses.replace(
+        cfg.validator, challenge_interval_s=1.0, n_cpu=64, samples=8, probation_challenges=0,
+        commit_slack_s=5.0, openings_timeout_s=5.0, profiles_file=str(tmp / "profiles.toml"),
+    )
+    cfg.miner = dataclasses.replace(cfg.miner, engine="cpu", cpu_memory_bytes=SMALL_CPU_MEMORY, roster_interval_s=0.5,
+                                    heartbeat_timeout_s=2.0, host_fingerprint=f"host-{name}")
+    cfg.executor = dataclasses.replace(cfg.executor, engine="cpu", cpu_memory_bytes=SMALL_CPU_MEMORY, heartbeat_interval_s=0.3,
+                                       host_fingerprint=f"host-{name}")
+    for k, v in sections.items():
+        setattr(cfg, k, dataclasses.replace(getattr(cfg, k), **v))
+    return cfg
+
+
+def write_profiles(tmp: Path) -> None:
+    (tmp / "profiles.toml").write_text(
+        '[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.01\nmeasured = false\n'
+        'source = "test: generous"\n'
+    )
+
+
+async def start(nursery, cfg: NodeConfig) -> Node:
+    node = Node(cfg, Identity.generate())
+    await nursery.start(node.run)
+    return node
+
+
+async def wait_for(pred, timeout: float, what: str) -> None:
+    with trio.move_on_after(timeout):
+        while not pred():
+            await trio.sleep(0.1)
+        return
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_full_flow_validators_miners_remote_executor(tmp_path):
+    write_profiles(tmp_path)
+    async with trio.open_nursery() as nursery:
+        v0 = await start(nursery, make_cfg(tmp_path, "v0", "validator", []))
+        boot = [v0.host.listen_addr]
+        v1 = await start(nursery, make_cfg(tmp_path, "v1", "validator", boot))
+        m0 = await start(nursery, make_cfg(tmp_path, "m0", "miner", boot))
+        m1 = await start(nursery, make_cfg(tmp_path, "m1", "miner", boot))
+        ex_cfg = make_cfg(tmp_path, "x0", "executor", [m0.host.listen_addr], executor={"miner": m0.host.listen_addr})
+        x0 = await start(nursery, ex_cfg)
+        executors = {*m0.service.local, *m1.service.local, x0.identity.peer_id}
+        assert len(executors) == 3
+
+        def known(v: Node) -> set[str]:
+            return set(v.service.executors)
+
+        await wait_for(lambda: known(v0) >= executors and known(v1) >= executors, 20, "validators to learn all executors")
+
+        def passed_by(v: Node) -> set[str]:
+            return {r.executor_id for r in v.ledger.verdicts() if r.passed}
+
+        await wait_for(lambda: passed_by(v0) >= executors and passed_by(v1) >= executors, 40, "a passing verdict for every executor")
+        for v in (v0, v1):
+            failed = [r for r in v.ledger.verdicts() if not r.passed]
+            assert not failed, [(r.executor_id[-8:], r.reasons) for r in failed]
+        # verdicts reach every validator
+        await wait_for(lambda: v0.service.stats.foreign_verdicts > 0 and v1.service.stats.foreign_verdicts > 0, 10, "verdict gossip")
+
+        # the remote executor leaves cleanly: the miner drops it from its roster, validators forget it
+        await x0._remote.deregister("test over")
+        x0_id = x0.identity.peer_id
+        await wait_for(lambda: x0_id not in m0.service.remote, 5, "miner to drop the executor")
+        await wait_for(lambda: x0_id not in known(v0), 10, "validator to forget the executor")
+        nursery.cancel_scope.cancel()
