@@ -18,7 +18,7 @@ from typing import Any
 
 from node.gossip.params import GossipParams
 from node.net.params import NetParams
-from node.roles.params import ExecutorParams, MinerParams, NodeParams, ValidatorParams
+from node.roles.params import AdmissionParams, ExecutorParams, MinerParams, NodeParams, RoundParams, ValidatorParams
 
 ROLES = ("validator", "miner", "executor")
 
@@ -35,6 +35,8 @@ class NodeConfig:
     validator: ValidatorParams = field(default_factory=ValidatorParams)
     miner: MinerParams = field(default_factory=MinerParams)
     executor: ExecutorParams = field(default_factory=ExecutorParams)
+    admission: AdmissionParams = field(default_factory=AdmissionParams)
+    rounds: RoundParams = field(default_factory=RoundParams)
     source: str = "<defaults>"
 
 

@@ -19,6 +19,7 @@ from node.identity import Identity
 from node.pow.chain import sample_commit
 from node.pow.engine import ChallengeParams, Engine, EngineCapacityError, Trace, pool_bytes
 from node.pow.openings import build_openings, encode_openings
+from node.roles.admission import ValidatorSetBook
 from node.roles.behaviours import Behaviour, Honest
 from node.wire import WireError, decode_envelope
 from node.wire.envelope import Envelope, Signer
@@ -112,7 +113,7 @@ class ExecutorService:
         engine: Engine,
         facts: GpuFacts,
         *,
-        admitted_validators: set[str] | None = None,
+        admission: "ValidatorSetBook | None" = None,
         behaviour: Behaviour | None = None,
         wall_ms: Callable[[], int] | None = None,
         lock: trio.Lock | None = None,
@@ -123,7 +124,7 @@ class ExecutorService:
         self.miner_id = miner_id
         self.engine = engine
         self.facts = facts
-        self.admitted = admitted_validators or set()
+        self.admission = admission or ValidatorSetBook()
         self.behaviour = behaviour or Honest()
         self.wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         # One engine runs one chain at a time; a cheat that backs two identities with one engine
@@ -177,7 +178,8 @@ class ExecutorService:
         except WireError as exc:
             raise ChallengeRefused(exc.reason, exc.message) from None
         body: Challenge = env.body
-        if self.admitted and env.sender not in self.admitted:
+        if not self.admission.is_admitted(env.sender, self.wall_ms()):
+            self.admission.stats.refused += 1
             raise ChallengeRefused("unadmitted-validator", f"validator {env.sender} is not in the admitted set")
         if body.executor_id != self.executor_id and not self.behaviour.answers_for_others:
             raise ChallengeRefused("wrong-executor", f"challenge is addressed to {body.executor_id}, not {self.executor_id}")

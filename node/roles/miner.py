@@ -18,7 +18,8 @@ import trio
 from node.roles.executor import ChallengeRefused, ExecutorService
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
-from node.wire.messages import Challenge, Deregister, ExecutorAttestation, Heartbeat, Register, Reveal, Roster
+from node.wire.envelope import Signer
+from node.wire.messages import Challenge, Deregister, ExecutorAttestation, Heartbeat, Ping, Pong, Register, Reveal, Roster
 
 log = logging.getLogger("gpow.miner")
 
@@ -58,6 +59,17 @@ class MinerService:
         host.set_handler(C.PROTO_CHALLENGE, self._on_challenge)
         host.set_handler(C.PROTO_REVEAL, self._on_reveal)
         host.set_handler(C.PROTO_REGISTER, self._on_register)
+        host.set_handler(C.PROTO_PING, self._on_ping)
+        self.signer = Signer(host.identity, self.wall_ms)
+
+    async def _on_ping(self, peer_id: str, payload: bytes) -> bytes:
+        """Answer a validator's signed ping with a signed pong: its round-trip measurement."""
+        try:
+            env = decode_envelope(payload, expect=Ping, now_ms=self.wall_ms())
+        except WireError as exc:
+            self.host.gossip.penalize(peer_id, 5.0, f"ping: {exc.reason}")
+            raise
+        return self.signer.seal(Pong(nonce=env.body.nonce))
 
     # ---- roster ------------------------------------------------------------------------------
 

@@ -73,6 +73,10 @@ class Node:
         self.role = cfg.node.role
         self.data_dir = Path(cfg.node.data_dir)
         self.host = Host(identity, cfg.net, self.role, cfg.gossip)
+        from node.roles.agreement import Agreement
+
+        self.agreement = Agreement(self.host, cfg.admission, cfg.rounds)
+        self.admission = self.agreement.book
         self.service: Any = None
         self.ledger = None
         self.started_ms = int(time.time() * 1000)
@@ -84,7 +88,6 @@ class Node:
         from node.roles.miner import MinerService
 
         mp = self.cfg.miner
-        admitted = set(mp.admitted_validators)
         host_fp = mp.host_fingerprint or host_fingerprint()
         cheat = mp.cheat
         executors: list[ExecutorService] = []
@@ -93,7 +96,7 @@ class Node:
             if not devices:
                 raise RuntimeError("engine = gpu but no CUDA device is visible (use --engine cpu for development)")
             idents = [load_or_create_key_file(self.data_dir / f"executor-{d}.key") for d in devices]
-            executors = make_gpu_executors(idents, self.identity.peer_id, devices, admitted_validators=admitted)
+            executors = make_gpu_executors(idents, self.identity.peer_id, devices, admission=self.admission)
         else:
             count = max(mp.cpu_executors, 2 if cheat in ("shared-gpu", "wrong-executor") else 1)
             shared_engine = make_cpu_engine(mp.cpu_memory_bytes) if cheat == "shared-gpu" else None
@@ -109,7 +112,7 @@ class Node:
                         ident, self.identity.peer_id,
                         shared_engine or make_cpu_engine(mp.cpu_memory_bytes),
                         _cpu_facts(mp.cpu_memory_bytes, ident.peer_id, host_fp),
-                        admitted_validators=admitted,
+                        admission=self.admission,
                         behaviour=make_behaviour(behaviour_spec),
                         lock=shared_lock, budget=shared_budget,
                     )
@@ -126,20 +129,20 @@ class Node:
         vp = self.cfg.validator
         self.ledger = Ledger(self.data_dir / "ledger.sqlite3")
         profiles = ProfileBook.load(Path(vp.profiles_file) if vp.profiles_file else default_profiles_path())
-        return ValidatorService(self.host, vp, self.ledger, profiles, data_dir=self.data_dir)
+        return ValidatorService(self.host, vp, self.ledger, profiles, data_dir=self.data_dir, agreement=self.agreement)
 
     def _build_executor(self):
         from node.roles.miner import RemoteExecutorNode
 
         ep = self.cfg.executor
         if ep.engine == "gpu":
-            (service,) = make_gpu_executors([self.identity], "", [ep.gpu_device], admitted_validators=set(ep.admitted_validators))
+            (service,) = make_gpu_executors([self.identity], "", [ep.gpu_device], admission=self.admission)
         else:
             host_fp = ep.host_fingerprint or host_fingerprint()
             service = ExecutorService(
                 self.identity, "", make_cpu_engine(ep.cpu_memory_bytes),
                 _cpu_facts(ep.cpu_memory_bytes, self.identity.peer_id, host_fp),
-                admitted_validators=set(ep.admitted_validators), behaviour=make_behaviour(ep.cheat),
+                admission=self.admission, behaviour=make_behaviour(ep.cheat),
             )
         self._remote = RemoteExecutorNode(self.host, service, self._miner_peer, heartbeat_interval_s=ep.heartbeat_interval_s)
         return self._remote
@@ -159,6 +162,7 @@ class Node:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.host.run)
+            await nursery.start(self.agreement.run)
             if self.role == "miner":
                 self.service = self._build_miner()
             elif self.role == "validator":
@@ -193,6 +197,7 @@ class Node:
             "peers": {pid: {"role": p.role, "outbound": p.outbound} for pid, p in peers.items()},
             "net": self.host.stats_dict() if hasattr(self.host, "stats_dict") else {},
         }
+        out["agreement"] = self.agreement.status()
         if self.service is not None and hasattr(self.service, "status"):
             out[self.role] = self.service.status()
         return out

@@ -42,7 +42,7 @@ class ValidatorParams:
     audits_per_minute: int = 6
     ban_seconds: int = 3600  # a false answer bans the executor and its miner this long
     probation_challenges: int = 2  # new executors get this many small challenges first
-    admitted: list[str] = field(default_factory=list)  # admitted validator peer ids; empty: any
+    cheat: str = ""  # testing only: "lying-validator:always-pass" or "lying-validator:always-fail"
 
 
 @dataclass
@@ -55,7 +55,6 @@ class MinerParams:
     heartbeat_timeout_s: float = 15.0  # drop a remote executor after this long without heartbeat
     host_fingerprint: str = ""  # empty: derived from /etc/machine-id; test networks on one machine set one per node
     cheat: str = ""  # testing only: a cheater kind (see node/roles/behaviours.py)
-    admitted_validators: list[str] = field(default_factory=list)  # empty: accept any validator
 
     def __post_init__(self) -> None:
         if self.engine not in ("cpu", "gpu"):
@@ -71,8 +70,37 @@ class ExecutorParams:
     heartbeat_interval_s: float = 3.0
     host_fingerprint: str = ""  # empty: derived from /etc/machine-id
     cheat: str = ""  # testing only
-    admitted_validators: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.engine not in ("cpu", "gpu"):
             raise ValueError(f"engine must be cpu or gpu, not {self.engine!r}")
+
+
+@dataclass
+class AdmissionParams:
+    """Who may challenge (see node/roles/admission.py); the same table on every node of a network."""
+
+    validators: list[str] = field(default_factory=list)  # static allowlist of validator peer ids
+    authority: str = ""  # or: peer id whose signed validator-set messages define the set
+    set_file: str = ""  # a signed validator set to load and re-gossip (written by `gpow admission sign`)
+
+    def __post_init__(self) -> None:
+        if self.validators and self.authority:
+            raise ValueError("[admission]: give either a static validators list or an authority, not both")
+
+
+@dataclass
+class RoundParams:
+    """The challenge schedule (see node/roles/rounds.py); the same table on every node of a network."""
+
+    enabled: bool = False  # false: each validator challenges on its own interval instead
+    round_s: float = 60.0
+    reveal_window_s: float = 3.0  # beacon reveals are counted this long after the round starts
+    jitter_s: float = 10.0  # the challenge instant falls this long at most after the window
+    genesis_ms: int = 0  # round 0 starts here (Unix ms)
+    window_rounds: int = 10  # agreed scores use the verdicts of this many rounds
+    min_validators: int = 3  # an agreed score needs verdicts from this many validators
+
+    def __post_init__(self) -> None:
+        if self.reveal_window_s + self.jitter_s >= self.round_s:
+            raise ValueError("[rounds]: reveal_window_s + jitter_s must be shorter than round_s")

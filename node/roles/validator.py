@@ -26,11 +26,13 @@ from node.pow.engine import ChallengeParams, max_steps_for
 from node.pow.openings import ProofFormatError, decode_openings
 from node.pow.verifier import verify
 from node.roles import verdicts as R
+from node.roles.agreement import Agreement
 from node.roles.executor import challenge_hash
 from node.roles.gpu_identity import GpuIdentityRegistry
 from node.roles.ledger import Ledger
 from node.roles.params import ValidatorParams
 from node.roles.profiles import ProfileBook, performance_factor
+from node.roles.rounds import assign
 from node.roles.verdicts import VerdictRecord
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
@@ -42,6 +44,8 @@ from node.wire.messages import (
     Commitment,
     ExecutorAttestation,
     Openings,
+    Ping,
+    Pong,
     ProofBundle,
     ProofRequest,
     Reveal,
@@ -111,6 +115,7 @@ class ValidatorService:
         profiles: ProfileBook,
         *,
         data_dir: Path,
+        agreement: "Agreement | None" = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = trio.current_time,
         wall_ms: Callable[[], int] | None = None,
@@ -131,8 +136,12 @@ class ValidatorService:
         self._in_flight = 0
         self._audit_tokens = float(params.audits_per_minute)
         self._audit_send, self._audit_recv = trio.open_memory_channel[Verdict | tuple](64)
+        self.agreement = agreement
+        self.rtt: dict[str, float] = {}  # miner -> smoothed round-trip time of signed pings (s)
+        self.lie = params.cheat.split(":", 1)[1] if params.cheat.startswith("lying-validator:") else ""
         host.gossip.subscribe(C.TOPIC_ROSTER, self._on_roster, self._validate_roster)
-        host.gossip.subscribe(C.TOPIC_VERDICT, self._on_verdict, self._validate_verdict)
+        if agreement is not None:
+            agreement.verdict_listeners.append(self._on_verdict)
         host.set_handler(C.PROTO_PROOF, self._on_proof_request)
 
     # ---- rosters -----------------------------------------------------------------------------
@@ -184,13 +193,6 @@ class ValidatorService:
                 log.info("executor left", extra={"fields": {"executor": eid[-8:]}})
 
     # ---- verdicts from other validators ------------------------------------------------------
-
-    def _validate_verdict(self, env: Envelope) -> str:
-        if env.sender == self.host.identity.peer_id:
-            return "accept"
-        if self.params.admitted and env.sender not in self.params.admitted:
-            return "reject"
-        return "accept"
 
     def _on_verdict(self, env: Envelope) -> None:
         if env.sender == self.host.identity.peer_id:
@@ -300,23 +302,93 @@ class ValidatorService:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._audit_loop)
             nursery.start_soon(self._refill_audit_tokens)
+            nursery.start_soon(self._ping_loop)
             task_status.started()
-            while True:
-                for group in self.due_groups(self.clock()):
-                    if self._in_flight >= self.params.concurrency:
-                        break
-                    self._in_flight += 1
-                    for e in group:
-                        e.in_flight = True
-                    nursery.start_soon(self._run_group, group)
-                await trio.sleep(0.2)
+            if self.agreement is not None and self.agreement.params.enabled:
+                await self._run_rounds(nursery)
+            else:
+                await self._run_intervals(nursery)
+
+    def _banned(self, e: KnownExecutor) -> bool:
+        now = self.wall_ms()
+        return self.ledger.is_banned(e.executor_id, now) or self.ledger.is_banned(e.miner_id, now)
+
+    async def _run_intervals(self, nursery: trio.Nursery) -> None:
+        """Without rounds: each executor about every challenge_interval_s, co-scheduled groups."""
+        while True:
+            for group in self.due_groups(self.clock()):
+                if self._in_flight >= self.params.concurrency:
+                    break
+                self._start_group(nursery, group, co_scheduled=len(group) > 1)
+            await trio.sleep(0.2)
+
+    def _start_group(self, nursery: trio.Nursery, group: list[KnownExecutor], *, co_scheduled: bool, round_no: int = 0) -> None:
+        self._in_flight += 1
+        for e in group:
+            e.in_flight = True
+        nursery.start_soon(self._run_group, group, co_scheduled, round_no)
+
+    async def _sleep_until_ms(self, wall_ms: int) -> None:
+        delay = (wall_ms - self.wall_ms()) / 1000
+        if delay > 0:
+            await trio.sleep(delay)
+
+    async def _run_rounds(self, nursery: trio.Nursery) -> None:
+        """In rounds: reveal our beacon share at the round's start; once the window closes, the
+        beacon fixes the instant and the assignment; challenge all our executors at that instant."""
+        ag = self.agreement
+        assert ag is not None
+        sched, me = ag.schedule, self.host.identity.peer_id
+        r = sched.round_at(self.wall_ms()) + 1
+        while True:
+            await self._sleep_until_ms(sched.start_ms(r))
+            ag.publish_reveal(r)
+            await self._sleep_until_ms(sched.window_closes_ms(r))
+            beacon = ag.beacon.value(r, self.wall_ms())
+            assert beacon is not None
+            validators = ag.round_validators(r)
+            if self.params.cheat == "unadmitted-validator":
+                validators = frozenset({me})  # testing: behaves as if it alone were admitted
+            await self._sleep_until_ms(sched.challenge_ms(r, beacon))
+            mine = [
+                e for e in self.executors.values()
+                if not e.in_flight and not self._banned(e) and assign(beacon, e.executor_id, validators) == me
+            ]
+            log.info("round", extra={"fields": {"round": r, "validators": len(validators), "mine": len(mine), "known": len(self.executors)}})
+            if mine:
+                self._start_group(nursery, mine, co_scheduled=True, round_no=r)
+            r = max(r + 1, sched.round_at(self.wall_ms()) + 1)
+
+    async def _ping_loop(self) -> None:
+        """Measure the round trip to each miner with signed pings (the commit timer includes it)."""
+        warned: set[str] = set()
+        while True:
+            for miner in {e.miner_id for e in self.executors.values()}:
+                nonce = int.from_bytes(os.urandom(7), "big")
+                t0 = self.clock()
+                failure, raw = await self._request(miner, C.PROTO_PING, self.signer.seal(Ping(nonce=nonce)), 5.0)
+                if failure is not None:
+                    continue
+                try:
+                    env = decode_envelope(raw, expect=Pong, now_ms=self.wall_ms())
+                except WireError:
+                    continue
+                if env.sender != miner or env.body.nonce != nonce:
+                    continue
+                rtt = self.clock() - t0
+                self.rtt[miner] = rtt if miner not in self.rtt else 0.8 * self.rtt[miner] + 0.2 * rtt
+                if self.rtt[miner] > self.params.rtt_margin_s and miner not in warned:
+                    warned.add(miner)
+                    log.warning("round trip to a miner exceeds the configured margin: its timings are unfair to it",
+                                extra={"fields": {"miner": miner[-8:], "rtt_s": round(self.rtt[miner], 3), "margin_s": self.params.rtt_margin_s}})
+            await trio.sleep(5.0)
 
     async def _refill_audit_tokens(self) -> None:
         while True:
             await trio.sleep(60 / max(1, self.params.audits_per_minute))
             self._audit_tokens = min(float(self.params.audits_per_minute), self._audit_tokens + 1)
 
-    async def _run_group(self, group: list[KnownExecutor]) -> None:
+    async def _run_group(self, group: list[KnownExecutor], co_scheduled: bool, round_no: int = 0) -> None:
         """Challenge a group at the same instant; reveal only once every commitment is in.
 
         Holding the reveals back is what makes a shared engine visible without any timing: an
@@ -326,8 +398,7 @@ class ValidatorService:
         """
         busy: set[str] = set()
         try:
-            co = len(group) > 1
-            ctxs = [self.issue(e, co_scheduled=co) for e in group]
+            ctxs = [self.issue(e, co_scheduled=co_scheduled, round_no=round_no) for e in group]
             async with trio.open_nursery() as nursery:
                 for ctx in ctxs:
                     nursery.start_soon(self.commit_phase, ctx)
@@ -339,7 +410,7 @@ class ValidatorService:
                 if ctx.outcome is not None and ctx.outcome.busy:
                     busy.add(ctx.executor.executor_id)
                 elif ctx.outcome is not None:
-                    self._finish(ctx.executor, ctx.outcome)
+                    self._finish(ctx.executor, ctx.outcome, round_no)
         except Exception:
             log.exception("challenge group crashed", extra={"fields": {"executors": [e.executor_id[-8:] for e in group]}})
         finally:
@@ -350,8 +421,12 @@ class ValidatorService:
                 # A busy executor is asked again after half an interval, never scored for it.
                 e.last_challenged = now - self.params.challenge_interval_s / 2 if e.executor_id in busy else now
 
-    def _finish(self, e: KnownExecutor, out: ChallengeOutcome) -> None:
+    def _finish(self, e: KnownExecutor, out: ChallengeOutcome, round_no: int = 0) -> None:
         rec = out.record
+        if self.lie == "always-pass":  # testing: a lying validator, which the agreed score must outvote
+            rec.passed, rec.reasons = True, [R.PASSED]
+        elif self.lie == "always-fail":
+            rec.passed, rec.reasons = False, [R.SLOW_FOR_PROFILE]
         self.ledger.record_verdict(rec)
         if out.bundle:
             self._store_bundle(rec.challenge_id, out.bundle)
@@ -381,9 +456,12 @@ class ValidatorService:
             verify_us=int((rec.verify_seconds or 0) * 1e6),
             expected_us=int((rec.expected_seconds or 0) * 1e6),
             score_ppm=max(0, min(1_000_000, int(score * 1e6))),
+            round=round_no,
             evidence=out.bundle if (not rec.passed and out.bundle and len(out.bundle) < C.DEFAULT_MAX_MESSAGE_BYTES // 2) else b"",
         )
         self.host.gossip.publish(C.TOPIC_VERDICT, verdict)
+        if self.agreement is not None and self.agreement.book.is_admitted(self.host.identity.peer_id, self.wall_ms()):
+            self.agreement.add_verdict(self.host.identity.peer_id, verdict)
         log.info(
             "verdict",
             extra={"fields": {"executor": rec.executor_id[-8:], "passed": rec.passed, "reasons": ",".join(rec.reasons),
@@ -420,7 +498,7 @@ class ValidatorService:
         assert ctx.outcome is not None
         return ctx.outcome
 
-    def issue(self, e: KnownExecutor, *, co_scheduled: bool = False) -> "ChallengeCtx":
+    def issue(self, e: KnownExecutor, *, co_scheduled: bool = False, round_no: int = 0) -> "ChallengeCtx":
         """Size, sign and record a fresh challenge (fresh id, seed and secret)."""
         n, steps, k = self.size_challenge(e)
         m = self.params.b_matrices
@@ -435,7 +513,7 @@ class ValidatorService:
             challenge_id=cid, executor_id=e.executor_id, seed=seed, n=n, steps=steps, b_matrices=m, samples=k,
             commit_deadline_ms=now_ms + int(commit_timeout * 1000),
             openings_timeout_ms=int(self.params.openings_timeout_s * 1000),
-            sample_commit=sample_commit(secret),
+            sample_commit=sample_commit(secret), round=round_no,
         )
         raw = self.signer.seal(body)
         rec = VerdictRecord(
@@ -591,5 +669,6 @@ class ValidatorService:
                 for eid, e in self.executors.items()
             },
             "in_flight_groups": self._in_flight,
+            "rtt_s": {m[-8:]: round(v, 4) for m, v in self.rtt.items()},
             "stats": {k: v for k, v in vars(self.stats).items()},
         }

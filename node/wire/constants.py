@@ -21,6 +21,8 @@ TOPIC_CHALLENGE = "gpow/challenge/1"
 TOPIC_REVEAL = "gpow/reveal/1"
 TOPIC_VERDICT = "gpow/verdict/1"
 TOPIC_PEERS = "gpow/peers/1"
+TOPIC_BEACON = "gpow/beacon/1"
+TOPIC_VALIDATOR_SET = "gpow/validator-set/1"
 
 # Request/response protocol names.
 PROTO_CHALLENGE = "gpow/challenge/1"
@@ -35,3 +37,4 @@ KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 CHALLENGE_ID_BYTES = 16
 PROTO_PROOF = "gpow/proof/1"
+SIG_DOMAIN_BEACON = b"gpow.beacon.v1\x00"

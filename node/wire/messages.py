@@ -231,6 +231,7 @@ class Challenge:
     commit_deadline_ms: int = fld(min=0, max=U63)  # validator wall clock
     openings_timeout_ms: int = fld(min=1, max=3_600_000)  # counted from the reveal
     sample_commit: bytes = fld(length=32)
+    round: int = fld(min=0, max=U63, default=0)  # the schedule's round; 0 outside rounds
 
 
 @message
@@ -316,3 +317,29 @@ class ProofBundle:
     commitment: bytes = fld(max_len=8192)  # the signed commitment envelope
     reveal: bytes = fld(length=32)
     openings: bytes = fld(max_len=MAX_BLOB)  # the signed openings envelope
+
+
+# ---- the validator set and the round beacon -----------------------------------------------------
+
+
+@message
+@dataclass(frozen=True)
+class ValidatorSet:
+    """Signed by the admitting authority: the validators allowed to challenge. Newest version wins."""
+
+    TYPE: ClassVar[str] = "validator-set"
+    version: int = fld(min=0, max=U63)
+    validators: list[str] = fld(max_len=1024)
+    expires_ms: int = fld(min=0, max=U63)
+
+
+@message
+@dataclass(frozen=True)
+class BeaconReveal:
+    """Gossiped by a validator at the start of a round: its secret for this round (committed one
+    round earlier) and the commitment to its secret for the next round."""
+
+    TYPE: ClassVar[str] = "beacon-reveal"
+    round: int = fld(min=0, max=U63)
+    secret: bytes = fld(max_len=32)  # empty when the validator has no commitment on record (just joined)
+    next_commit: bytes = fld(length=32)

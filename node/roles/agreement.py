@@ -1,0 +1,154 @@
+"""What every node of a network agrees on, whatever its role: who may validate (the admitted set),
+when rounds happen (the schedule and its beacon), and what each executor's agreed score is.
+
+Owns the gossip topics for validator sets, beacon reveals and verdicts; the validator role plugs
+into it (its own reveals and verdicts, and a listener for other validators' verdicts).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import trio
+
+from node.roles.admission import AdmissionError, ValidatorSetBook
+from node.roles.agreed import AgreedScores, VerdictView
+from node.roles.params import AdmissionParams, RoundParams
+from node.roles.rounds import Beacon, RoundSchedule
+from node.wire import WireError, decode_envelope
+from node.wire import constants as C
+from node.wire.envelope import Envelope
+from node.wire.messages import BeaconReveal, ValidatorSet, Verdict
+
+log = logging.getLogger("gpow.agreement")
+
+REPUBLISH_SET_S = 30.0
+
+
+class Agreement:
+    def __init__(self, host, admission: AdmissionParams, rounds: RoundParams, *, wall_ms: Callable[[], int] | None = None) -> None:
+        self.host = host
+        self.params = rounds
+        self.wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self.book = ValidatorSetBook(admission.validators, admission.authority)
+        self.set_file = admission.set_file
+        self.schedule = RoundSchedule(
+            round_ms=int(rounds.round_s * 1000), window_ms=int(rounds.reveal_window_s * 1000),
+            jitter_ms=int(rounds.jitter_s * 1000), genesis_ms=rounds.genesis_ms,
+        )
+        self.beacon = Beacon(self.schedule, host.identity.peer_id)
+        self.scores = AgreedScores(rounds.window_rounds, rounds.min_validators)
+        self.verdict_listeners: list[Callable[[Envelope], None]] = []
+        self.rejected_verdicts = 0
+        host.gossip.subscribe(C.TOPIC_VALIDATOR_SET, self._on_set, self._validate_set)
+        host.gossip.subscribe(C.TOPIC_BEACON, self._on_beacon, self._validate_beacon)
+        host.gossip.subscribe(C.TOPIC_VERDICT, self._on_verdict, self._validate_verdict)
+
+    # ---- rounds ------------------------------------------------------------------------------
+
+    def current_round(self) -> int:
+        return self.schedule.round_at(self.wall_ms()) if self.params.enabled else 0
+
+    def publish_reveal(self, r: int) -> None:
+        self.host.gossip.publish(C.TOPIC_BEACON, self.beacon.make_reveal(r))
+
+    def round_validators(self, r: int) -> frozenset[str]:
+        """Validators that take part in round r: admitted ones that revealed (all admitted if none did)."""
+        now = self.wall_ms()
+        revealed = {v for v in self.beacon.contributors(r) if self.book.is_admitted(v, now)}
+        if revealed:
+            return frozenset(revealed)
+        return self.book.members(now)
+
+    # ---- validator set -----------------------------------------------------------------------
+
+    def load_set_file(self) -> None:
+        if not self.set_file:
+            return
+        raw = Path(self.set_file).read_bytes()
+        env = decode_envelope(raw, expect=ValidatorSet)
+        self.book.offer(env, self.wall_ms())
+
+    def _validate_set(self, env: Envelope) -> str:
+        if not self.book.authority:
+            return "ignore"
+        try:
+            self.book.offer(env, self.wall_ms())
+        except AdmissionError as exc:
+            log.warning("validator set refused", extra={"fields": {"sender": env.sender, "reason": str(exc)}})
+            return "reject"
+        return "accept"
+
+    def _on_set(self, env: Envelope) -> None:
+        pass  # taken in _validate_set, so a newer set counts before it is forwarded
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Re-gossip the validator set we hold, so late joiners learn it."""
+        try:
+            self.load_set_file()
+        except (OSError, WireError, AdmissionError) as exc:
+            raise SystemExit(f"[admission] set_file {self.set_file}: {exc}") from None
+        task_status.started()
+        while True:
+            if self.book.current_raw:
+                # The authority's own signed bytes travel unchanged; we only relay them.
+                self.host.gossip.publish_raw(C.TOPIC_VALIDATOR_SET, self.book.current_raw)
+            await trio.sleep(REPUBLISH_SET_S)
+
+    # ---- beacon ------------------------------------------------------------------------------
+
+    def _validate_beacon(self, env: Envelope) -> str:
+        if not isinstance(env.body, BeaconReveal):
+            return "reject"
+        if not self.book.is_admitted(env.sender, self.wall_ms()):
+            self.book.stats.refused += 1
+            return "reject"
+        return "accept"
+
+    def _on_beacon(self, env: Envelope) -> None:
+        outcome = self.beacon.on_reveal(env.sender, env.body, self.wall_ms())
+        if outcome in ("bad", "off-schedule"):
+            self.host.gossip.penalize(env.sender, 20.0, f"beacon reveal {outcome}")
+            log.warning("beacon reveal refused", extra={"fields": {"validator": env.sender[-8:], "outcome": outcome}})
+
+    # ---- verdicts ----------------------------------------------------------------------------
+
+    def _validate_verdict(self, env: Envelope) -> str:
+        if not isinstance(env.body, Verdict):
+            return "reject"
+        if not self.book.is_admitted(env.sender, self.wall_ms()):
+            self.rejected_verdicts += 1
+            self.book.stats.refused += 1
+            log.info("verdict from a validator outside the set refused", extra={"fields": {"validator": env.sender[-8:]}})
+            return "reject"
+        return "accept"
+
+    def add_verdict(self, validator_id: str, v: Verdict) -> None:
+        self.scores.add(VerdictView(validator_id, v.executor_id, v.round, v.passed, v.challenge_id.hex(), tuple(v.reasons)))
+
+    def _on_verdict(self, env: Envelope) -> None:
+        self.add_verdict(env.sender, env.body)
+        for listener in self.verdict_listeners:
+            listener(env)
+
+    # ---- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        now = self.wall_ms()
+        r = self.current_round()
+        return {
+            "validator_set": self.book.describe(now),
+            "rounds": {
+                "enabled": self.params.enabled, "round": r,
+                "next_round_in_s": round((self.schedule.start_ms(r + 1) - now) / 1000, 1) if self.params.enabled else None,
+                "beacon": vars(self.beacon.stats),
+            },
+            "agreed_scores": {
+                s.executor_id: {"score": s.value, "validators": s.per_validator, "verdicts": s.verdicts}
+                for s in self.scores.table(r)
+            },
+            "rejected_verdicts": self.rejected_verdicts,
+        }
