@@ -1,0 +1,103 @@
+"""One GPU counted once: which live executors report the same GPU UUID.
+
+Rules (issue 10):
+- A GPU UUID reported by two or more live executor ids, whatever miners they belong to, makes
+  each of them a duplicate of the others, until one of them leaves cleanly (``deregister``) or
+  stops reporting that UUID.
+- An executor id is one executor wherever it goes: the same id seen under a new miner (after a
+  clean deregister or not) replaces its old entry and is never a duplicate of itself.
+- Empty UUIDs say nothing and never match. CPU executors report ``CPU-<their own id>``, unique
+  per executor, so honest CPU executors never collide.
+- An entry not re-observed for ``stale_after_ms`` (rosters are refreshed every few seconds and
+  attestations expire after 10 minutes) counts as gone, so an executor whose miner vanished
+  without a word does not hold its UUID forever. "Now" is the newest observation time seen.
+
+A pure core: no clock, no trio; times come in as arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_STALE_AFTER_MS = 15 * 60 * 1000  # longer than an attestation lives (10 min)
+
+
+@dataclass
+class GpuSighting:
+    executor_id: str
+    miner_id: str
+    gpu_uuid: str
+    pci_bus_id: str
+    host_fingerprint: str
+    first_seen_ms: int
+    last_seen_ms: int
+
+
+class GpuIdentityRegistry:
+    def __init__(self, stale_after_ms: int = DEFAULT_STALE_AFTER_MS):
+        self.stale_after_ms = stale_after_ms
+        self._live: dict[str, GpuSighting] = {}
+        self._by_uuid: dict[str, set[str]] = {}
+        self._now_ms = 0
+        self._pruned_ms = 0
+
+    def observe(self, executor_id: str, miner_id: str, gpu_uuid: str, pci_bus_id: str, host_fingerprint: str, now_ms: int) -> None:
+        """Record an executor's latest signed attestation (the newest one replaces the last)."""
+        self._now_ms = max(self._now_ms, now_ms)
+        self._prune()
+        old = self._live.get(executor_id)
+        if old is not None and old.gpu_uuid != gpu_uuid:
+            self._unindex(old)
+            old = None
+        if old is None:
+            self._live[executor_id] = GpuSighting(executor_id, miner_id, gpu_uuid, pci_bus_id, host_fingerprint, now_ms, now_ms)
+            if gpu_uuid:
+                self._by_uuid.setdefault(gpu_uuid, set()).add(executor_id)
+        else:
+            old.miner_id, old.pci_bus_id, old.host_fingerprint = miner_id, pci_bus_id, host_fingerprint
+            old.last_seen_ms = max(old.last_seen_ms, now_ms)
+
+    def deregister(self, executor_id: str, now_ms: int) -> None:
+        """The executor left cleanly: it no longer holds its GPU."""
+        self._now_ms = max(self._now_ms, now_ms)
+        old = self._live.pop(executor_id, None)
+        if old is not None:
+            self._unindex(old)
+
+    def _unindex(self, s: GpuSighting) -> None:
+        ids = self._by_uuid.get(s.gpu_uuid)
+        if ids is not None:
+            ids.discard(s.executor_id)
+            if not ids:
+                del self._by_uuid[s.gpu_uuid]
+
+    def _prune(self) -> None:
+        # Forget stale entries now and then, so executors that vanished do not pile up.
+        if self._now_ms - self._pruned_ms < self.stale_after_ms // 4:
+            return
+        self._pruned_ms = self._now_ms
+        for s in [s for s in self._live.values() if not self._is_live(s)]:
+            del self._live[s.executor_id]
+            self._unindex(s)
+
+    def _is_live(self, s: GpuSighting) -> bool:
+        return self._now_ms - s.last_seen_ms <= self.stale_after_ms
+
+    def duplicates_of(self, executor_id: str) -> set[str]:
+        """The other live executor ids that report the same GPU UUID as this one."""
+        s = self._live.get(executor_id)
+        if s is None or not s.gpu_uuid or not self._is_live(s):
+            return set()
+        return {e for e in self._by_uuid.get(s.gpu_uuid, ()) if e != executor_id and self._is_live(self._live[e])}
+
+    def duplicate_groups(self) -> list[set[str]]:
+        """Every set of two or more live executors sharing one GPU UUID."""
+        groups = []
+        for ids in self._by_uuid.values():
+            live = {e for e in ids if self._is_live(self._live[e])}
+            if len(live) > 1:
+                groups.append(live)
+        return groups
+
+    def sighting(self, executor_id: str) -> GpuSighting | None:
+        return self._live.get(executor_id)
