@@ -98,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--remote-executors", type=int, default=None)
     h.add_argument("--duration", type=float, default=None, help="seconds of challenging")
     h.add_argument("--engine", choices=["cpu", "gpu"], default=None)
-    h.add_argument("--cheaters", default=None, help="comma-separated cheater kinds, e.g. corrupt-rows,fake-gpu")
+    h.add_argument("--cheaters", default=None,
+                   help="comma-separated cheater kinds: corrupt-rows, fake-model, partial-pool, replay, wrong-executor, foreign-key, "
+                        "relay, zero-chain, grind-refs, shared-gpu, lying-validator[:always-pass|always-fail], unadmitted-validator")
+    h.add_argument("--rounds", action="store_true", default=None,
+                   help="challenge in network-wide rounds from the validators' beacon, with an admitted set and agreed scores")
+    h.add_argument("--round-s", type=float, default=None, help="round length in rounds mode")
     h.add_argument("--report", default=None, help="write a JSON report here")
     h.add_argument("--config", default=None, help="harness TOML config (configs/harness.toml)")
     h.add_argument("--workdir", default=None, help="keep node keys, configs and logs here (default: a temp dir)")

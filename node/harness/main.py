@@ -40,6 +40,10 @@ CHEAT_KINDS = {
     "relay": ("miner", 1),
     "zero-chain": ("miner", 1),
     "shared-gpu": ("miner", 2),
+    "grind-refs": ("miner", 1),
+    # validators that misbehave: the admitted set and the agreed (median) score must neutralise them
+    "lying-validator": ("validator", 0),
+    "unadmitted-validator": ("validator", 0),
 }
 
 
@@ -100,6 +104,7 @@ class Harness:
         self.nodes: list[NodeProcess] = []
         self.profiles_path = workdir / "gpu_profiles.toml"
         self.calibrated_step_s = 0.0
+        self.common_sections: dict[str, dict] = {}  # tables every node's config gets ([admission], [rounds])
 
     def _node(self, name: str, role: str, sections: dict[str, dict], kind: str = "honest") -> NodeProcess:
         data_dir = self.workdir / name
@@ -112,7 +117,7 @@ class Harness:
             "net": {"listen_host": listen, "listen_port": 0 if not self.topology else 7000, "network": self.hp.network},
             "gossip": {"heartbeat_s": self.hp.heartbeat_s},
         }
-        for k, v in sections.items():
+        for k, v in {**self.common_sections, **sections}.items():
             base.setdefault(k, {}).update(v)
         write_node_config(cfg, base)
         node = NodeProcess(name, role, data_dir, cfg, ["run", "--config", str(cfg)], data_dir / "node.log", kind=kind,
@@ -141,17 +146,39 @@ class Harness:
             "n_cpu": hp.n_cpu, "profiles_file": str(self.profiles_path), "openings_timeout_s": hp.openings_timeout_s,
             "commit_slack_s": hp.commit_slack_s, "tolerance": hp.tolerance, "probation_challenges": 1,
         }
+        # Validator keys are made here, so every node's [admission] table can list them up front.
+        from node.identity import load_or_create_key_file
+
+        validators = [(f"validator-{i}", "honest") for i in range(hp.validators)]
+        validators += [(f"cheater-{kind.split(':')[0]}", kind) for kind in hp.validator_cheaters()]
+        ids = {}
+        for name, kind in validators:
+            (self.workdir / name).mkdir(parents=True, exist_ok=True)
+            ids[name] = load_or_create_key_file(self.workdir / name / "node.key").peer_id
+        if hp.rounds or hp.validator_cheaters():
+            admitted = [ids[name] for name, kind in validators if kind == "honest" or kind.startswith("lying-validator")]
+            self.common_sections["admission"] = {"validators": admitted}
+        if hp.rounds:
+            self.common_sections["rounds"] = {
+                "enabled": True, "round_s": hp.round_s, "reveal_window_s": min(1.0, hp.round_s * 0.2),
+                "jitter_s": min(2.0, hp.round_s * 0.2), "window_rounds": 10_000, "min_validators": hp.min_validators,
+            }
         bootstrap: list[str] = []
-        for i in range(hp.validators):
-            v = self._node(f"validator-{i}", "validator", {"validator": validator_section, "net": {"bootstrap": bootstrap}})
+        for name, kind in validators:
+            section = dict(validator_section)
+            if kind.startswith("lying-validator"):
+                section["cheat"] = "lying-validator:" + (kind.split(":", 1)[1] if ":" in kind else "always-fail")
+            elif kind == "unadmitted-validator":
+                section["cheat"] = "unadmitted-validator"
+            v = self._node(name, "validator", {"validator": section, "net": {"bootstrap": bootstrap}}, kind=kind)
             v.start()
             addr = self._wait_listen(v)
             if not bootstrap:
                 bootstrap = [addr]
         miner_addrs = []
-        kinds = ["honest"] * hp.miners + [c for c in hp.cheater_list()]
+        kinds = ["honest"] * hp.miners + hp.miner_cheaters()
         for i, kind in enumerate(kinds):
-            need = CHEAT_KINDS.get(kind, ("miner", 1))[1]
+            need = CHEAT_KINDS.get(kind.split(":")[0], ("miner", 1))[1]
             miner = {
                 "engine": hp.engine, "cpu_executors": max(hp.executors_per_miner, need), "cpu_memory_bytes": hp.cpu_memory_bytes,
                 "roster_interval_s": 2.0, "host_fingerprint": f"harness-host-{i}", "heartbeat_timeout_s": 6.0,
@@ -177,8 +204,8 @@ class Harness:
     def expected_executors(self) -> int:
         hp = self.hp
         local = hp.miners * hp.executors_per_miner
-        for kind in hp.cheater_list():
-            local += max(hp.executors_per_miner, CHEAT_KINDS.get(kind, ("miner", 1))[1])
+        for kind in hp.miner_cheaters():
+            local += max(hp.executors_per_miner, CHEAT_KINDS[kind.split(":")[0]][1])
         return local + hp.remote_executors
 
     def wait_mesh(self, timeout: float) -> float:

@@ -33,6 +33,9 @@ class HarnessParams:
     partial_pool_keep: float = 0.34
     netem_delay_ms: float = 20.0  # multi-host mode: delay added on every host's link
     netem_loss_pct: float = 1.0  # multi-host mode: packet loss on every host's link
+    rounds: bool = False  # network-wide rounds (beacon, admitted set, agreed scores) instead of intervals
+    round_s: float = 5.0
+    min_validators: int = 3  # rounds mode: an agreed score needs this many validators' verdicts
 
     def __post_init__(self) -> None:
         if self.validators < 1 or self.miners < 0 or self.executors_per_miner < 1 or self.remote_executors < 0:
@@ -41,7 +44,7 @@ class HarnessParams:
             raise ValueError(f"engine must be cpu or gpu, not {self.engine!r}")
         from node.harness.main import CHEAT_KINDS
 
-        unknown = [c for c in self.cheater_list() if c not in CHEAT_KINDS]
+        unknown = [c for c in self.cheater_list() if c.split(":")[0] not in CHEAT_KINDS]
         if unknown:
             raise ValueError(f"unknown cheater kind(s) {', '.join(unknown)}; known: {', '.join(CHEAT_KINDS)}")
         if self.remote_executors and not self.miners:
@@ -49,6 +52,16 @@ class HarnessParams:
 
     def cheater_list(self) -> list[str]:
         return [c.strip() for c in self.cheaters.split(",") if c.strip()]
+
+    def miner_cheaters(self) -> list[str]:
+        from node.harness.main import CHEAT_KINDS
+
+        return [c for c in self.cheater_list() if CHEAT_KINDS[c.split(":")[0]][0] == "miner"]
+
+    def validator_cheaters(self) -> list[str]:
+        from node.harness.main import CHEAT_KINDS
+
+        return [c for c in self.cheater_list() if CHEAT_KINDS[c.split(":")[0]][0] == "validator"]
 
 
 def load_harness_params(args: argparse.Namespace) -> HarnessParams:
@@ -68,5 +81,5 @@ def load_harness_params(args: argparse.Namespace) -> HarnessParams:
             if not isinstance(v, want) or (want is int and isinstance(v, bool)):
                 raise ValueError(f"{path}: [harness].{k}: expected {want.__name__}, got {v!r}")
         hp = replace(hp, **table)
-    overrides = {k: getattr(args, k) for k in ("validators", "miners", "executors_per_miner", "remote_executors", "duration", "engine", "cheaters") if getattr(args, k, None) is not None}
+    overrides = {k: getattr(args, k) for k in ("validators", "miners", "executors_per_miner", "remote_executors", "duration", "engine", "cheaters", "rounds", "round_s") if getattr(args, k, None) is not None}
     return replace(hp, **overrides)

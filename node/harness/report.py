@@ -19,6 +19,7 @@ EXPECTED_REASONS: dict[str, tuple[str, ...]] = {
     "relay": ("false-proof",),
     "zero-chain": ("false-proof",),
     "shared-gpu": ("co-scheduled-timeout", "duplicate-gpu"),
+    "grind-refs": ("false-proof",),
 }
 
 
@@ -61,7 +62,7 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
             for rec in ledger.verdicts():
                 d = rec.to_dict()
                 node_name, kind = owners.get(d["executor_id"], ("?", "unknown"))
-                d.update(validator=n.name, executor_node=node_name, kind=kind, executor=d["executor_id"])
+                d.update(validator=n.name, validator_kind=n.kind, executor_node=node_name, kind=kind, executor=d["executor_id"])
                 verdicts.append(d)
                 created[d["challenge_id"]] = d["created_ms"]
             for cid, received_ms in ledger.foreign_receipts():
@@ -79,6 +80,8 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
                       "peers": len(st.get("peers", {})), "exit_code": n.exit_code, "net": st.get("net", {})})
     kinds: dict[str, dict] = {}
     for d in verdicts:
+        if d.get("validator_kind", "honest") != "honest":
+            continue  # what cheating validators said is judged separately (see evaluate)
         k = d.get("kind", "unknown")
         slot = kinds.setdefault(d.get("executor_node", "?"), {"kind": k, "verdicts": 0, "passed": 0, "failed_reasons": {}})
         slot["verdicts"] += 1
@@ -87,8 +90,29 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
         else:
             for r in d.get("reasons", []):
                 slot["failed_reasons"][r] = slot["failed_reasons"].get(r, 0) + 1
+    # Agreed scores as an honest validator sees them (rounds mode), by executor node.
+    agreed: dict[str, dict] = {}
+    honest_validator = next((n for n in harness.nodes if n.role == "validator" and n.kind == "honest"), None)
+    st = (honest_validator.status() or {}) if honest_validator else {}
+    names = {n.name: (n.status() or {}).get("peer_id") for n in harness.nodes}
+    by_id = {pid: name for name, pid in names.items() if pid}
+    for eid, a in st.get("agreement", {}).get("agreed_scores", {}).items():
+        node_name, kind = owners.get(eid, ("?", "unknown"))
+        agreed[eid] = {"node": node_name, "kind": kind, "score": a["score"], "verdicts": a["verdicts"],
+                       "by_validator": {by_id.get(v, v[-8:]): r for v, r in a["validators"].items()}}
+    validator_cheats = {}
+    for n in harness.nodes:
+        if n.role == "validator" and n.kind != "honest":
+            vst = n.status() or {}
+            validator_cheats[n.name] = {"kind": n.kind, "peer_id": vst.get("peer_id"),
+                                        "verdicts": [d for d in verdicts if d["validator"] == n.name]}
+    rejected = {n.name: (n.status() or {}).get("agreement", {}).get("rejected_verdicts", 0)
+                for n in harness.nodes if n.role == "validator" and n.kind == "honest"}
     return {
         "started_at": t_start,
+        "agreed_scores": agreed,
+        "validator_cheaters": validator_cheats,
+        "unadmitted_verdicts_rejected": rejected,
         "ended_at": time.time(),
         "interrupted": interrupted,
         "params": {k: v for k, v in vars(harness.hp).items()},
@@ -133,6 +157,30 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
             caught += 1
         else:
             problems.append(f"cheater {name} ({kind}) was not caught (wanted {'/'.join(want)}; saw {slot['failed_reasons'] or 'no failing verdict'})")
+    # Cheating validators are neutralised when the agreed scores still say the truth.
+    report["validator_cheaters_neutralised"] = {}
+    for name, vc in report.get("validator_cheaters", {}).items():
+        kind = vc["kind"]
+        if kind.startswith("lying-validator"):
+            lies = [d for d in vc["verdicts"] if d.get("kind") == "honest" and not d.get("passed")] + \
+                   [d for d in vc["verdicts"] if d.get("kind") not in ("honest", "unknown") and d.get("passed")]
+            wrong = [a for a in report["agreed_scores"].values()
+                     if a["score"] is not None and ((a["kind"] == "honest") != (a["score"] >= 0.5))]
+            scored = [a for a in report["agreed_scores"].values() if a["score"] is not None]
+            ok = bool(scored) and not wrong
+            detail = f"{len(lies)} lying verdicts; {len(scored)} agreed scores, {len(wrong)} wrong"
+        else:
+            refused = [d for d in vc["verdicts"] if any("unadmitted-validator" in r for r in d.get("reasons", []))]
+            counted = [a for a in report["agreed_scores"].values() if vc.get("peer_id", "")[-8:] in a["by_validator"] or name in a["by_validator"]]
+            ok = bool(refused) and not counted
+            detail = f"{len(refused)} of its challenges refused by executors; counted in {len(counted)} agreed scores"
+        report["validator_cheaters_neutralised"][name] = {"kind": kind, "neutralised": ok, "detail": detail}
+        if not ok:
+            problems.append(f"cheating validator {name} ({kind}) was not neutralised: {detail}")
+    if report.get("params", {}).get("rounds"):
+        for eid, a in report["agreed_scores"].items():
+            if a["kind"] == "honest" and a["score"] is not None and a["score"] < 0.5:
+                problems.append(f"honest {a['node']} has agreed score {a['score']}")
     for d in report["verdicts"]:
         if d.get("kind") == "ledger":
             problems.append(f"{d['validator']}: {d['reasons'][0]}")
@@ -152,6 +200,8 @@ def summary_table(report: dict) -> Table:
         caught = "" if kind == "honest" else ("yes" if report.get("cheaters", {}).get(name, {}).get("caught") else "NO")
         reasons = ", ".join(f"{r} x{c}" for r, c in slot["failed_reasons"].items()) or "-"
         t.add_row(name, kind, str(slot["verdicts"]), str(slot["passed"]), reasons, caught)
+    for name, vc in report.get("validator_cheaters_neutralised", {}).items():
+        t.add_row(name, vc["kind"], "-", "-", vc["detail"], "neutralised" if vc["neutralised"] else "NO")
     p = report["propagation"]
     if p["verdict_deliveries"]:
         t.caption = f"verdict propagation between validators: p50 {p['p50_s'] * 1e3:.1f} ms, p99 {p['p99_s'] * 1e3:.1f} ms over {p['verdict_deliveries']} deliveries"
