@@ -1,0 +1,181 @@
+"""One authenticated link to one peer: a bounded send queue, a writer, a reader, graceful close.
+
+The send queue is a trio memory channel bounded in frames (and, for gossip, in bytes): gossip
+frames that do not fit are dropped (``try_send`` returns False) while requests and responses wait
+for room (``send``). A peer whose queue keeps overflowing without ever draining is closed, so one
+slow peer cannot hold memory or slow the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from node.net.errors import LinkClosed
+from node.net.framing import goodbye_frame
+from node.net.params import NetParams
+from node.net.reqresp import PendingRequests
+
+log = logging.getLogger("gpow.net")
+
+
+class Connection:
+    def __init__(self, ws: WebSocketConnection, *, peer_id: str, role: str, outbound: bool,
+                 listen_addrs: list[str], ip: str, connected_ms: int, params: NetParams) -> None:
+        self.ws = ws
+        self.peer_id = peer_id
+        self.role = role
+        self.outbound = outbound
+        self.listen_addrs = list(listen_addrs)
+        self.ip = ip
+        self.connected_ms = connected_ms
+        self.params = params
+        self._send_ch, self._recv_ch = trio.open_memory_channel[bytes](params.send_queue_frames)
+        self.queued_bytes = 0
+        self.overflow_drops = 0  # gossip drops since the queue last drained
+        self.total_drops = 0
+        self.closing_reason: str | None = None
+        self.remote_goodbye: str | None = None
+        self.close_code: int | None = None
+        self.finished = trio.Event()
+        self.pending = PendingRequests()
+        self.out_slots = trio.Semaphore(params.max_inflight_requests_per_peer)
+        self.inflight_in = 0
+        self.bad_frames = 0
+        self.last_recv = trio.current_time()
+        self.frames_in = self.frames_out = self.bytes_in = self.bytes_out = 0
+        self.rtt_s: float | None = None
+        self.last_pex = -1e9
+        self.ping_sent: dict[int, float] = {}
+        self._nursery: trio.Nursery | None = None
+        self._goodbye_sent = False
+
+    # ---- sending -----------------------------------------------------------------------------
+
+    def try_send(self, frame: bytes) -> bool:
+        """Queue a frame that may be dropped (gossip, pings). False when the queue is full."""
+        if self.closing_reason is not None:
+            return False
+        if self.queued_bytes + len(frame) > self.params.send_queue_bytes:
+            return self._dropped()
+        try:
+            self._send_ch.send_nowait(frame)
+        except trio.WouldBlock:
+            return self._dropped()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        self.queued_bytes += len(frame)
+        return True
+
+    def _dropped(self) -> bool:
+        self.overflow_drops += 1
+        self.total_drops += 1
+        if self.overflow_drops > self.params.slow_peer_drops_before_disconnect:
+            self.close(f"slow peer: {self.overflow_drops} frames dropped without the send queue draining")
+        return False
+
+    async def send(self, frame: bytes) -> None:
+        """Queue a frame that must not be dropped (requests, responses); waits for room."""
+        if self.closing_reason is not None:
+            raise LinkClosed(f"link closing: {self.closing_reason}")
+        try:
+            await self._send_ch.send(frame)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise LinkClosed(f"link closing: {self.closing_reason}") from None
+        self.queued_bytes += len(frame)
+
+    # ---- closing -----------------------------------------------------------------------------
+
+    def close(self, reason: str) -> None:
+        """Graceful close (sync, idempotent): queued frames are flushed, then Goodbye, then the
+        websocket close; after drain_timeout_s the link is cut regardless."""
+        if self.closing_reason is not None:
+            return
+        self.closing_reason = reason
+        self._send_ch.close()  # the writer drains what is queued, then says goodbye
+        if self._nursery is not None:
+            self._nursery.cancel_scope.deadline = min(
+                self._nursery.cancel_scope.deadline, trio.current_time() + self.params.drain_timeout_s)
+
+    @property
+    def closed(self) -> bool:
+        return self.finished.is_set()
+
+    # ---- running -----------------------------------------------------------------------------
+
+    async def run(self, on_frame: Callable[["Connection", bytes], None]) -> str:
+        """Read and write until the link ends; return why it ended."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self.closing_reason is not None:  # closed before it started
+                    nursery.cancel_scope.deadline = trio.current_time() + self.params.drain_timeout_s
+                nursery.start_soon(self._writer)
+                await self._reader(on_frame)
+                nursery.cancel_scope.cancel()
+        finally:
+            reason = self.closing_reason or (f"peer said goodbye: {self.remote_goodbye}" if self.remote_goodbye
+                                             else self._ws_close_text())
+            self.closing_reason = self.closing_reason or reason
+            self._send_ch.close()
+            self.pending.fail_all(f"link to {self.peer_id[-8:]} closed: {reason}")
+            self.finished.set()
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                await self._say_goodbye(reason)
+        return reason
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run a task for the lifetime of this link (request handlers)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    def _ws_close_text(self) -> str:
+        cr = self.ws.closed
+        if cr is None:
+            return "link ended"
+        self.close_code = cr.code
+        return f"websocket closed ({cr.code} {cr.name}{': ' + cr.reason if cr.reason else ''})"
+
+    async def _say_goodbye(self, reason: str) -> None:
+        if not self._goodbye_sent and self.ws.closed is None and self.remote_goodbye is None:
+            self._goodbye_sent = True
+            try:
+                await self.ws.send_message(goodbye_frame(reason))
+            except ConnectionClosed:
+                pass
+        await self.ws.aclose()
+
+    async def _writer(self) -> None:
+        try:
+            async for frame in self._recv_ch:
+                self.queued_bytes -= len(frame)
+                await self.ws.send_message(frame)
+                self.frames_out += 1
+                self.bytes_out += len(frame)
+                if self._recv_ch.statistics().current_buffer_used == 0:
+                    self.overflow_drops = 0
+            # close() was called and everything queued is out: goodbye, then close the websocket.
+            await self._say_goodbye(self.closing_reason or "closing")
+        except ConnectionClosed:
+            pass
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _reader(self, on_frame: Callable[["Connection", bytes], None]) -> None:
+        while True:
+            try:
+                data = await self.ws.get_message()
+            except ConnectionClosed:
+                return
+            self.last_recv = trio.current_time()
+            self.frames_in += 1
+            self.bytes_in += len(data)
+            if isinstance(data, str):
+                data = b"\xc1" + data.encode("utf-8", "replace")  # never valid msgpack: counted as garbage
+            try:
+                on_frame(self, data)
+            except Exception:  # a bug in a handler must not kill the link or the node
+                log.exception("frame handler failed", extra={"fields": {"peer": self.peer_id}})
