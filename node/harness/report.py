@@ -19,7 +19,7 @@ EXPECTED_REASONS: dict[str, tuple[str, ...]] = {
     "relay": ("false-proof",),
     "zero-chain": ("false-proof",),
     "shared-gpu": ("co-scheduled-timeout", "duplicate-gpu"),
-    "grind-refs": ("false-proof",),
+    "grind-refs": ("false-proof", "slow-for-profile", "late-commitment", "co-scheduled-timeout"),
 }
 
 

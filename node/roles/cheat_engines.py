@@ -115,7 +115,7 @@ class PartialPool(Behaviour):
             self.recomputed_steps += 1
             refs = step_refs(digests[t - 1] if t else None, t, n)
             ref_sum = gather_refs(Pool(), refs, n)
-            return step(X_t, Bs[t % m], ref_sum, philox.salt(key, t, n))
+            return self.replay(t + 1, step(X_t, Bs[t % m], ref_sum, philox.salt(key, t, n)))
 
         def state(s: int) -> np.ndarray:
             if s in kept:
@@ -142,6 +142,7 @@ class PartialPool(Behaviour):
         for t in range(T):
             X = compute_next(t, X)
             s = t + 1
+            X = self.adjust(s, X, lambda j: j in kept or j in cache or j % stride == 0)
             if s % stride == 0:
                 kept[s] = X
             else:
@@ -153,9 +154,54 @@ class PartialPool(Behaviour):
         give_up = float("inf")  # openings may recompute at leisure; the deadline that counted has passed
         return PartialPoolTrace(params, state, nodes, digests)
 
+    def adjust(self, s: int, X: np.ndarray, available: Callable[[int], bool]) -> np.ndarray:
+        """Subclasses may tamper with a fresh state (once, as it is first computed)."""
+        return X
+
+    def replay(self, s: int, X: np.ndarray) -> np.ndarray:
+        """Re-apply to a recomputed state whatever ``adjust`` did to it the first time."""
+        return X
+
+
+class GrindRefs(PartialPool):
+    """A partial pool that tries to make its gaps harmless: after each step it rewrites one row
+    up to ``tries`` times, keeping the version whose digest points the next step's references
+    at states it still holds. Each try re-rolls all 256 references, so steering fails, the cheat
+    is left with partial-pool's recomputation (late), and its rewritten rows break the step
+    relation wherever a sample lands on one (false proof)."""
+
+    kind = "grind-refs"
+
+    def __init__(self, keep: str | float = 0.34, tries: int = 16):
+        super().__init__(keep)
+        self.tries = int(tries)
+        self._rng = np.random.default_rng(7)
+        self._rows: dict[int, np.ndarray] = {}
+
+    def adjust(self, s: int, X: np.ndarray, available: Callable[[int], bool]) -> np.ndarray:
+        n = X.shape[0]
+        best, best_hits = X, -1
+        for _ in range(self.tries):
+            Y = X.copy()
+            Y[0] = self._rng.integers(-128, 128, n, dtype=np.int8)
+            d = merkle.pow2_root(merkle.row_nodes(Y))
+            hits = sum(available(int(j)) for j in step_refs(d, s + 1, n)[:, :, 0].ravel())  # d_s steers step s+1
+            if hits > best_hits:
+                best, best_hits = Y, hits
+        self._rows[s] = best[0].copy()
+        return best
+
+    def replay(self, s: int, X: np.ndarray) -> np.ndarray:
+        row = self._rows.get(s)
+        if row is not None:
+            X = X.copy()
+            X[0] = row
+        return X
+
 
 ENGINE_CHEATS: dict[str, type[Behaviour]] = {
     "corrupt-rows": CorruptRows,
     "zero-chain": ZeroChain,
     "partial-pool": PartialPool,
+    "grind-refs": GrindRefs,
 }
