@@ -1,0 +1,703 @@
+"""The Host: a node's network presence.
+
+It listens (trio-websocket server), dials (bootstrap, learned peers, on-demand for requests),
+authenticates every link with the handshake, keeps one link per peer pair, carries link frames
+(gossip RPCs, requests/responses, pings, peer exchange) and owns the GossipDriver.
+
+Robustness rules: every frame from a peer is size-checked before decoding and decoded strictly;
+a bad frame is counted, logged, reported to gossip scoring, and repeated garbage closes the link.
+No exception caused by a peer ever reaches the host's nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Awaitable, Callable
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    WebSocketRequest,
+    connect_websocket_url,
+    serve_websocket,
+)
+
+from node.gossip.driver import GossipDriver
+from node.gossip.params import GossipParams
+from node.identity import Identity
+from node.net.connection import Connection
+from node.net.errors import HandshakeRefused, LinkClosed, NetError, PeerUnreachable, RequestFailed, RequestTimeout
+from node.net.framing import FRAME_OVERHEAD, decode_frame, encode_frame, goodbye_frame
+from node.net.handshake import Handshake, HandshakeResult
+from node.net.params import NetParams
+from node.net.peerstore import PeerStore, backoff_delay
+from node.net.reqresp import error_text
+from node.wire.envelope import encode_envelope
+from node.wire.errors import OversizedMessage, WireError
+from node.wire.messages import GossipRPC, Goodbye, PeerExchange, PeerRecord, Ping, Pong, Request, Response
+
+log = logging.getLogger("gpow.net")
+
+Handler = Callable[[str, bytes], Awaitable[bytes]]
+
+# Bad frames logged at warning level per link; the rest go to debug (counters keep the total).
+_LOUD_BAD_FRAMES = 3
+
+
+@dataclass
+class PeerInfo:
+    peer_id: str
+    role: str
+    outbound: bool
+    listen_addrs: list[str]
+    ip: str
+    connected_ms: int
+
+
+@dataclass
+class _BootState:
+    failures: int = 0
+    next_at: float = 0.0
+    peer_id: str | None = None
+
+
+def _endpoint_ip(ep: Any) -> str:
+    return str(getattr(ep, "address", ep))
+
+
+@dataclass
+class _Dial:
+    done: trio.Event = field(default_factory=trio.Event)
+    peer_id: str | None = None
+
+
+class Host:
+    def __init__(self, identity: Identity, net_params: NetParams, role: str, gossip_params: GossipParams, *,
+                 wall_ms: Callable[[], int] | None = None, rng: random.Random | None = None) -> None:
+        self.identity = identity
+        self.params = net_params
+        self.role = role
+        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self._rng = rng or random.Random()
+        p = net_params
+        self.listen_addr = f"ws://{p.listen_host}:{p.listen_port}"
+        self._listen_addrs: list[str] = list(p.advertise_addrs) or [self.listen_addr]
+        self.peerstore = PeerStore(identity.peer_id, max_size=p.peer_store_max,
+                                   max_skew_ms=int(p.max_clock_skew_s * 1000), rng=self._rng)
+        self.gossip = GossipDriver(identity, gossip_params, send=self._gossip_send, disconnect=self._gossip_disconnect,
+                                   px_source=self._px_source, px_sink=self._px_sink, wall_ms=self._wall_ms, rng=self._rng)
+        self._conns: dict[str, Connection] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._nursery: trio.Nursery | None = None
+        self._dialing: dict[str, _Dial] = {}  # addr -> dial in progress
+        self._dialing_peers: set[str] = set()
+        self._handshaking_in = 0
+        self._boot: dict[str, _BootState] = {}
+        self._addr_peer: dict[str, str] = {}  # dialled address -> the peer id that answered
+        self._closing = False
+        self._seq = self._wall_ms() * 1000
+        self._record = b""
+        self._record_expires_ms = 0
+        self.stats: Counter[str] = Counter()
+        # The websocket layer refuses (close 1009) anything past this before buffering it whole;
+        # frames between max_frame_bytes and this are refused by our own check and counted.
+        self._ws_max = p.max_frame_bytes + 64 * 1024
+
+    # ---- public interface --------------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> str:
+        return self.identity.peer_id
+
+    def set_handler(self, protocol: str, handler: Handler) -> None:
+        self._handlers[protocol] = handler
+
+    def connected_peers(self) -> dict[str, PeerInfo]:
+        return {pid: PeerInfo(pid, c.role, c.outbound, list(c.listen_addrs), c.ip, c.connected_ms)
+                for pid, c in self._conns.items()}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        p = self.params
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                server = await nursery.start(partial(
+                    serve_websocket, self._on_ws_request, p.listen_host, p.listen_port, None,
+                    handler_nursery=nursery, message_queue_size=2, max_message_size=self._ws_max,
+                    connect_timeout=p.handshake_timeout_s, disconnect_timeout=1.0))
+                self.listen_addr = f"ws://{p.listen_host}:{server.port}"
+                self._listen_addrs = list(p.advertise_addrs) or [self.listen_addr]
+                self._refresh_record()
+                await nursery.start(self.gossip.run)
+                nursery.start_soon(self._maintain_loop)
+                nursery.start_soon(self._keepalive_loop)
+                nursery.start_soon(self._pex_loop)
+                log.info("listening", extra={"fields": {"addr": self.listen_addr, "peer_id": self.peer_id,
+                                                        "network": p.network}})
+                task_status.started()
+        finally:
+            self._nursery = None
+
+    async def dial(self, addr: str) -> str:
+        """Connect to an address (or reuse the link if it is already up); return the peer id."""
+        return await self._dial(addr, expected=None)
+
+    async def request(self, peer_id: str, protocol: str, payload: bytes, *, timeout: float) -> bytes:
+        """Send a request and wait for its response. Dials the peer from the peer store if needed.
+        Raises RequestTimeout, RequestFailed (remote error, link closed) or PeerUnreachable."""
+        p = self.params
+        if len(payload) + FRAME_OVERHEAD > p.max_frame_bytes:
+            raise RequestFailed(f"request of {len(payload)} bytes exceeds the frame limit {p.max_frame_bytes}")
+        self.stats["requests_sent"] += 1
+        waiter = None
+        with trio.move_on_after(timeout) as scope:
+            conn = self._conns.get(peer_id)
+            if conn is None or conn.closing_reason is not None:
+                conn = await self._connect_to(peer_id)
+            async with conn.out_slots:
+                req_id, waiter = conn.pending.new()
+                try:
+                    await conn.send(encode_frame(Request(req_id=req_id, protocol=protocol, payload=bytes(payload))))
+                    await waiter.event.wait()
+                except LinkClosed as exc:
+                    self.stats["requests_failed"] += 1
+                    raise RequestFailed(f"{protocol} to {peer_id}: {exc}") from None
+                finally:
+                    conn.pending.forget(req_id)
+        if scope.cancelled_caught or waiter is None or waiter.response is None and waiter.error is None:
+            self.stats["requests_timeout"] += 1
+            raise RequestTimeout(f"no response from {peer_id} to {protocol} within {timeout:g} s")
+        if waiter.error is not None:
+            self.stats["requests_failed"] += 1
+            raise RequestFailed(f"{protocol} to {peer_id}: {waiter.error}")
+        resp = waiter.response
+        assert resp is not None
+        if not resp.ok:
+            self.stats["requests_failed"] += 1
+            raise RequestFailed(f"{protocol} to {peer_id} failed remotely: {resp.error}", remote_error=resp.error)
+        self.stats["requests_ok"] += 1
+        return resp.payload
+
+    async def aclose(self, reason: str = "shutdown") -> None:
+        """Graceful shutdown: stop accepting, flush and say Goodbye on every link, then stop."""
+        self._closing = True
+        for conn in list(self._conns.values()):
+            conn.close(reason)
+        with trio.move_on_after(self.params.drain_timeout_s + 1.0):
+            for conn in list(self._conns.values()):
+                await conn.finished.wait()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def stats_dict(self) -> dict:
+        conns = list(self._conns.values())
+        out: dict[str, Any] = {
+            "peers": len(conns),
+            "inbound": sum(1 for c in conns if not c.outbound),
+            "outbound": sum(1 for c in conns if c.outbound),
+            "dialing": len(self._dialing),
+            "peer_store": len(self.peerstore),
+            "queued_frames": sum(c._recv_ch.statistics().current_buffer_used for c in conns),
+        }
+        out.update(sorted(self.stats.items()))
+        try:
+            out["gossip"] = self.gossip.stats_dict()
+        except Exception as exc:  # stats must never take the status writer down
+            out["gossip"] = {"error": repr(exc)}
+        return out
+
+    # ---- handshake (I/O driver of node.net.handshake) ---------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq = max(self._seq + 1, self._wall_ms() * 1000)
+        return self._seq
+
+    async def _handshake(self, ws: WebSocketConnection, *, outbound: bool, expected: str | None) -> HandshakeResult:
+        p = self.params
+        hs = Handshake(self.identity, network=p.network, role=self.role, listen_addrs=self._listen_addrs,
+                       nonce=secrets.token_bytes(32), now_ms=self._wall_ms(), seq=self._next_seq(),
+                       expected_peer_id=expected, max_skew_ms=int(p.max_clock_skew_s * 1000))
+        self._seq += 4
+        refused: HandshakeRefused | None = None
+        try:
+            with trio.fail_after(p.handshake_timeout_s):
+                for frame in hs.initial_frames():
+                    await ws.send_message(frame)
+                while not hs.done:
+                    data = await ws.get_message()
+                    for frame in hs.receive(data, self._wall_ms()):
+                        await ws.send_message(frame)
+        except HandshakeRefused as exc:
+            refused = exc
+        except trio.TooSlowError:
+            refused = HandshakeRefused("timeout", f"no complete handshake within {p.handshake_timeout_s:g} s")
+        except ConnectionClosed as exc:
+            cr = exc.reason
+            refused = HandshakeRefused("closed", f"link closed during the handshake ({cr.code if cr else '?'})", by_remote=True)
+        if refused is None:
+            assert hs.result is not None
+            self.stats["handshakes_ok"] += 1
+            return hs.result
+        self.stats[f"handshake_refused.{refused.code}"] += 1
+        who = hs.remote_hello.sender if hs.remote_hello is not None else "?"
+        log.warning("handshake refused", extra={"fields": {"code": refused.code, "reason": refused.reason,
+                                                           "peer": who, "outbound": outbound}})
+        with trio.move_on_after(1.0):
+            if not refused.by_remote:
+                try:
+                    await ws.send_message(goodbye_frame(f"handshake refused: {refused.reason}"))
+                except ConnectionClosed:
+                    pass
+            await ws.aclose()
+        raise refused
+
+    # ---- links -------------------------------------------------------------------------------
+
+    def _outbound_count(self) -> int:
+        return sum(1 for c in self._conns.values() if c.outbound)
+
+    async def _on_ws_request(self, request: WebSocketRequest) -> None:
+        try:
+            p = self.params
+            inbound = sum(1 for c in self._conns.values() if not c.outbound) + self._handshaking_in
+            if self._closing or inbound >= p.max_inbound:
+                self.stats["inbound_rejected"] += 1
+                await request.reject(503, body=b"too many peers" if not self._closing else b"shutting down")
+                return
+            ws = await request.accept()
+            self._handshaking_in += 1
+            try:
+                res = await self._handshake(ws, outbound=False, expected=None)
+            except HandshakeRefused:
+                return
+            finally:
+                self._handshaking_in -= 1
+            conn = self._new_conn(ws, res, outbound=False, ip=_endpoint_ip(request.remote))
+            if await self._register(conn):
+                await self._run_conn(conn)
+        except (ConnectionClosed, HandshakeError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        except Exception:
+            log.exception("inbound link failed")
+
+    def _new_conn(self, ws: WebSocketConnection, res: HandshakeResult, *, outbound: bool, ip: str) -> Connection:
+        return Connection(ws, peer_id=res.peer_id, role=res.role, outbound=outbound, listen_addrs=res.listen_addrs,
+                          ip=ip, connected_ms=self._wall_ms(), params=self.params)
+
+    def _dialer(self, conn: Connection) -> str:
+        return self.peer_id if conn.outbound else conn.peer_id
+
+    async def _register(self, conn: Connection) -> bool:
+        """Add an authenticated link. One link per peer pair: of two links between the same peers
+        both sides keep the one dialled by the lower peer id (deterministic, no coordination)."""
+        pid = conn.peer_id
+        old = self._conns.get(pid)
+        refuse = None
+        if self._closing:
+            refuse = "shutting down"
+        elif old is not None and old.closing_reason is None and self._dialer(conn) >= self._dialer(old):
+            refuse = "duplicate connection (keeping the link dialled by the lower peer id)"
+        if refuse is not None:
+            self.stats["links_refused_duplicate" if old is not None else "links_refused"] += 1
+            with trio.move_on_after(1.0):
+                try:
+                    await conn.ws.send_message(goodbye_frame(refuse))
+                except ConnectionClosed:
+                    pass
+                await conn.ws.aclose()
+            return False
+        self._conns[pid] = conn
+        if old is not None:
+            self.stats["links_replaced"] += 1
+            old.close("duplicate connection (keeping the link dialled by the lower peer id)")
+        else:
+            self.gossip.add_peer(pid, outbound=conn.outbound, ip=conn.ip)
+        now_ms = self._wall_ms()
+        connected = set(self._conns)
+        self.peerstore.add_hint(pid, conn.listen_addrs, conn.role, now_ms, protected=connected)
+        self.peerstore.on_connected(pid, now_ms)
+        self.stats["links_opened"] += 1
+        log.info("peer connected", extra={"fields": {"peer": pid, "role": conn.role, "outbound": conn.outbound,
+                                                     "ip": conn.ip, "peers": len(self._conns)}})
+        conn.try_send(self._pex_frame(exclude=pid))
+        return True
+
+    async def _run_conn(self, conn: Connection) -> None:
+        reason = "?"
+        try:
+            reason = await conn.run(self._on_frame)
+        except Exception:
+            log.exception("link failed", extra={"fields": {"peer": conn.peer_id}})
+        finally:
+            self._unregister(conn, reason)
+
+    def _unregister(self, conn: Connection, reason: str) -> None:
+        pid = conn.peer_id
+        if conn.close_code == 1009:
+            self.stats["bad_frames.oversized"] += 1
+            self._penalize(pid, 5.0, "oversized frame (websocket limit)")
+        if self._conns.get(pid) is not conn:
+            return  # replaced by a newer link to the same peer
+        del self._conns[pid]
+        try:
+            self.gossip.remove_peer(pid)
+        except Exception:
+            log.exception("gossip.remove_peer failed")
+        e = self.peerstore.get(pid)
+        if e is not None:  # do not hammer a peer that just went away: first retry after the min backoff
+            e.next_dial_at = trio.current_time() + backoff_delay(1, self.params.reconnect_min_s,
+                                                                 self.params.reconnect_max_s, self._rng)
+        self.stats["links_closed"] += 1
+        log.info("peer disconnected", extra={"fields": {"peer": pid, "reason": reason, "peers": len(self._conns)}})
+
+    # ---- frames ------------------------------------------------------------------------------
+
+    def _on_frame(self, conn: Connection, data: bytes) -> None:
+        p = self.params
+        try:
+            if len(data) > p.max_frame_bytes:
+                raise OversizedMessage(f"frame of {len(data)} bytes exceeds the limit of {p.max_frame_bytes}")
+            msg = decode_frame(data, max_bytes=p.max_frame_bytes)
+        except WireError as exc:
+            self._bad_frame(conn, exc)
+            return
+        if isinstance(msg, GossipRPC):
+            if not self.gossip.accepts_from(conn.peer_id):
+                self.stats["gossip_dropped_graylisted"] += 1
+                return
+            self.stats["gossip_rpcs_in"] += 1
+            self.gossip.on_rpc(conn.peer_id, msg)
+        elif isinstance(msg, Request):
+            self._on_request(conn, msg)
+        elif isinstance(msg, Response):
+            if not conn.pending.resolve(msg):
+                self.stats["responses_unsolicited"] += 1
+        elif isinstance(msg, Ping):
+            conn.try_send(encode_frame(Pong(nonce=msg.nonce)))
+        elif isinstance(msg, Pong):
+            sent = conn.ping_sent.pop(msg.nonce, None)
+            if sent is not None:
+                conn.rtt_s = trio.current_time() - sent
+        elif isinstance(msg, PeerExchange):
+            self._on_pex(conn, msg)
+        elif isinstance(msg, Goodbye):
+            conn.remote_goodbye = msg.reason
+            conn.close(f"peer said goodbye: {msg.reason}")
+
+    def _penalize(self, peer_id: str, amount: float, reason: str) -> None:
+        try:
+            self.gossip.penalize(peer_id, amount, reason)
+        except Exception:
+            log.exception("gossip.penalize failed")
+
+    def _bad_frame(self, conn: Connection, exc: WireError) -> None:
+        conn.bad_frames += 1
+        self.stats["bad_frames"] += 1
+        self.stats[f"bad_frames.{exc.reason}"] += 1
+        level = logging.WARNING if conn.bad_frames <= _LOUD_BAD_FRAMES else logging.DEBUG
+        log.log(level, "bad frame", extra={"fields": {"peer": conn.peer_id, "reason": exc.reason,
+                                                      "error": exc.message[:200], "count": conn.bad_frames}})
+        self._penalize(conn.peer_id, 1.0, f"bad frame: {exc.reason}")
+        if conn.bad_frames >= self.params.max_bad_frames:
+            self.stats["links_closed_garbage"] += 1
+            conn.close(f"too many bad frames ({conn.bad_frames})")
+
+    # ---- request / response (serving side) ---------------------------------------------------
+
+    def _on_request(self, conn: Connection, req: Request) -> None:
+        handler = self._handlers.get(req.protocol)
+        if handler is None:
+            self.stats["requests_unknown_protocol"] += 1
+            conn.spawn(self._respond, conn, Response(req_id=req.req_id, ok=False,
+                                                     error=f"no handler for protocol {req.protocol!r}"))
+            return
+        if conn.inflight_in >= self.params.max_inflight_requests_per_peer:
+            self.stats["requests_refused_busy"] += 1
+            conn.spawn(self._respond, conn, Response(req_id=req.req_id, ok=False, error="too many requests in flight"))
+            return
+        conn.inflight_in += 1
+        conn.spawn(self._serve, conn, req, handler)
+
+    async def _serve(self, conn: Connection, req: Request, handler: Handler) -> None:
+        p = self.params
+        try:
+            resp = None
+            with trio.move_on_after(p.request_timeout_s) as scope:
+                try:
+                    out = await handler(conn.peer_id, req.payload)
+                except Exception as exc:
+                    self.stats["requests_handler_error"] += 1
+                    log.info("request handler raised", extra={"fields": {"peer": conn.peer_id, "protocol": req.protocol,
+                                                                          "error": error_text(exc)}})
+                    resp = Response(req_id=req.req_id, ok=False, error=error_text(exc))
+                else:
+                    if not isinstance(out, (bytes, bytearray)):
+                        resp = Response(req_id=req.req_id, ok=False, error=f"handler returned {type(out).__name__}, not bytes")
+                    elif len(out) + FRAME_OVERHEAD > p.max_frame_bytes:
+                        resp = Response(req_id=req.req_id, ok=False, error=f"response of {len(out)} bytes exceeds the frame limit")
+                    else:
+                        resp = Response(req_id=req.req_id, ok=True, payload=bytes(out))
+            if scope.cancelled_caught or resp is None:
+                resp = Response(req_id=req.req_id, ok=False, error=f"handler timed out after {p.request_timeout_s:g} s")
+        finally:
+            conn.inflight_in -= 1
+        self.stats["requests_served"] += 1
+        await self._respond(conn, resp)
+
+    async def _respond(self, conn: Connection, resp: Response) -> None:
+        try:
+            await conn.send(encode_frame(resp))
+        except LinkClosed:
+            self.stats["responses_lost"] += 1
+
+    # ---- dialling ----------------------------------------------------------------------------
+
+    async def _connect_to(self, peer_id: str) -> Connection:
+        e = self.peerstore.get(peer_id)
+        if e is None or not e.addrs:
+            raise PeerUnreachable(f"not connected to {peer_id} and no address known for it")
+        last: Exception | None = None
+        for addr in list(e.addrs):
+            try:
+                await self._dial(addr, expected=peer_id)
+            except (NetError, OSError) as exc:
+                last = exc
+                continue
+            conn = self._conns.get(peer_id)
+            if conn is not None and conn.closing_reason is None:
+                return conn
+        raise PeerUnreachable(f"cannot reach {peer_id}: {last}")
+
+    async def _dial(self, addr: str, *, expected: str | None) -> str:
+        if self._nursery is None:
+            raise PeerUnreachable("host is not running")
+        if self._closing:
+            raise PeerUnreachable("host is shutting down")
+        known = self._addr_peer.get(addr)
+        if known is not None and known in self._conns and (expected is None or expected == known):
+            return known
+        pending = self._dialing.get(addr)
+        if pending is not None:  # someone is dialling this address already: share the result
+            await pending.done.wait()
+            if pending.peer_id is not None and pending.peer_id in self._conns:
+                return pending.peer_id
+            raise PeerUnreachable(f"dial to {addr} failed")
+        d = self._dialing[addr] = _Dial()
+        if expected:
+            self._dialing_peers.add(expected)
+        try:
+            pid = await self._nursery.start(self._dial_task, addr, expected)
+            d.peer_id = pid
+            self._addr_peer[addr] = pid
+            self.stats["dials_ok"] += 1
+            return pid
+        except BaseException:
+            self.stats["dials_failed"] += 1
+            raise
+        finally:
+            del self._dialing[addr]
+            if expected:
+                self._dialing_peers.discard(expected)
+            d.done.set()
+
+    async def _dial_task(self, addr: str, expected: str | None, *,
+                         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        p = self.params
+        err: BaseException | None = None
+        started = False
+        try:
+            async with trio.open_nursery() as wsn:
+                try:
+                    with trio.fail_after(p.dial_timeout_s):
+                        ws = await connect_websocket_url(wsn, addr, message_queue_size=2, max_message_size=self._ws_max)
+                except (OSError, HandshakeError, trio.TooSlowError, ValueError, ConnectionClosed) as exc:
+                    err = PeerUnreachable(f"cannot dial {addr}: {type(exc).__name__}: {exc}")
+                    wsn.cancel_scope.cancel()
+                    return_early = True
+                else:
+                    return_early = False
+                if not return_early:
+                    try:
+                        res = await self._handshake(ws, outbound=True, expected=expected)
+                    except HandshakeRefused as exc:
+                        err = exc
+                    else:
+                        conn = self._new_conn(ws, res, outbound=True, ip=_endpoint_ip(ws.remote))
+                        kept = await self._register(conn)
+                        if not kept and res.peer_id not in self._conns:
+                            err = PeerUnreachable(f"link to {addr} refused locally")
+                        else:
+                            task_status.started(res.peer_id)
+                            started = True
+                            if kept:
+                                await self._run_conn(conn)
+                    wsn.cancel_scope.cancel()
+        except Exception as exc:
+            if started:
+                log.exception("outbound link failed", extra={"fields": {"addr": addr}})
+                return
+            err = err or PeerUnreachable(f"cannot dial {addr}: {exc!r}")
+        if not started:
+            raise err or PeerUnreachable(f"cannot dial {addr}")
+
+    async def _background_dial(self, addr: str, expected: str | None, boot: _BootState | None) -> None:
+        p = self.params
+        try:
+            pid = await self._dial(addr, expected=expected)
+        except (NetError, OSError) as exc:
+            if boot is not None:
+                boot.failures += 1
+                boot.next_at = trio.current_time() + backoff_delay(boot.failures, p.reconnect_min_s, p.reconnect_max_s, self._rng)
+            elif expected is not None:
+                self.peerstore.on_dial_failed(expected, trio.current_time(), p.reconnect_min_s, p.reconnect_max_s)
+            log.debug("dial failed", extra={"fields": {"addr": addr, "error": str(exc)}})
+            return
+        if boot is not None:
+            boot.failures, boot.next_at, boot.peer_id = 0, 0.0, pid
+
+    # ---- connection manager ------------------------------------------------------------------
+
+    async def _maintain_loop(self) -> None:
+        while True:
+            try:
+                self._maintain_once()
+            except Exception:
+                log.exception("connection manager step failed")
+            await trio.sleep(self.params.maintain_interval_s)
+
+    def _maintain_once(self) -> None:
+        p = self.params
+        if self._closing or self._nursery is None:
+            return
+        now = trio.current_time()
+        connected = set(self._conns)
+        self.peerstore.expire(self._wall_ms(), protected=connected)
+        connected_addrs = {a for c in self._conns.values() for a in c.listen_addrs}
+        own = set(self._listen_addrs) | {self.listen_addr}
+        budget = p.max_outbound - self._outbound_count() - len(self._dialing)
+        # Bootstrap peers are kept connected: redialled with backoff whenever the link is down.
+        for addr in p.bootstrap:
+            if budget <= 0:
+                return
+            st = self._boot.setdefault(addr, _BootState())
+            if (addr in own or addr in connected_addrs or (st.peer_id is not None and st.peer_id in connected)
+                    or addr in self._dialing or now < st.next_at):
+                continue
+            st.next_at = now + p.reconnect_min_s  # until the dial reports back
+            budget -= 1
+            self._nursery.start_soon(self._background_dial, addr, None, st)
+        # Fill the mesh from the peer store up to target_peers.
+        want = min(budget, p.target_peers - len(self._conns) - len(self._dialing))
+        if want <= 0:
+            return
+        exclude = connected | self._dialing_peers | {self.peer_id}
+        for e in self.peerstore.dial_candidates(now, exclude, want):
+            addr = e.addrs[e.failures % len(e.addrs)]
+            if addr in self._dialing or addr in own:
+                continue
+            e.next_dial_at = now + p.reconnect_min_s
+            self._nursery.start_soon(self._background_dial, addr, e.peer_id, None)
+
+    async def _keepalive_loop(self) -> None:
+        p = self.params
+        while True:
+            await trio.sleep(p.ping_interval_s)
+            now = trio.current_time()
+            for conn in list(self._conns.values()):
+                idle = now - conn.last_recv
+                if idle > p.dead_after_s:
+                    self.stats["links_closed_dead"] += 1
+                    conn.close(f"dead peer: nothing received for {idle:.1f} s")
+                    continue
+                nonce = self._rng.getrandbits(62)
+                if len(conn.ping_sent) > 16:
+                    conn.ping_sent.clear()
+                conn.ping_sent[nonce] = now
+                conn.try_send(encode_frame(Ping(nonce=nonce)))
+
+    # ---- discovery ---------------------------------------------------------------------------
+
+    def _refresh_record(self) -> None:
+        now = self._wall_ms()
+        ttl_ms = int(self.params.peer_record_ttl_s * 1000)
+        rec = PeerRecord(addrs=self._listen_addrs[:8], role=self.role, expires_ms=now + ttl_ms)
+        self._record = encode_envelope(rec, self.identity, seq=self._next_seq(), now_ms=now)
+        self._record_expires_ms = now + ttl_ms
+
+    def own_record(self) -> bytes:
+        """Our signed peer record (renewed when half of its lifetime is gone)."""
+        if self._wall_ms() > self._record_expires_ms - int(self.params.peer_record_ttl_s * 500):
+            self._refresh_record()
+        return self._record
+
+    def _pex_frame(self, exclude: str) -> bytes:
+        n = max(0, min(self.params.pex_records, 63))
+        recs = [self.own_record()] + self.peerstore.records(n, exclude={exclude}, prefer=set(self._conns))
+        return encode_frame(PeerExchange(records=recs))
+
+    async def _pex_loop(self) -> None:
+        while True:
+            await trio.sleep(self.params.pex_interval_s)
+            for pid, conn in list(self._conns.items()):
+                conn.try_send(self._pex_frame(exclude=pid))
+
+    def _on_pex(self, conn: Connection, msg: PeerExchange) -> None:
+        now = trio.current_time()
+        # At most one exchange per second per link is processed: each record costs a signature check.
+        if now - conn.last_pex < 1.0:
+            self.stats["pex_ignored_rate"] += 1
+            return
+        conn.last_pex = now
+        self._add_records(msg.records, conn.peer_id)
+
+    def _add_records(self, records: list[bytes], source: str | None) -> None:
+        now_ms = self._wall_ms()
+        connected = set(self._conns)
+        bad = 0
+        for rec in records:
+            try:
+                if self.peerstore.add_record(rec, now_ms, protected=connected):
+                    self.stats["peer_records_learned"] += 1
+            except WireError as exc:
+                bad += 1
+                self.stats[f"peer_records_bad.{exc.reason}"] += 1
+        if bad and source is not None:
+            self._penalize(source, 0.5 * bad, "bad peer records")
+
+    def _px_source(self, peer_ids: list[str]) -> list[bytes]:
+        return self.peerstore.records_for(peer_ids)
+
+    def _px_sink(self, records: list[bytes]) -> None:
+        self._add_records(records, None)
+
+    # ---- gossip wiring -----------------------------------------------------------------------
+
+    def _gossip_send(self, peer_id: str, rpc: GossipRPC) -> bool:
+        conn = self._conns.get(peer_id)
+        if conn is None or conn.closing_reason is not None:
+            return False
+        frame = encode_frame(rpc)
+        if len(frame) > self.params.max_frame_bytes:
+            self.stats["gossip_dropped_oversized"] += 1
+            return False
+        if conn.try_send(frame):
+            self.stats["gossip_rpcs_out"] += 1
+            return True
+        self.stats["gossip_dropped_queue_full"] += 1
+        if conn.closing_reason is not None and conn.closing_reason.startswith("slow peer"):
+            self.stats["links_closed_slow"] += 1
+        return False
+
+    def _gossip_disconnect(self, peer_id: str, reason: str) -> None:
+        conn = self._conns.get(peer_id)
+        if conn is not None:
+            self.stats["links_closed_by_gossip"] += 1
+            conn.close(f"gossip: {reason}")
