@@ -39,7 +39,7 @@ def test_shipped_profiles_load_and_cover_the_required_models():
         # an estimate must say so; a measurement must say where it was taken
         assert p.measured or p.source.startswith("ESTIMATE"), p
         assert len(p.source) > 20
-        # n^3 work: the larger size costs several times the smaller one, never less
+    # n^3 work: doubling n costs several times as much per step (less than 8x: the n^2 parts)
     for model in {p.model for p in book.profiles()}:
         small, big = book.get(model, 4096), book.get(model, 8192)
         if small and big:
