@@ -318,19 +318,18 @@ class Ledger:
         return self._score_parts(executor_id)[3]
 
     def executor_table(self, now_ms: int) -> list[dict[str, Any]]:
-        """One row per executor with a verdict here, for ``gpow status``."""
-        rows = self._read(
-            "SELECT executor_id, count(*) AS total, sum(scored = 0) AS unscored, max(created_ms) AS last_ms FROM verdicts GROUP BY executor_id ORDER BY executor_id"
-        )
-        foreign = {r["executor_id"]: r["c"] for r in self._read("SELECT executor_id, count(*) AS c FROM foreign_verdicts GROUP BY executor_id")}
+        """One row per executor with a verdict here, for ``gpow status``.
+
+        ``passes``/``fails``/``pass_rate``/``perf_factor``/``score`` are over the scoring window
+        (restart timeouts left out); ``banned`` is the time left on a ban of the executor or of
+        its miner, empty when none.
+        """
+        eids = [r["executor_id"] for r in self._read("SELECT DISTINCT executor_id FROM verdicts ORDER BY executor_id")]
         out = []
-        for r in rows:
-            eid = r["executor_id"]
+        for eid in eids:
             last = self._read("SELECT * FROM verdicts WHERE executor_id = ? ORDER BY created_ms DESC, rowid DESC LIMIT 1", (eid,))[0]
             passes, fails, mean_pf, score = self._score_parts(eid)
-            until = self._bans.get(eid) or 0
-            miner_until = self._bans.get(last["miner_id"]) or 0
-            banned_until = max(until, miner_until)
+            banned_until = max(self._bans.get(eid, 0), self._bans.get(last["miner_id"], 0))
             out.append({
                 "executor": eid,
                 "miner": last["miner_id"],
@@ -339,10 +338,7 @@ class Ledger:
                 "pass_rate": passes / (passes + fails) if passes + fails else 0.0,
                 "perf_factor": mean_pf,
                 "score": score,
-                "unscored": r["unscored"],
                 "last_verdict": "pass" if last["passed"] else ",".join(json.loads(last["reasons"])),
-                "last_age_s": round(max(0, now_ms - last["created_ms"]) / 1000),
-                "foreign_verdicts": foreign.get(eid, 0),
                 "banned": f"{(banned_until - now_ms) / 1000:.0f} s" if banned_until > now_ms else "",
             })
         return out
