@@ -9,7 +9,7 @@ slow peer cannot hold memory or slow the others.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -18,6 +18,10 @@ from node.net.errors import LinkClosed
 from node.net.framing import goodbye_frame
 from node.net.params import NetParams
 from node.net.reqresp import PendingRequests
+
+if TYPE_CHECKING:
+    from node.identity import Identity
+    from node.net.handshake import HandshakeResult
 
 log = logging.getLogger("gpow.net")
 
@@ -123,7 +127,9 @@ class Connection:
             self._send_ch.close()
             self.pending.fail_all(f"link to {self.peer_id[-8:]} closed: {reason}")
             self.finished.set()
-            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            # Shielded so a cancelled node still tells its peers; short, since a peer that is
+            # going down at the same moment never answers the websocket close.
+            with trio.CancelScope(shield=True), trio.move_on_after(0.25):
                 await self._say_goodbye(reason)
         return reason
 
@@ -179,3 +185,42 @@ class Connection:
                 on_frame(self, data)
             except Exception:  # a bug in a handler must not kill the link or the node
                 log.exception("frame handler failed", extra={"fields": {"peer": self.peer_id}})
+
+
+async def open_raw_link(nursery: trio.Nursery, url: str, identity: "Identity", *, network: str, role: str = "raw",
+                        listen_addrs: list[str] | None = None, expected_peer_id: str | None = None,
+                        timeout: float = 5.0, max_message_size: int = 64 * 1024 * 1024) -> tuple[WebSocketConnection, "HandshakeResult"]:
+    """Dial ``url`` and complete the handshake, returning the bare websocket and the result.
+
+    For tests and adversarial tools (cheater nodes) that need to speak raw link frames over an
+    authenticated link; a real node uses Host.dial. Raises HandshakeRefused.
+    """
+    import secrets
+    import time
+
+    from trio_websocket import connect_websocket_url
+
+    from node.net.errors import HandshakeRefused
+    from node.net.handshake import Handshake
+
+    def now_ms() -> int:
+        return int(time.time() * 1000)
+
+    ws = await connect_websocket_url(nursery, url, max_message_size=max_message_size)
+    hs = Handshake(identity, network=network, role=role, listen_addrs=listen_addrs or [], nonce=secrets.token_bytes(32),
+                   now_ms=now_ms(), seq=now_ms() * 1000, expected_peer_id=expected_peer_id)
+    try:
+        with trio.fail_after(timeout):
+            for frame in hs.initial_frames():
+                await ws.send_message(frame)
+            while not hs.done:
+                for frame in hs.receive(await ws.get_message(), now_ms()):
+                    await ws.send_message(frame)
+    except HandshakeRefused:
+        await ws.aclose()
+        raise
+    except (ConnectionClosed, trio.TooSlowError) as exc:
+        await ws.aclose()
+        raise HandshakeRefused("closed", f"link ended during the handshake: {exc!r}", by_remote=True) from None
+    assert hs.result is not None
+    return ws, hs.result

@@ -1,0 +1,289 @@
+"""Two or three real Hosts on loopback: links, request/response, limits, garbage, keepalive, shutdown."""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from node.gossip.params import GossipParams
+from node.identity import Identity
+from node.net.connection import open_raw_link
+from node.net.errors import HandshakeRefused, PeerUnreachable, RequestFailed, RequestTimeout
+from node.net.framing import decode_frame, encode_frame
+from node.net.handshake import Handshake
+from node.net.host import Host
+from node.net.params import NetParams
+from node.wire.envelope import decode_envelope, encode_envelope
+from node.wire.errors import WireError
+from node.wire.messages import Goodbye, GossipRPC, HelloAuth, Ping, Request, Response
+
+NETWORK = "gpow-test"
+
+
+def net_params(**kw) -> NetParams:
+    base = dict(listen_port=0, network=NETWORK, ping_interval_s=0.2, dead_after_s=1.5, maintain_interval_s=0.1,
+                reconnect_min_s=0.1, reconnect_max_s=1.0, pex_interval_s=0.5, dial_timeout_s=2.0,
+                handshake_timeout_s=2.0, drain_timeout_s=0.5, max_frame_bytes=256 * 1024)
+    base.update(kw)
+    return NetParams(**base)
+
+
+def gossip_params() -> GossipParams:
+    return GossipParams(heartbeat_s=0.1)
+
+
+@asynccontextmanager
+async def hosts(n: int, roles: list[str] | None = None, **kw) -> AsyncIterator[list[Host]]:
+    out = [Host(Identity.generate(), net_params(**kw), (roles or ["miner"] * n)[i], gossip_params()) for i in range(n)]
+    async with trio.open_nursery() as nursery:
+        for h in out:
+            await nursery.start(h.run)
+        yield out
+        nursery.cancel_scope.cancel()
+
+
+async def wait_for(cond, timeout: float = 5.0, step: float = 0.02) -> None:
+    with trio.fail_after(timeout):
+        while not cond():
+            await trio.sleep(step)
+
+
+async def echo(peer: str, payload: bytes) -> bytes:
+    return payload[::-1]
+
+
+async def test_two_hosts_connect_and_see_each_other() -> None:
+    async with hosts(2, roles=["miner", "validator"]) as (a, b):
+        pid = await a.dial(b.listen_addr)
+        assert pid == b.peer_id
+        await wait_for(lambda: a.peer_id in b.connected_peers())
+        ia, ib = a.connected_peers()[b.peer_id], b.connected_peers()[a.peer_id]
+        assert ia.role == "validator" and ia.outbound and ia.listen_addrs == [b.listen_addr]
+        assert ib.role == "miner" and not ib.outbound and ib.ip == "127.0.0.1"
+        # dialling again reuses the link
+        assert await a.dial(b.listen_addr) == b.peer_id
+        assert len(a.connected_peers()) == 1 and a.stats["links_opened"] == 1
+        # each learned the other's signed peer record through peer exchange
+        await wait_for(lambda: a.peerstore.get(b.peer_id) is not None and a.peerstore.get(b.peer_id).record)
+
+
+async def test_request_response_errors_and_timeouts() -> None:
+    async with hosts(2) as (a, b):
+        async def boom(peer: str, payload: bytes) -> bytes:
+            raise ValueError(f"bad input from {peer[-4:]}")
+
+        async def slow(peer: str, payload: bytes) -> bytes:
+            await trio.sleep(10)
+            return b""
+
+        b.set_handler("echo", echo)
+        b.set_handler("boom", boom)
+        b.set_handler("slow", slow)
+        await a.dial(b.listen_addr)
+        assert await a.request(b.peer_id, "echo", b"abc", timeout=2) == b"cba"
+        # many concurrent requests are matched to their own responses
+        results: dict[int, bytes] = {}
+
+        async def one(i: int) -> None:
+            results[i] = await a.request(b.peer_id, "echo", str(i).encode(), timeout=5)
+
+        async with trio.open_nursery() as n:
+            for i in range(40):
+                n.start_soon(one, i)
+        assert all(results[i] == str(i).encode()[::-1] for i in range(40))
+        with pytest.raises(RequestFailed) as ei:
+            await a.request(b.peer_id, "boom", b"", timeout=2)
+        assert ei.value.remote_error == f"ValueError: bad input from {a.peer_id[-4:]}"
+        with pytest.raises(RequestFailed) as ei:
+            await a.request(b.peer_id, "missing", b"", timeout=2)
+        assert "no handler" in ei.value.remote_error
+        t0 = trio.current_time()
+        with pytest.raises(RequestTimeout):
+            await a.request(b.peer_id, "slow", b"", timeout=0.3)
+        assert trio.current_time() - t0 < 1.0
+        # the link still serves after all that
+        assert await a.request(b.peer_id, "echo", b"xy", timeout=2) == b"yx"
+        with pytest.raises(PeerUnreachable):
+            await a.request(Identity.generate().peer_id, "echo", b"", timeout=1)
+
+
+async def test_request_dials_a_known_peer_that_is_not_connected() -> None:
+    async with hosts(3) as (a, b, c):
+        c.set_handler("echo", echo)
+        await b.dial(c.listen_addr)
+        await a.dial(b.listen_addr)
+        # a learns c's signed record from b (peer exchange), without being connected to c
+        await wait_for(lambda: a.peerstore.get(c.peer_id) is not None and a.peerstore.get(c.peer_id).record)
+        if c.peer_id in a.connected_peers():  # the connection manager may have dialled already
+            a._conns[c.peer_id].close("test")
+            await wait_for(lambda: c.peer_id not in a.connected_peers())
+        assert await a.request(c.peer_id, "echo", b"123", timeout=3) == b"321"
+        assert c.peer_id in a.connected_peers()
+
+
+async def test_oversized_frames_and_requests_are_refused() -> None:
+    async with hosts(2, max_frame_bytes=64 * 1024) as (a, b):
+        b.set_handler("echo", echo)
+        await a.dial(b.listen_addr)
+        with pytest.raises(RequestFailed, match="exceeds the frame limit"):
+            await a.request(b.peer_id, "echo", b"x" * 70_000, timeout=2)
+        async with trio.open_nursery() as n:
+            raw = Identity.generate()
+            ws, res = await open_raw_link(n, b.listen_addr, raw, network=NETWORK)
+            # just over max_frame_bytes: refused by our check (counted), the link stays up
+            await ws.send_message(encode_frame(Request(req_id=1, protocol="echo", payload=b"y" * (64 * 1024))))
+            await ws.send_message(encode_frame(Request(req_id=2, protocol="echo", payload=b"ok")))
+            reply = await _next_of(ws, Response)
+            assert reply.req_id == 2 and reply.payload == b"ko"
+            assert b.stats["bad_frames.oversized"] == 1
+            # far over: the websocket layer refuses it before buffering it whole and closes the link
+            with pytest.raises(ConnectionClosed):
+                await ws.send_message(b"\x00" * (200 * 1024))
+                await _next_of(ws, Response)
+            await wait_for(lambda: raw.peer_id not in b.connected_peers())
+            assert b.stats["bad_frames.oversized"] == 2
+            n.cancel_scope.cancel()
+        # a honest peer is unaffected
+        assert await a.request(b.peer_id, "echo", b"fine", timeout=2) == b"enif"
+
+
+async def _next_of(ws, cls):
+    """Read link frames until one of type ``cls`` (pings, peer exchange and handshake envelopes
+    are skipped)."""
+    with trio.fail_after(3):
+        while True:
+            data = await ws.get_message()
+            try:
+                msg = decode_frame(data, max_bytes=1 << 26)
+            except WireError:
+                continue
+            if isinstance(msg, cls):
+                return msg
+
+
+async def test_garbage_frames_are_counted_penalised_and_repeated_garbage_disconnects() -> None:
+    async with hosts(2, max_bad_frames=6) as (a, b):
+        b.set_handler("echo", echo)
+        await a.dial(b.listen_addr)
+        async with trio.open_nursery() as n:
+            raw = Identity.generate()
+            ws, _ = await open_raw_link(n, b.listen_addr, raw, network=NETWORK)
+            garbage = [b"", b"\xff\xfe", b"\x81\xa1t\xa4ping", encode_frame(Ping(nonce=1))[:-1],
+                       b"\x82\xa1b\x80\xa1t\xa7no-such"]
+            for g in garbage:
+                await ws.send_message(g)
+            await ws.send_message(encode_frame(Request(req_id=7, protocol="echo", payload=b"still")))
+            assert (await _next_of(ws, Response)).payload == b"llits"
+            assert b.stats["bad_frames"] == 5
+            assert b.stats["bad_frames.malformed"] >= 3 and b.stats["bad_frames.unknown-type"] == 1
+            assert b.gossip.score(raw.peer_id) < 0
+            # the sixth bad frame closes the link, with a Goodbye saying why
+            await ws.send_message(b"\xc1")
+            bye = await _next_of(ws, Goodbye)
+            assert "too many bad frames" in bye.reason
+            await wait_for(lambda: raw.peer_id not in b.connected_peers())
+            n.cancel_scope.cancel()
+        assert await a.request(b.peer_id, "echo", b"ok", timeout=2) == b"ko"
+
+
+async def test_handshake_refusals_over_the_wire() -> None:
+    async with hosts(2) as (a, b):
+        other = Host(Identity.generate(), net_params(network="elsewhere"), "miner", gossip_params())
+        async with trio.open_nursery() as n:
+            await n.start(other.run)
+            with pytest.raises(HandshakeRefused) as ei:
+                await a.dial(other.listen_addr)
+            assert ei.value.code in ("network", "remote")
+            # dialling a known id at an address where someone else answers
+            a.peerstore.add_hint(Identity.generate().peer_id, [b.listen_addr], "miner", 0)
+            wrong = next(p for p in a.peerstore.entries if p != b.peer_id)
+            with pytest.raises(PeerUnreachable):
+                await a.request(wrong, "echo", b"", timeout=2)
+            assert a.stats["handshake_refused.unexpected-peer"] == 1
+            n.cancel_scope.cancel()
+        # impersonation: a Hello from one key, then a HelloAuth signed by another
+        me, forger = Identity.generate(), Identity.generate()
+        async with open_websocket_url(b.listen_addr) as ws:
+            hs = Handshake(me, network=NETWORK, role="miner", listen_addrs=[], nonce=os.urandom(32),
+                           now_ms=_now_ms(), seq=1)
+            await ws.send_message(hs.initial_frames()[0])
+            their_hello = await ws.get_message()
+            genuine = hs.receive(their_hello, _now_ms())[0]
+            forged = encode_envelope(decode_envelope(genuine).body, forger, seq=5, now_ms=_now_ms())
+            await ws.send_message(forged)
+            bye = await _next_of(ws, Goodbye)
+            assert "hello-auth signed by" in bye.reason
+        assert b.stats["handshake_refused.impersonation"] == 1
+        assert me.peer_id not in b.connected_peers() and forger.peer_id not in b.connected_peers()
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+async def test_simultaneous_dials_keep_one_link_per_pair() -> None:
+    async with hosts(2) as (a, b):
+        async with trio.open_nursery() as n:
+            n.start_soon(a.dial, b.listen_addr)
+            n.start_soon(b.dial, a.listen_addr)
+        await wait_for(lambda: len(a.connected_peers()) == 1 and len(b.connected_peers()) == 1)
+        await trio.sleep(0.3)
+        ia, ib = a.connected_peers()[b.peer_id], b.connected_peers()[a.peer_id]
+        assert ia.outbound != ib.outbound  # both kept the same link
+        lower = min(a.peer_id, b.peer_id)
+        assert ia.outbound == (lower == a.peer_id)
+
+
+async def test_inbound_limit() -> None:
+    async with hosts(3, max_inbound=1) as (a, b, c):
+        await a.dial(c.listen_addr)
+        with pytest.raises(PeerUnreachable):
+            await b.dial(c.listen_addr)
+        assert c.stats["inbound_rejected"] == 1
+
+
+async def test_dead_peer_is_detected_and_shutdown_says_goodbye() -> None:
+    async with hosts(2) as (a, b):
+        async with trio.open_nursery() as n:
+            silent = Identity.generate()
+            ws, _ = await open_raw_link(n, b.listen_addr, silent, network=NETWORK)
+            # the raw link never answers pings and sends nothing: closed after dead_after_s
+            await wait_for(lambda: silent.peer_id in b.connected_peers(), timeout=2)
+            await wait_for(lambda: silent.peer_id not in b.connected_peers(), timeout=4)
+            assert b.stats["links_closed_dead"] == 1
+            n.cancel_scope.cancel()
+        await a.dial(b.listen_addr)
+        await a.aclose("maintenance")
+        await wait_for(lambda: a.peer_id not in b.connected_peers())
+        assert a.connected_peers() == {}
+
+
+async def test_send_queue_is_bounded_gossip_drops_and_slow_peer_is_disconnected() -> None:
+    async with hosts(2, send_queue_frames=4, slow_peer_drops_before_disconnect=10) as (a, b):
+        await a.dial(b.listen_addr)
+        conn = a._conns[b.peer_id]
+        await wait_for(lambda: conn._recv_ch.statistics().current_buffer_used == 0)
+        rpc = GossipRPC()
+        # synchronous sends: the writer cannot run in between, so the queue fills up
+        results = [a._gossip_send(b.peer_id, rpc) for _ in range(8)]
+        assert results == [True] * 4 + [False] * 4
+        assert conn._recv_ch.statistics().current_buffer_used == 4
+        await wait_for(lambda: conn._recv_ch.statistics().current_buffer_used == 0)
+        assert a._gossip_send(b.peer_id, rpc)  # drained: room again
+        # requests wait for room instead of being dropped
+        for _ in range(4):
+            a._gossip_send(b.peer_id, rpc)
+        b.set_handler("echo", echo)
+        assert await a.request(b.peer_id, "echo", b"q", timeout=2) == b"q"
+        # a queue that keeps overflowing: more than 10 drops before it drains -> disconnect
+        sent = [a._gossip_send(b.peer_id, rpc) for _ in range(20)]
+        assert sent.count(False) > 10
+        assert a.stats["links_closed_slow"] == 1
+        await wait_for(lambda: b.peer_id not in a.connected_peers())
