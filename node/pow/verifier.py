@@ -1,23 +1,32 @@
 """The engine-independent verifier (spec pow-v1 section 5).
 
 ``verify(params, k, root, d_T, reveal, openings)`` rederives the ``k`` samples from ``R`` and ``r``
-and checks every opening for every role it plays. Checks run cheapest first:
+and checks every opening for every role it plays. Checks run cheapest first, and with
+``stop_at_first`` (the default) the first failure ends the run, so a junk proof costs a validator
+little (issue 13; tests/bench/bench_verify.py measures it):
 
-1. structure: sample count and values, every needed row and digest present, row lengths, row path
-   lengths, top proof lengths (exactly what RFC 9162 requires for the leaf index), ``d_T``, and each
-   digest's top proof against ``R`` at its role's leaf index (a few hashes; the references are
-   then derived from the *proven* ``d_{t-1}``);
-2. rows: every row (its row node) against its digest at its role's row index;
-3. ``X_0`` rows against Philox;
-4. relations: each needed ``B_r`` is generated once, in row slices straight into float32, and the
-   rows ``X_t[i]`` of all samples with ``t mod m = r`` are multiplied against it together (float32
-   slices of at most 1024 along the inner dimension keep every partial sum exact, see chain.py).
+0. sizes, no hashing: the commitment's field sizes, the sample count, and every opened entry on its
+   own: its key in range (``s <= T``, ``i < n``), row length ``n``, row path ``log2(n)`` hashes,
+   top proof exactly as long as RFC 9162 requires for leaf ``s`` of ``T+1``, an opened ``d_T``
+   equal to the committed one;
+1. structure: the ``k`` samples rederived from ``R`` and ``r`` (k hashes) and compared, every
+   needed row and digest present, each digest's top proof against ``R`` at its role's leaf index
+   (log2(T) hashes each; the references are then derived from the *proven* ``d_{t-1}``), and no
+   entry that no sample needs;
+2. rows: every row (its row node) against its digest at its role's row index (Merkle paths);
+3. ``X_0`` rows against Philox (one row of blocks each);
+4. relations, the only expensive part: each needed ``B_r`` is generated once, in row slices
+   straight into float32, and the rows ``X_t[i]`` of all samples with ``t mod m = r`` are
+   multiplied against it together (float32 slices of at most 1024 along the inner dimension keep
+   every partial sum exact, see chain.py; measured faster than float64 BLAS on one core).
 
 Failure check names (``Failure.check``): ``format``, ``reveal-commit``, ``sample-count``,
 ``sample-mismatch``, ``missing-digest``, ``missing-row``, ``refs`` (a reference row or its digest
 not opened), ``row-length``, ``row-path``, ``top-proof``, ``d_T-mismatch``, ``x0-row``,
 ``relation``, ``extra-opening`` (entries no sample needs: signed openings carry nothing else).
-``Failure.sample`` is the sample index, or -1 for failures that belong to no single sample.
+``Failure.sample`` is the sample index, or -1 for failures that belong to no single sample (the
+sizes of phase 0 are checked per entry, before it is known which samples use the entry; the
+message names the entry).
 """
 
 from __future__ import annotations
@@ -128,21 +137,22 @@ def verify(
             fail(-1, "reveal-commit", "the reveal does not match the challenge's sample_commit")
         if k < 1:
             fail(-1, "sample-count", f"k must be >= 1, got {k}")
-        samples = timed("hashing", lambda: derive_samples(root, reveal, k, T, n))  # type: ignore[assignment]
         if len(openings.samples) != k:
             fail(-1, "sample-count", f"openings hold {len(openings.samples)} samples, the challenge asks for {k}")
+        bad = timed("hashing", lambda: _phase_sizes(params, d_T, openings, fail, log_n))
+        samples = timed("hashing", lambda: derive_samples(root, reveal, k, T, n))  # type: ignore[assignment]
         for s, exp in enumerate(samples):
             got = openings.samples[s] if s < len(openings.samples) else None
             if got is not None and tuple(got) != exp:
                 fail(s, "sample-mismatch", f"opened (t, i) = {tuple(got)}, but R and r select {exp}")
 
         plans: list[_Plan] = timed(  # type: ignore[assignment]
-            "hashing", lambda: _phase_structure(params, root, samples, openings, d_T, fail, log_n))
-        timed("hashing", lambda: _phase_rows(params, plans, openings, fail))
-        key = params.philox_key()
-        timed("philox", lambda: _phase_x0(key, n, plans, openings, fail))
-        _phase_relations(params, key, plans, openings, fail, timings)
+            "hashing", lambda: _phase_structure(params, root, samples, openings, bad, fail))
         _check_extra(plans, openings, fail)
+        timed("hashing", lambda: _phase_rows(params, plans, openings, bad, fail))
+        key = params.philox_key()
+        timed("philox", lambda: _phase_x0(key, n, plans, openings, bad, fail))
+        _phase_relations(params, key, plans, openings, fail, timings)
     except _Stop:
         pass
     timings["total"] = time.perf_counter() - t_start
@@ -152,16 +162,56 @@ def verify(
 FailFn = Callable[..., None]
 
 
+@dataclass
+class _Bad:
+    """Entries that failed phase 0: later phases skip them (they matter with stop_at_first=False)."""
+
+    rows: set[tuple[int, int]] = field(default_factory=set)
+    digests: set[int] = field(default_factory=set)
+
+
+def _phase_sizes(params: ChallengeParams, d_T: bytes, op: Openings, fail: FailFn, log_n: int) -> _Bad:
+    """Phase 0: every opened entry's key range and sizes, and an opened d_T; no hashing at all."""
+    n, T = params.n, params.T
+    bad = _Bad()
+    for s, ent in op.digests.items():
+        if not 0 <= s <= T:
+            bad.digests.add(s)
+            fail(-1, "extra-opening", f"d_{s} opened, but the trace has states 0..{T}", ("d", s))
+            continue
+        want = merkle.proof_length(s, T + 1)
+        if len(ent.digest) != 32 or len(ent.proof) != want:
+            bad.digests.add(s)
+            fail(-1, "top-proof", f"d_{s}: {len(ent.digest)}-byte digest with an inclusion proof of "
+                 f"{len(ent.proof)} hashes; a tree of {T + 1} leaves needs 32 bytes and {want} hashes "
+                 f"at index {s}", ("d", s))
+        elif s == T and ent.digest != d_T:
+            bad.digests.add(s)
+            fail(-1, "d_T-mismatch", f"opened d_{T} differs from the committed d_T", ("dT",))
+    for (s, i), ent in op.rows.items():
+        if not (0 <= s <= T and 0 <= i < n):
+            bad.rows.add((s, i))
+            fail(-1, "extra-opening", f"row {i} of X_{s} opened, but states are 0..{T} and rows 0..{n - 1}",
+                 ("r", s, i))
+        elif len(ent.row) != n:
+            bad.rows.add((s, i))
+            fail(-1, "row-length", f"row {i} of X_{s} has {len(ent.row)} bytes, n = {n}", ("r", s, i))
+        elif len(ent.path) != log_n:
+            bad.rows.add((s, i))
+            fail(-1, "row-path", f"row {i} of X_{s}: path has {len(ent.path)} hashes, log2(n) = {log_n}",
+                 ("r", s, i))
+    return bad
+
+
 def _phase_structure(
     params: ChallengeParams,
     root: bytes,
     samples: list[tuple[int, int]],
     op: Openings,
-    d_T: bytes,
+    bad_entries: _Bad,
     fail: FailFn,
-    log_n: int,
 ) -> list[_Plan]:
-    """Presence and sizes of everything each sample needs, and the digests' top proofs.
+    """Presence of everything each sample needs, and the digests' top proofs.
 
     Top proofs (log2(T) hashes each) are checked here rather than with the rows because the
     references must come from a *proven* d_{t-1}: an unproven one would only point at other rows.
@@ -183,13 +233,9 @@ def _phase_structure(
                 bad(missing_check, f"d_{s} ({role}) not opened", ("d", s))
                 return None
             plan.digests.append((s, role))
-            want = merkle.proof_length(s, T + 1)
-            if len(ent.proof) != want:
-                bad("top-proof", f"d_{s} ({role}): inclusion proof has {len(ent.proof)} hashes, "
-                    f"a tree of {T + 1} leaves needs {want} at index {s}", ("d", s))
+            if s in bad_entries.digests:  # already reported by phase 0
+                plan.ok = False
                 return None
-            if s == T and ent.digest != d_T:
-                bad("d_T-mismatch", f"opened d_{T} differs from the committed d_T", ("dT",))
             if s not in top_ok:
                 top_ok[s] = merkle.verify_inclusion(merkle.top_leaf(s, ent.digest), s, T + 1, ent.proof, root)
             if not top_ok[s]:
@@ -198,16 +244,12 @@ def _phase_structure(
             return ent
 
         def need_row(s: int, ri: int, role: str, missing_check: str) -> None:
-            ent = op.rows.get((s, ri))
-            if ent is None:
+            if (s, ri) not in op.rows:
                 bad(missing_check, f"row {ri} of X_{s} ({role}) not opened", ("r", s, ri))
                 return
             plan.rows.append(((s, ri), s, role))
-            if len(ent.row) != n:
-                bad("row-length", f"row {ri} of X_{s} ({role}) has {len(ent.row)} bytes, n = {n}", ("r", s, ri))
-            if len(ent.path) != log_n:
-                bad("row-path", f"row {ri} of X_{s} ({role}): path has {len(ent.path)} hashes, "
-                    f"log2(n) = {log_n}", ("r", s, ri))
+            if (s, ri) in bad_entries.rows:  # already reported by phase 0
+                plan.ok = False
 
         need_digest(t, "d_t", "missing-digest")
         need_digest(t + 1, "d_{t+1}", "missing-digest")
@@ -224,12 +266,14 @@ def _phase_structure(
     return plans
 
 
-def _phase_rows(params: ChallengeParams, plans: list[_Plan], op: Openings, fail: FailFn) -> None:
+def _phase_rows(params: ChallengeParams, plans: list[_Plan], op: Openings, bad: _Bad, fail: FailFn) -> None:
     """Every row (its row node) against its digest at the row index its role requires."""
     n = params.n
     row_ok: dict[tuple[int, int], bool] = {}
     for si, plan in enumerate(plans):
         for (s, ri), ds, role in plan.rows:
+            if (s, ri) in bad.rows:
+                continue
             if (s, ri) not in row_ok:
                 ent = op.rows[(s, ri)]
                 dig = op.digests.get(ds)
@@ -243,11 +287,11 @@ def _phase_rows(params: ChallengeParams, plans: list[_Plan], op: Openings, fail:
                      ("r", s, ri))
 
 
-def _phase_x0(key: tuple[int, int], n: int, plans: list[_Plan], op: Openings, fail: FailFn) -> None:
+def _phase_x0(key: tuple[int, int], n: int, plans: list[_Plan], op: Openings, bad: _Bad, fail: FailFn) -> None:
     memo: dict[int, bool] = {}
     for si, plan in enumerate(plans):
         for (s, ri), _, role in plan.rows:
-            if s != 0:
+            if s != 0 or (s, ri) in bad.rows:
                 continue
             if ri not in memo:
                 want = philox.matrix_row(key, philox.TAG_STATE, 0, n, ri).tobytes()
@@ -313,6 +357,10 @@ def _phase_relations(
 
 
 def _check_extra(plans: list[_Plan], op: Openings, fail: FailFn) -> None:
+    """Entries no sample needs. Only decidable once every sample's references are known, i.e.
+    when every sample's structure resolved (otherwise its reference rows would look extra)."""
+    if not all(p.ok for p in plans):
+        return
     used_d = {s for p in plans for s, _ in p.digests}
     used_r = {key for p in plans for key, _, _ in p.rows}
     extra_d = sorted(set(op.digests) - used_d)
