@@ -106,7 +106,7 @@ class PeerScore:
             self._remove_ip(pid, st.ip)
         st.connected = False
         st.expire = now + self.p.retain_score_s
-        if self.score(pid, now) > 0:  # nothing to remember about a well-behaved peer
+        if self.score(pid, now) >= 0:  # nothing to remember about a well-behaved peer
             del self.peers[pid]
 
     def _remove_ip(self, pid: str, ip: str) -> None:
