@@ -145,6 +145,7 @@ class Harness:
             "challenge_interval_s": hp.challenge_interval_s, "concurrency": 1, "samples": hp.samples,
             "n_cpu": hp.n_cpu, "profiles_file": str(self.profiles_path), "openings_timeout_s": hp.openings_timeout_s,
             "commit_slack_s": hp.commit_slack_s, "tolerance": hp.tolerance, "probation_challenges": 1,
+            "rtt_margin_s": hp.rtt_margin_s,
         }
         # Validator keys are made here, so every node's [admission] table can list them up front.
         from node.identity import load_or_create_key_file

@@ -27,6 +27,7 @@ class HarnessParams:
     cpu_allowance: float = 3.0  # the CPU profile is the calibrated step time times this (loaded machine)
     tolerance: float = 1.5
     commit_slack_s: float = 1.0
+    rtt_margin_s: float = 0.02  # loopback: the validators' fixed round-trip allowance
     openings_timeout_s: float = 5.0
     settle_s: float = 20.0  # after the duration, wait this long at most for challenges in flight
     corrupt_fraction: float = 0.2

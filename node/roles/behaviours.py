@@ -33,6 +33,9 @@ class Behaviour:
     def commitment(self, service: "ExecutorService", trace: Trace) -> tuple[bytes, bytes]:
         return trace.root, trace.digests[-1]
 
+    def release(self, engine: Engine, trace: Trace) -> None:
+        engine.release(trace)
+
     def openings(self, service: "ExecutorService", trace: Trace, blob: bytes, secret: bytes, k: int) -> bytes:
         return blob
 
@@ -67,6 +70,10 @@ class ReplayCommitment(Behaviour):
         if self._old is None:
             self._old = engine.prove(params)
         return self._old
+
+    def release(self, engine: Engine, trace: Trace) -> None:
+        if trace is not self._old:  # the old trace is kept for every later answer
+            engine.release(trace)
 
 
 class ForeignKey(Behaviour):

@@ -157,7 +157,7 @@ class ExecutorService:
 
     async def _free(self, a: _Active) -> None:
         if a.trace is not None:
-            self.engine.release(a.trace)
+            self.behaviour.release(self.engine, a.trace)
             a.trace = None
         if a.reserved:
             await self.budget.release(a.reserved)
@@ -259,9 +259,12 @@ class ExecutorService:
         if sample_commit(body.secret) != active.body.sample_commit:
             raise ChallengeRefused("bad-reveal", "the reveal does not match the challenge's sample commitment")
         trace = active.trace
-        openings = await trio.to_thread.run_sync(build_openings, trace, body.secret, active.body.samples)
-        blob = self.behaviour.openings(self, trace, encode_openings(openings), body.secret, active.body.samples)
-        active.opened = True
-        await self._free(active)
+        try:
+            openings = await trio.to_thread.run_sync(build_openings, trace, body.secret, active.body.samples)
+            blob = self.behaviour.openings(self, trace, encode_openings(openings), body.secret, active.body.samples)
+        finally:
+            # Answered or not, this challenge is over: never report Busy for it afterwards.
+            active.opened = True
+            await self._free(active)
         self.stats["openings"] += 1
         return self.behaviour.sign(self, Openings(challenge_id=body.challenge_id, blob=blob))

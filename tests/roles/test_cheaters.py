@@ -1,0 +1,84 @@
+"""Every miner-side cheater kind of the harness, caught in-process with its reason.
+
+One validator, one honest miner with several executors (never flagged, even co-scheduled), and
+the cheater; real hosts on loopback, real CPU engines, real ledgers. The expected reasons are the
+harness's own table, so the harness report and these tests judge alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.config import NodeConfig
+from node.harness.main import calibrate_cpu_step, write_profiles
+from node.harness.report import EXPECTED_REASONS
+from node.identity import Identity
+from node.roles.node import Node
+
+pytestmark = pytest.mark.slow
+
+N = 64
+MEMORY = 64 * 64 * 1100  # about 1000 states at n = 64: T ~ 900, a fraction of a second on the CPU engine,
+# long enough that the fixed RTT margin is small beside it (the fake-model cheat is a timing cheat)
+
+
+def cfg_for(tmp: Path, name: str, role: str, bootstrap: list[str], **sections) -> NodeConfig:
+    cfg = NodeConfig()
+    cfg.node = dataclasses.replace(cfg.node, role=role, data_dir=str(tmp / name), status_interval_s=0.5)
+    cfg.net = dataclasses.replace(cfg.net, listen_host="127.0.0.1", listen_port=0, bootstrap=bootstrap, network="gpow-cheat-test")
+    cfg.gossip = dataclasses.replace(cfg.gossip, heartbeat_s=0.2)
+    cfg.validator = dataclasses.replace(
+        cfg.validator, challenge_interval_s=1.0, n_cpu=N, samples=32, probation_challenges=0, concurrency=4,
+        commit_slack_s=1.0, openings_timeout_s=5.0, profiles_file=str(tmp / "profiles.toml"), tolerance=1.5, rtt_margin_s=0.02,
+    )
+    cfg.miner = dataclasses.replace(cfg.miner, engine="cpu", cpu_memory_bytes=MEMORY, roster_interval_s=0.5, host_fingerprint=f"host-{name}")
+    for k, v in sections.items():
+        setattr(cfg, k, dataclasses.replace(getattr(cfg, k), **v))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def step_s() -> float:
+    return calibrate_cpu_step(N)
+
+
+MINER_CHEATS = ["corrupt-rows:0.3", "fake-model", "partial-pool", "grind-refs", "replay", "wrong-executor",
+                "foreign-key", "relay", "zero-chain", "shared-gpu"]
+
+
+@pytest.mark.parametrize("cheat", MINER_CHEATS)
+async def test_cheater_is_caught_with_its_reason_and_honest_miner_is_not(tmp_path: Path, step_s: float, cheat: str):
+    write_profiles(tmp_path / "profiles.toml", N, step_s, allowance=4.0)
+    kind = cheat.split(":")[0]
+    want = EXPECTED_REASONS[kind]
+    async with trio.open_nursery() as nursery:
+        v = Node(cfg_for(tmp_path, "v", "validator", []), Identity.generate())
+        await nursery.start(v.run)
+        boot = [v.host.listen_addr]
+        honest = Node(cfg_for(tmp_path, "honest", "miner", boot, miner={"cpu_executors": 2}), Identity.generate())
+        await nursery.start(honest.run)
+        cheater = Node(cfg_for(tmp_path, "cheater", "miner", boot, miner={"cheat": cheat}), Identity.generate())
+        await nursery.start(cheater.run)
+        honest_ids, cheat_ids = set(honest.service.local), set(cheater.service.local)
+
+        def failures() -> list:
+            return [r for r in v.ledger.verdicts() if r.executor_id in cheat_ids and not r.passed]
+
+        def caught() -> bool:
+            return any(any(reason.startswith(want) for reason in r.reasons) for r in failures())
+
+        def honest_judged() -> bool:
+            return {r.executor_id for r in v.ledger.verdicts() if r.executor_id in honest_ids} >= honest_ids
+
+        with trio.move_on_after(45):
+            while not (caught() and honest_judged()):
+                await trio.sleep(0.2)
+        verdicts = v.ledger.verdicts()
+        assert caught(), f"{cheat} not caught with {want}: {[r.reasons for r in verdicts if r.executor_id in cheat_ids]}"
+        honest_failed = [(r.executor_id[-6:], r.reasons) for r in verdicts if r.executor_id in honest_ids and not r.passed]
+        assert honest_judged() and not honest_failed, f"honest miner flagged next to {cheat}: {honest_failed}"
+        nursery.cancel_scope.cancel()
