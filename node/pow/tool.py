@@ -51,9 +51,10 @@ def make_engine(kind: str) -> Engine:
     if kind == "gpu":
         try:
             from node.gpu.engine import GpuEngine
-        except Exception as exc:  # ImportError, or CUDA failing to initialise on import
+
+            return GpuEngine()
+        except Exception as exc:  # ImportError, or CUDA failing on import or when the engine opens
             raise RuntimeError(f"the GPU engine is unavailable: {type(exc).__name__}: {exc}") from exc
-        return GpuEngine()
     raise _UsageError(f"unknown engine {kind!r} (cpu or gpu)")
 
 
