@@ -751,9 +751,10 @@ class Router:
         ids = self.mcache.gossip_ids(topic)
         if not ids:
             return
-        if len(ids) > p.max_ihave_length:
+        limit = min(p.max_ihave_length, _MAX_IWANT)  # the wire caps one IHAVE at 5000 ids
+        if len(ids) > limit:
             self.rng.shuffle(ids)
-            ids = ids[: p.max_ihave_length]
+            ids = ids[:limit]
         cands = [q for q in self.topic_peers.get(topic, ()) if q not in exclude and scores.get(q, 0.0) >= p.gossip_threshold]
         target = max(p.D_lazy, int(len(cands) * p.gossip_factor))
         if len(cands) > target:

@@ -659,3 +659,43 @@ def test_fanout_publish_without_subscription() -> None:
         r2.handle_rpc(f"p{i}", GossipRPC(subscriptions=[SubOpt(topic=TOPIC)]), 0.0)
     acts = r2.publish(TOPIC, MSGS[6], message_id(MSGS[6]), 0.0)
     assert len({a.peer for a in acts if isinstance(a, Send) and a.rpc.publish}) == 10
+
+
+def test_opportunistic_graft_brings_in_better_peers() -> None:
+    p = GossipParams(opportunistic_graft_ticks=3, opportunistic_graft_peers=2, time_in_mesh_weight=0.0)
+    r = _pair(p)
+    for i in range(6):
+        r.add_peer(f"m{i}", True, f"10.0.4.{i}", 0.0)
+        r.handle_rpc(f"m{i}", GossipRPC(subscriptions=[SubOpt(topic=TOPIC)]), 0.0)
+    r.heartbeat(1.0)
+    assert r.mesh[TOPIC] == {f"m{i}" for i in range(6)}
+    # Better peers arrive later: they deliver messages first (P2), the mesh peers never do.
+    for i in range(3):
+        q = f"g{i}"
+        r.add_peer(q, True, f"10.0.5.{i}", 1.0)
+        r.handle_rpc(q, GossipRPC(subscriptions=[SubOpt(topic=TOPIC)]), 1.0)
+        acts = r.handle_rpc(q, GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=MSGS[i * 3 + k]) for k in range(3)]), 1.1)
+        for a in acts:
+            if isinstance(a, Validate):
+                r.validation_result(a.msg_id, "accept", 1.1, origin=VALID[a.data][0], seq=VALID[a.data][1])
+    r.heartbeat(2.0)
+    assert len(r.mesh[TOPIC]) == 6  # tick 2: nothing yet
+    acts = r.heartbeat(3.0)  # tick 3: median mesh score 0 < threshold: graft two better peers
+    grafted = {a.peer for a in acts if isinstance(a, Send) and TOPIC in a.rpc.graft}
+    assert len(grafted) == 2 and grafted <= {"g0", "g1", "g2"}
+    assert r.stats["opportunistic_graft"] == 2 and len(r.mesh[TOPIC]) == 8
+
+
+def test_heartbeat_respects_backoff_when_filling_the_mesh() -> None:
+    r = _pair()
+    for i in range(3):
+        r.add_peer(f"p{i}", True, f"10.0.6.{i}", 0.0)
+        r.handle_rpc(f"p{i}", GossipRPC(subscriptions=[SubOpt(topic=TOPIC)]), 0.0)
+    r.heartbeat(1.0)
+    assert len(r.mesh[TOPIC]) == 3
+    r.handle_rpc("p0", GossipRPC(prune=[Prune(topic=TOPIC, backoff_s=5, peers=[])]), 1.5)
+    for t in range(2, 6):
+        r.heartbeat(float(t))
+        assert "p0" not in r.mesh[TOPIC]  # mesh below D_lo, but p0 asked for 5 s of backoff
+    r.heartbeat(7.0)
+    assert "p0" in r.mesh[TOPIC]
