@@ -699,3 +699,32 @@ def test_heartbeat_respects_backoff_when_filling_the_mesh() -> None:
         assert "p0" not in r.mesh[TOPIC]  # mesh below D_lo, but p0 asked for 5 s of backoff
     r.heartbeat(7.0)
     assert "p0" in r.mesh[TOPIC]
+
+
+def test_p3_prunes_a_black_hole_mesh_peer_but_no_honest_one() -> None:
+    # With P3 on and steady traffic, a mesh peer that never forwards anything falls into delivery
+    # deficit once the activation time has passed and is pruned; honest mesh peers stay positive.
+    steady = _register([encode_envelope(Heartbeat(busy=True), _IDS[1], seq=5000 + i, now_ms=1) for i in range(60)])
+    p = GossipParams(mesh_message_deliveries_weight=-1.0, mesh_message_deliveries_threshold=1.0,
+                     mesh_message_deliveries_activation_s=5.0, mesh_message_deliveries_window_s=0.2,
+                     mesh_failure_penalty_weight=-1.0)
+    sim = Sim(40, dials=4, seed=2, params=p)
+    hole = sim.ids[0]
+    sim.passive.add(hole)
+    sim.subscribe_all()
+    victims = sorted(sim.routers[hole].peers)
+    for v in victims:
+        sim.inject(hole, v, GossipRPC(subscriptions=[SubOpt(topic=TOPIC)], graft=[TOPIC]))
+    sim.run_until(2.0)
+    assert all(hole in sim.routers[v].mesh[TOPIC] for v in victims)
+    honest = sim.ids[1:]
+    for k, data in enumerate(steady):
+        sim.publish(sim.rng.choice(honest), data)
+        sim.run_until(sim.now + 0.25)
+        if sim.now > 8.0:
+            assert not any(hole in sim.routers[v].mesh[TOPIC] for v in victims)
+    assert all(sim.routers[v].peer_score(hole, sim.now) < 0 for v in victims)  # P3b after the prune
+    scores = [sim.routers[a].peer_score(b, sim.now) for a in honest for b in sim.routers[a].mesh[TOPIC]]
+    assert min(scores) >= 0
+    for a in honest:
+        assert p.D_lo <= len(sim.routers[a].mesh[TOPIC]) <= p.D_hi
