@@ -273,7 +273,9 @@ async def test_send_queue_is_bounded_gossip_drops_and_slow_peer_is_disconnected(
         rpc = GossipRPC()
         # synchronous sends: the writer cannot run in between, so the queue fills up
         results = [a._gossip_send(b.peer_id, rpc) for _ in range(8)]
-        assert results == [True] * 4 + [False] * 4
+        # 4 queued (+1 handed straight to the writer if it was already waiting), the rest dropped
+        k = results.count(True)
+        assert k in (4, 5) and results == [True] * k + [False] * (8 - k)
         assert conn._recv_ch.statistics().current_buffer_used == 4
         await wait_for(lambda: conn._recv_ch.statistics().current_buffer_used == 0)
         assert a._gossip_send(b.peer_id, rpc)  # drained: room again
