@@ -232,3 +232,15 @@ def test_real_process_prove_then_verify(tmp_path: Path) -> None:
     p = run("pow", "verify", str(path))
     assert p.returncode == 1
     assert p.stdout.startswith(f"INVALID {path}") and "rejected: sample 0: row-path: " in p.stdout
+
+
+def test_docs_worked_example_matches_the_encoder(capsys: pytest.CaptureFixture[str], proof_bytes: bytes) -> None:
+    """docs/proof-format.md's annotated hex is the start of vector chain 0's proof file, byte for byte."""
+    doc = (REPO / "docs" / "proof-format.md").read_text()
+    block = doc.split("```hex\n", 1)[1].split("```", 1)[0]
+    prefix = bytes.fromhex("".join(line.split("#", 1)[0].replace(" ", "") for line in block.splitlines()))
+    assert len(prefix) > 400
+    assert proof_bytes.startswith(prefix)
+    assert f"the file is {len(proof_bytes):,} bytes" in doc
+    rows_at = proof_bytes.index(b"\xa4rows")
+    assert proof_bytes[rows_at:rows_at + 10].hex() == "a4726f7773dc00269400"
