@@ -31,14 +31,6 @@ _RESULTS = ("accept", "reject", "ignore")
 _MAX_REASONS = 64  # distinct reason keys kept in a counter dict
 
 
-def _now() -> float:
-    """Monotonic seconds: trio's clock inside a run (MockClock in tests), else time.monotonic."""
-    try:
-        return trio.current_time()
-    except RuntimeError:
-        return time.monotonic()
-
-
 class _Topic:
     __slots__ = ("handlers", "validators", "check_freshness")
 
@@ -73,6 +65,16 @@ class GossipDriver:
         self._counters: dict[str, int] = {}
         self._invalid: dict[str, int] = {}
         self._penalties: dict[str, int] = {}
+        self._last_now = 0.0
+
+    def _now(self) -> float:
+        """Trio's clock (MockClock in tests). Outside a trio run (set-up code) the last time seen:
+        mixing in another clock would put graft times and backoffs on a different time base."""
+        try:
+            self._last_now = trio.current_time()
+        except RuntimeError:
+            pass
+        return self._last_now
 
     # ---- counters ------------------------------------------------------------------------------
 
@@ -88,10 +90,10 @@ class GossipDriver:
     # ---- peers ---------------------------------------------------------------------------------
 
     def add_peer(self, peer_id: str, *, outbound: bool, ip: str) -> None:
-        self._process(self.router.add_peer(peer_id, outbound, ip, _now()))
+        self._process(self.router.add_peer(peer_id, outbound, ip, self._now()))
 
     def remove_peer(self, peer_id: str) -> None:
-        self.router.remove_peer(peer_id, _now())
+        self.router.remove_peer(peer_id, self._now())
 
     # ---- incoming ------------------------------------------------------------------------------
 
@@ -100,7 +102,7 @@ class GossipDriver:
             if not isinstance(rpc, GossipRPC):
                 self._bump(self._invalid, "not-an-rpc")
                 return
-            self._process(self.router.handle_rpc(peer_id, rpc, _now()))
+            self._process(self.router.handle_rpc(peer_id, rpc, self._now()))
         except Exception:  # a bug must not let a peer crash the host's reader
             self._bump(self._invalid, "internal-error")
             log.exception("gossip: error handling an RPC from %s", peer_id)
@@ -160,7 +162,7 @@ class GossipDriver:
                 if env is not None and result == "accept":
                     envs[act.msg_id] = env
                 queue.extend(self.router.validation_result(
-                    act.msg_id, result, _now(),
+                    act.msg_id, result, self._now(),
                     origin=env.sender if env is not None else None, seq=env.seq if env is not None else None))
             elif isinstance(act, Deliver):
                 env = envs.pop(act.msg_id, None)
@@ -202,7 +204,7 @@ class GossipDriver:
         env = decode_envelope(data, max_bytes=self.params.max_message_bytes)  # our own bug if this fails
         mid = message_id(data)
         self._count("published")
-        self._process(self.router.publish(topic, data, mid, _now(), origin=env.sender, seq=env.seq))
+        self._process(self.router.publish(topic, data, mid, self._now(), origin=env.sender, seq=env.seq))
         return mid
 
     # ---- subscriptions -------------------------------------------------------------------------
@@ -220,11 +222,11 @@ class GossipDriver:
         if validator is not None:
             t.validators.append(validator)
         t.check_freshness = t.check_freshness and check_freshness
-        self._process(self.router.join(topic, _now()))
+        self._process(self.router.join(topic, self._now()))
 
     def unsubscribe(self, topic: str) -> None:
         if self._topics.pop(topic, None) is not None:
-            self._process(self.router.leave(topic, _now()))
+            self._process(self.router.leave(topic, self._now()))
 
     # ---- scores --------------------------------------------------------------------------------
 
@@ -235,10 +237,10 @@ class GossipDriver:
         log.debug("gossip: penalised %s by %s: %s", peer_id, amount, reason)
 
     def score(self, peer_id: str) -> float:
-        return self.router.peer_score(peer_id, _now())
+        return self.router.peer_score(peer_id, self._now())
 
     def accepts_from(self, peer_id: str) -> bool:
-        return self.router.peer_score(peer_id, _now()) >= self.params.graylist_threshold
+        return self.router.peer_score(peer_id, self._now()) >= self.params.graylist_threshold
 
     def equivocations(self) -> list[Equivocation]:
         return list(self.router.evidence)
@@ -247,7 +249,7 @@ class GossipDriver:
 
     def heartbeat(self) -> None:
         try:
-            self._process(self.router.heartbeat(_now()))
+            self._process(self.router.heartbeat(self._now()))
         except Exception:
             log.exception("gossip: heartbeat failed")
 
@@ -261,7 +263,7 @@ class GossipDriver:
 
     def stats_dict(self) -> dict:
         r = self.router
-        now = _now()
+        now = self._now()
         graylisted = sum(1 for q in r.peers if r.peer_score(q, now) < self.params.graylist_threshold)
         return {
             "peers": len(r.peers),

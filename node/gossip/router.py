@@ -610,7 +610,7 @@ class Router:
 
     def _forward(self, topic: str, msg_id: bytes, data: bytes, src: str, origin: str | None, now: float) -> None:
         rec = self.score.deliveries.get(msg_id)
-        already = rec.peers if rec is not None else set()
+        already = (rec.peers or set()) if rec is not None else set()
         msg = PublishedMessage(topic=topic, data=data)
         for q in self.mesh.get(topic, ()):
             if q == src or q == origin or q in already:

@@ -44,12 +44,23 @@ class PeerStats:
     app_score: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class DeliveryRecord:
+    # One per seen message id (up to seen_max of them): slots and a lazily made set keep it small.
     status: int = UNKNOWN
     first_seen: float = 0.0
     validated: float = 0.0
-    peers: set[str] = field(default_factory=set)  # peers that sent it, besides the first
+    peers: set[str] | None = None  # peers that sent it, besides the first
+
+    def add_peer(self, pid: str) -> None:
+        if self.peers is None:
+            self.peers = set()
+        if len(self.peers) < 256:  # more than any honest mesh could send
+            self.peers.add(pid)
+
+    def take_peers(self) -> set[str]:
+        peers, self.peers = self.peers or set(), None
+        return peers
 
 
 def _parse_whitelist(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -182,7 +193,7 @@ class PeerScore:
         rec.status = VALID
         rec.validated = now
         self._mark_first_delivery(pid, topic)
-        for other in rec.peers:  # duplicates that came while it was being validated
+        for other in rec.peers or ():  # duplicates that came while it was being validated
             self._mark_duplicate(other, topic, rec, now)
 
     def reject_message(self, pid: str, msg_id: bytes, topic: str, now: float, *, invalid: bool) -> None:
@@ -192,13 +203,12 @@ class PeerScore:
             return
         if not invalid:
             rec.status = IGNORED
-            rec.peers.clear()
+            rec.take_peers()
             return
         rec.status = INVALID
         self._mark_invalid(pid, topic)
-        for other in rec.peers:
+        for other in rec.take_peers():
             self._mark_invalid(other, topic)
-        rec.peers.clear()
 
     def reject_invalid_unrecorded(self, pid: str, topic: str) -> None:
         """A message rejected before it got an id (too large, wrong topic shape)."""
@@ -208,16 +218,15 @@ class PeerScore:
         rec = self.deliveries.get(msg_id)
         if rec is None:
             return
-        if pid in rec.peers:
+        if rec.peers is not None and pid in rec.peers:
             return
         if rec.status == UNKNOWN:
-            if len(rec.peers) < 256:
-                rec.peers.add(pid)
+            rec.add_peer(pid)
         elif rec.status == VALID:
-            if len(rec.peers) < 256:
-                rec.peers.add(pid)
+            rec.add_peer(pid)
             self._mark_duplicate(pid, topic, rec, now)
         elif rec.status == INVALID:
+            rec.add_peer(pid)  # charged once per message id
             self._mark_invalid(pid, topic)
 
     def _mark_first_delivery(self, pid: str, topic: str) -> None:
