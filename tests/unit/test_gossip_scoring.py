@@ -198,3 +198,26 @@ def test_topic_stats_only_for_our_topics() -> None:
     s.validate_message("a", b"z" * 32, 0.0)
     s.reject_message("a", b"z" * 32, "someone-elses/topic", 0.0, invalid=True)
     assert s.peers["a"].behaviour_penalty == 1.0
+
+
+def test_params_are_plain_toml_values() -> None:
+    # The [gossip] table of a config file maps onto GossipParams field by field.
+    import dataclasses
+    import tomllib
+
+    from node.config import build_section
+
+    fields = dataclasses.fields(GossipParams)
+    assert all(f.type in ("int", "float", "bool", "str", int, float, bool, str) for f in fields)
+    text = "\n".join(f"{f.name} = {_toml(getattr(GossipParams(), f.name))}" for f in fields)
+    loaded = build_section(GossipParams, tomllib.loads(text), "[gossip]")
+    assert loaded == GossipParams()
+    assert build_section(GossipParams, {"D": 8, "D_hi": 16, "heartbeat_s": 0.5}, "[gossip]").D == 8
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return repr(v)
