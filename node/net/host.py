@@ -17,7 +17,6 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Awaitable, Callable
 
 import trio
@@ -26,8 +25,8 @@ from trio_websocket import (
     HandshakeError,
     WebSocketConnection,
     WebSocketRequest,
+    WebSocketServer,
     connect_websocket_url,
-    serve_websocket,
 )
 
 from node.gossip.driver import GossipDriver
@@ -50,6 +49,8 @@ Handler = Callable[[str, bytes], Awaitable[bytes]]
 
 # Bad frames logged at warning level per link; the rest go to debug (counters keep the total).
 _LOUD_BAD_FRAMES = 3
+# Socket reads of 64 KiB: large frames (openings) arrive in a few hundred reads, not thousands.
+_RECV_BUFFER = 64 * 1024
 
 
 @dataclass
@@ -127,13 +128,18 @@ class Host:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         p = self.params
         try:
+            listeners = await trio.open_tcp_listeners(p.listen_port, host=p.listen_host)
+        except OSError as exc:
+            raise NetError(f"cannot listen on {p.listen_host}:{p.listen_port}: {exc.strerror or exc}") from None
+        try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                server = await nursery.start(partial(
-                    serve_websocket, self._on_ws_request, p.listen_host, p.listen_port, None,
-                    handler_nursery=nursery, message_queue_size=2, max_message_size=self._ws_max,
-                    connect_timeout=p.handshake_timeout_s, disconnect_timeout=1.0))
-                self.listen_addr = f"ws://{p.listen_host}:{server.port}"
+                server = WebSocketServer(self._on_ws_request, listeners, handler_nursery=nursery,
+                                         message_queue_size=2, max_message_size=self._ws_max,
+                                         receive_buffer_size=_RECV_BUFFER,
+                                         connect_timeout=p.handshake_timeout_s, disconnect_timeout=1.0)
+                await nursery.start(server.run)
+                self.listen_addr = f"ws://{p.listen_host}:{listeners[0].socket.getsockname()[1]}"
                 self._listen_addrs = list(p.advertise_addrs) or [self.listen_addr]
                 self._refresh_record()
                 await nursery.start(self.gossip.run)
@@ -303,6 +309,9 @@ class Host:
         refuse = None
         if self._closing:
             refuse = "shutting down"
+        elif not self.gossip.accepts_from(pid):  # a retained score below the graylist: no new link
+            refuse = "graylisted"
+            self.stats["links_refused_graylisted"] += 1
         elif old is not None and old.closing_reason is None and self._dialer(conn) >= self._dialer(old):
             refuse = "duplicate connection (keeping the link dialled by the lower peer id)"
         if refuse is not None:
@@ -389,6 +398,7 @@ class Host:
         elif isinstance(msg, PeerExchange):
             self._on_pex(conn, msg)
         elif isinstance(msg, Goodbye):
+            self.stats["goodbyes_received"] += 1
             conn.remote_goodbye = msg.reason
             conn.close(f"peer said goodbye: {msg.reason}")
 
@@ -496,6 +506,8 @@ class Host:
         try:
             pid = await self._nursery.start(self._dial_task, addr, expected)
             d.peer_id = pid
+            if len(self._addr_peer) > 4096:
+                self._addr_peer.clear()
             self._addr_peer[addr] = pid
             self.stats["dials_ok"] += 1
             return pid
@@ -517,7 +529,8 @@ class Host:
             async with trio.open_nursery() as wsn:
                 try:
                     with trio.fail_after(p.dial_timeout_s):
-                        ws = await connect_websocket_url(wsn, addr, message_queue_size=2, max_message_size=self._ws_max)
+                        ws = await connect_websocket_url(wsn, addr, message_queue_size=2, max_message_size=self._ws_max,
+                                                         receive_buffer_size=_RECV_BUFFER)
                 except (OSError, HandshakeError, trio.TooSlowError, ValueError, ConnectionClosed) as exc:
                     err = PeerUnreachable(f"cannot dial {addr}: {type(exc).__name__}: {exc}")
                     wsn.cancel_scope.cancel()
@@ -601,7 +614,7 @@ class Host:
         exclude = connected | self._dialing_peers | {self.peer_id}
         for e in self.peerstore.dial_candidates(now, exclude, want):
             addr = e.addrs[e.failures % len(e.addrs)]
-            if addr in self._dialing or addr in own:
+            if addr in self._dialing or addr in own or not self.gossip.accepts_from(e.peer_id):
                 continue
             e.next_dial_at = now + p.reconnect_min_s
             self._nursery.start_soon(self._background_dial, addr, e.peer_id, None)
@@ -651,8 +664,8 @@ class Host:
 
     def _on_pex(self, conn: Connection, msg: PeerExchange) -> None:
         now = trio.current_time()
-        # At most one exchange per second per link is processed: each record costs a signature check.
-        if now - conn.last_pex < 1.0:
+        # Exchanges faster than half our own interval are ignored: each record costs a signature check.
+        if now - conn.last_pex < min(1.0, self.params.pex_interval_s / 2):
             self.stats["pex_ignored_rate"] += 1
             return
         conn.last_pex = now

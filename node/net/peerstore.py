@@ -47,7 +47,9 @@ class PeerStore:
         self.max_skew_ms = max_skew_ms
         self.rng = rng or random.Random()
         self.entries: dict[str, PeerEntry] = {}
-        self.rejected = 0
+        # Record bytes we already hold: peer exchange repeats the same records over and over,
+        # and each new one costs a signature check; known bytes are recognised without one.
+        self._known: dict[bytes, str] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -58,6 +60,13 @@ class PeerStore:
     def add_record(self, data: bytes, now_ms: int, *, protected: set[str] = frozenset()) -> str | None:
         """Store a signed peer record; return its peer id, None if it is ours or older than the one
         we hold. Raises a WireError for a bad record (the caller penalises who sent it)."""
+        known = self._known.get(data)
+        if known is not None and known in self.entries:
+            e = self.entries[known]
+            if e.expires_ms <= now_ms:
+                raise StaleMessage("peer record has expired")
+            e.last_seen_ms = now_ms
+            return None
         env = decode_envelope(data, max_bytes=MAX_RECORD_BYTES, expect=PeerRecord)
         rec: PeerRecord = env.body
         if rec.expires_ms <= now_ms:
@@ -75,7 +84,10 @@ class PeerStore:
         if e is None:
             self._make_room(now_ms, protected)
             e = self.entries[env.sender] = PeerEntry(env.sender)
+        if e.record:
+            self._known.pop(e.record, None)
         e.addrs, e.role, e.expires_ms, e.record, e.record_seq = addrs, rec.role, rec.expires_ms, bytes(data), env.seq
+        self._known[e.record] = env.sender
         e.last_seen_ms = now_ms
         return env.sender
 
@@ -117,8 +129,13 @@ class PeerStore:
         gone = [p for p, e in self.entries.items()
                 if p not in protected and ((e.expires_ms and e.expires_ms <= now_ms) or e.failures > 12)]
         for p in gone:
-            del self.entries[p]
+            self._remove(p)
         return len(gone)
+
+    def _remove(self, peer_id: str) -> None:
+        e = self.entries.pop(peer_id, None)
+        if e is not None and e.record:
+            self._known.pop(e.record, None)
 
     def _make_room(self, now_ms: int, protected: set[str]) -> None:
         if len(self.entries) < self.max_size:
@@ -130,7 +147,7 @@ class PeerStore:
         victims = sorted((e for p, e in self.entries.items() if p not in protected),
                          key=lambda e: (-e.failures, e.expires_ms or 0))
         for e in victims[: len(self.entries) - self.max_size + 1]:
-            del self.entries[e.peer_id]
+            self._remove(e.peer_id)
 
     def dial_candidates(self, now: float, exclude: set[str], limit: int) -> list[PeerEntry]:
         """Peers worth dialling now, in random order (so meshes do not all pick the same peers)."""
