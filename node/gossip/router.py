@@ -171,7 +171,11 @@ def _chunk_publish(msgs: list[PublishedMessage]) -> list[list[PublishedMessage]]
 
 
 class Router:
-    """One node's gossipsub v1.1 router."""
+    """One node's gossipsub v1.1 router.
+
+    Sets are sorted before they meet the RNG, so a seeded router behaves the same in every run
+    (Python's string hashing differs between processes).
+    """
 
     def __init__(
         self,
@@ -254,7 +258,7 @@ class Router:
     def _make_prune(self, topic: str, pid: str, now: float, *, px: bool, backoff_s: int) -> Prune:
         records: list[bytes] = []
         if px and self.p.do_px and self.px_source is not None:
-            cands = [q for q in self.topic_peers.get(topic, ()) if q != pid and self.score.score(q, now) >= 0]
+            cands = [q for q in sorted(self.topic_peers.get(topic, ())) if q != pid and self.score.score(q, now) >= 0]
             self.rng.shuffle(cands)
             try:
                 records = list(self.px_source(cands[: self.p.prune_peers]))[: self.p.prune_peers]
@@ -315,12 +319,12 @@ class Router:
         if fan:
             mesh = {q for q in fan if q in self.peers and self.score.score(q, now) >= 0}
         if len(mesh) < self.p.D:
-            cands = [q for q in self.topic_peers.get(topic, ()) if q not in mesh
+            cands = [q for q in sorted(self.topic_peers.get(topic, ())) if q not in mesh
                      and not self._backoff_active(topic, q, now) and self.score.score(q, now) >= 0]
             self.rng.shuffle(cands)
             mesh.update(cands[: self.p.D - len(mesh)])
         self.mesh[topic] = mesh
-        for q in mesh:
+        for q in sorted(mesh):
             self.score.graft(q, topic, now)
             self._o(q).graft.append(topic)
         return self._flush([])
@@ -331,7 +335,7 @@ class Router:
         self.subscriptions.discard(topic)
         for pid in self.peers:
             self._o(pid).subs.append(SubOpt(topic=topic, subscribe=False))
-        for q in self.mesh.pop(topic, set()):
+        for q in sorted(self.mesh.pop(topic, set())):
             self.score.prune(q, topic)
             self._o(q).prune.append(self._make_prune(topic, q, now, px=True, backoff_s=self.p.unsubscribe_backoff_s))
             self._set_backoff(topic, q, now + self.p.unsubscribe_backoff_s)
@@ -357,7 +361,7 @@ class Router:
         else:
             fan = self.fanout.get(topic)
             if fan is None:
-                cands = [q for q in tp if self.score.score(q, now) >= self.p.publish_threshold]
+                cands = [q for q in sorted(tp) if self.score.score(q, now) >= self.p.publish_threshold]
                 self.rng.shuffle(cands)
                 fan = set(cands[: self.p.D])
                 self.fanout[topic] = fan
@@ -365,7 +369,7 @@ class Router:
         if topic not in self.subscriptions:
             self.fanout_last_pub[topic] = now
         msg = PublishedMessage(topic=topic, data=data)
-        for q in peers:
+        for q in sorted(peers):
             self._o(q).publish.append(msg)
         return self._flush([])
 
@@ -612,7 +616,7 @@ class Router:
         rec = self.score.deliveries.get(msg_id)
         already = (rec.peers or set()) if rec is not None else set()
         msg = PublishedMessage(topic=topic, data=data)
-        for q in self.mesh.get(topic, ()):
+        for q in sorted(self.mesh.get(topic, ())):
             if q == src or q == origin or q in already:
                 continue
             self._o(q).publish.append(msg)
@@ -659,7 +663,7 @@ class Router:
                 if q not in tp or scores.get(q, 0.0) < p.publish_threshold:
                     fan.discard(q)
             if len(fan) < p.D:
-                cands = [q for q in tp if q not in fan and scores.get(q, 0.0) >= p.publish_threshold]
+                cands = [q for q in sorted(tp) if q not in fan and scores.get(q, 0.0) >= p.publish_threshold]
                 self.rng.shuffle(cands)
                 fan.update(cands[: p.D - len(fan)])
             self._emit_gossip(topic, fan, scores)
@@ -691,14 +695,14 @@ class Router:
             self._set_backoff(topic, q, now + p.prune_backoff_s)
             toprune.setdefault(q, []).append(topic)
 
-        for q in list(mesh):
+        for q in sorted(mesh):
             if q not in self.peers:
                 mesh.discard(q)
             elif scores[q] < 0:
                 prune(q)
 
         def candidates(pred: Callable[[str], bool]) -> list[str]:
-            c = [q for q in self.topic_peers.get(topic, ()) if q not in mesh and scores.get(q, 0.0) >= 0
+            c = [q for q in sorted(self.topic_peers.get(topic, ())) if q not in mesh and scores.get(q, 0.0) >= 0
                  and not self._backoff_active(topic, q, now) and pred(q)]
             self.rng.shuffle(c)
             return c
@@ -708,7 +712,7 @@ class Router:
                 graft(q)
 
         if len(mesh) > p.D_hi:
-            peers = list(mesh)
+            peers = sorted(mesh)
             self.rng.shuffle(peers)
             peers.sort(key=lambda q: scores[q], reverse=True)
             keep = peers[: p.D_score]
@@ -755,7 +759,7 @@ class Router:
         if len(ids) > limit:
             self.rng.shuffle(ids)
             ids = ids[:limit]
-        cands = [q for q in self.topic_peers.get(topic, ()) if q not in exclude and scores.get(q, 0.0) >= p.gossip_threshold]
+        cands = [q for q in sorted(self.topic_peers.get(topic, ())) if q not in exclude and scores.get(q, 0.0) >= p.gossip_threshold]
         target = max(p.D_lazy, int(len(cands) * p.gossip_factor))
         if len(cands) > target:
             self.rng.shuffle(cands)
