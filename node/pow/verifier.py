@@ -139,7 +139,7 @@ def verify(
             fail(-1, "sample-count", f"k must be >= 1, got {k}")
         if len(openings.samples) != k:
             fail(-1, "sample-count", f"openings hold {len(openings.samples)} samples, the challenge asks for {k}")
-        bad = timed("hashing", lambda: _phase_sizes(params, d_T, openings, fail, log_n))
+        bad: _Bad = timed("hashing", lambda: _phase_sizes(params, d_T, openings, fail, log_n))  # type: ignore[assignment]
         samples = timed("hashing", lambda: derive_samples(root, reveal, k, T, n))  # type: ignore[assignment]
         for s, exp in enumerate(samples):
             got = openings.samples[s] if s < len(openings.samples) else None
