@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -13,14 +14,15 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from node.gossip.params import GossipParams
 from node.identity import Identity
 from node.net.connection import open_raw_link
-from node.net.errors import HandshakeRefused, PeerUnreachable, RequestFailed, RequestTimeout
+from node.net.errors import HandshakeRefused, NetError, PeerUnreachable, RequestFailed, RequestTimeout
 from node.net.framing import decode_frame, encode_frame
 from node.net.handshake import Handshake
 from node.net.host import Host
 from node.net.params import NetParams
+from node.net.peerstore import PeerStore
 from node.wire.envelope import decode_envelope, encode_envelope
-from node.wire.errors import WireError
-from node.wire.messages import Goodbye, GossipRPC, HelloAuth, Ping, Request, Response
+from node.wire.errors import BadSignature, StaleMessage, WireError
+from node.wire.messages import Goodbye, GossipRPC, PeerRecord, Ping, Request, Response
 
 NETWORK = "gpow-test"
 
@@ -262,6 +264,7 @@ async def test_dead_peer_is_detected_and_shutdown_says_goodbye() -> None:
         await a.dial(b.listen_addr)
         await a.aclose("maintenance")
         await wait_for(lambda: a.peer_id not in b.connected_peers())
+        assert b.stats["goodbyes_received"] == 1
         assert a.connected_peers() == {}
 
 
@@ -289,3 +292,64 @@ async def test_send_queue_is_bounded_gossip_drops_and_slow_peer_is_disconnected(
         assert sent.count(False) > 10
         assert a.stats["links_closed_slow"] == 1
         await wait_for(lambda: b.peer_id not in a.connected_peers())
+
+
+async def test_listen_on_a_busy_port_is_a_clear_error() -> None:
+    async with hosts(1) as (a,):
+        port = int(a.listen_addr.rsplit(":", 1)[1])
+        b = Host(Identity.generate(), net_params(listen_port=port), "miner", gossip_params())
+        with pytest.raises(NetError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await b.run()
+
+
+# ---- the peer store (sans-IO) ------------------------------------------------------------------
+
+def _record(identity: Identity, *, port: int = 1, expires_ms: int, seq: int = 1, now: int = 1_000_000) -> bytes:
+    return encode_envelope(PeerRecord(addrs=[f"ws://127.0.0.1:{port}"], role="miner", expires_ms=expires_ms),
+                           identity, seq=seq, now_ms=now)
+
+
+def test_peer_store_records_expiry_replacement_and_forgeries() -> None:
+    me, x = Identity.generate(), Identity.generate()
+    store = PeerStore(me.peer_id, max_size=10, max_skew_ms=60_000)
+    now = 1_000_000
+    assert store.add_record(_record(x, expires_ms=now + 5000), now) == x.peer_id
+    assert store.add_record(_record(x, expires_ms=now + 5000), now) is None  # known bytes: no work
+    # a newer record (higher seq) replaces the address; an older one does not
+    assert store.add_record(_record(x, port=2, seq=5, expires_ms=now + 5000), now) == x.peer_id
+    assert store.add_record(_record(x, port=3, seq=4, expires_ms=now + 5000), now) is None
+    assert store.get(x.peer_id).addrs == ["ws://127.0.0.1:2"]
+    assert store.add_record(_record(me, expires_ms=now + 5000), now) is None and len(store) == 1
+    # a record for x signed by someone else is a bad signature
+    good = _record(Identity.generate(), expires_ms=now + 5000)
+    import msgpack
+
+    top = msgpack.unpackb(good, raw=False)
+    top["sender"] = x.peer_id
+    with pytest.raises(BadSignature):
+        store.add_record(msgpack.packb(top, use_bin_type=True), now)
+    with pytest.raises(StaleMessage):
+        store.add_record(_record(Identity.generate(), expires_ms=now - 1), now)
+    with pytest.raises(WireError):
+        store.add_record(b"\x93garbage", now)
+    # expiry drops the record unless the peer is connected
+    assert store.expire(now + 6000, protected={x.peer_id}) == 0
+    assert store.expire(now + 6000) == 1 and len(store) == 0
+
+
+def test_peer_store_size_cap_and_backoff() -> None:
+    me = Identity.generate()
+    store = PeerStore(me.peer_id, max_size=5, max_skew_ms=60_000, rng=random.Random(3))
+    now = 1_000_000
+    ids = [Identity.generate() for _ in range(8)]
+    for i, ident in enumerate(ids):
+        store.add_record(_record(ident, expires_ms=now + 1000 + i), now)
+    assert len(store) == 5
+    assert ids[-1].peer_id in store.entries and ids[0].peer_id not in store.entries  # soonest expiry evicted
+    pid = ids[-1].peer_id
+    delays = [store.on_dial_failed(pid, 0.0, 0.5, 8.0) for _ in range(8)]
+    assert 0.25 <= delays[0] <= 0.75 and all(4.0 <= d <= 12.0 for d in delays[5:])
+    assert store.get(pid).next_dial_at == delays[-1]
+    assert pid not in {e.peer_id for e in store.dial_candidates(1.0, set(), 10)}
+    store.on_connected(pid, now)
+    assert pid in {e.peer_id for e in store.dial_candidates(1.0, set(), 10)}
