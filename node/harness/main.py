@@ -24,7 +24,7 @@ from rich.live import Live
 
 from node.harness.params import HarnessParams, load_harness_params
 from node.harness.processes import NodeProcess, stop_all
-from node.harness.report import build_report, evaluate, summary_table
+from node.harness.report import agreed_table, build_report, evaluate, summary_table
 from node.harness.view import render_view, progress_line
 
 log = logging.getLogger("gpow.harness")
@@ -140,7 +140,7 @@ class Harness:
     def start(self) -> None:
         hp = self.hp
         self.calibrated_step_s = calibrate_cpu_step(hp.n_cpu)
-        write_profiles(self.profiles_path, hp.n_cpu, self.calibrated_step_s, hp.cpu_allowance)
+        write_profiles(self.profiles_path, hp.n_cpu, self.calibrated_step_s, self.cpu_allowance())
         validator_section = {
             "challenge_interval_s": hp.challenge_interval_s, "concurrency": 1, "samples": hp.samples,
             "n_cpu": hp.n_cpu, "profiles_file": str(self.profiles_path), "openings_timeout_s": hp.openings_timeout_s,
@@ -202,6 +202,13 @@ class Harness:
             e.start()
             self._wait_listen(e)
 
+    def cpu_allowance(self) -> float:
+        """The CPU profile's allowance: the configured one, times how many challenges share each
+        core at once (every executor in rounds mode; one per validator otherwise). The harness
+        runs every node on one machine, so an honest executor is slowed by the others' work."""
+        concurrent = self.expected_executors() if self.hp.rounds else self.hp.validators + len(self.hp.validator_cheaters())
+        return self.hp.cpu_allowance * max(1.0, concurrent / (os.cpu_count() or 1))
+
     def expected_executors(self) -> int:
         hp = self.hp
         local = hp.miners * hp.executors_per_miner
@@ -210,11 +217,12 @@ class Harness:
         return local + hp.remote_executors
 
     def wait_mesh(self, timeout: float) -> float:
-        """Until every validator knows every executor; returns how long it took."""
+        """Until every honest validator knows every executor; returns how long it took."""
         t0 = time.monotonic()
         want = self.expected_executors()
         while time.monotonic() - t0 < timeout:
-            known = [len((n.status() or {}).get("validator", {}).get("executors", {})) for n in self.nodes if n.role == "validator"]
+            known = [len((n.status() or {}).get("validator", {}).get("executors", {})) for n in self.nodes
+                     if n.role == "validator" and n.kind == "honest"]
             if known and min(known) >= want:
                 return time.monotonic() - t0
             dead = [n for n in self.nodes if not n.alive()]
@@ -328,6 +336,9 @@ def harness_main(args: argparse.Namespace) -> int:
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=1, default=str))
     console.print(summary_table(report))
+    agreed = agreed_table(report)
+    if agreed is not None:
+        console.print(agreed)
     for p in problems:
         console.print(f"[red]problem:[/] {p}")
     console.print(("[green]PASS[/]" if ok else "[red]FAIL[/]") + f": {len(report['verdicts'])} verdicts, "

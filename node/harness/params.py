@@ -23,11 +23,11 @@ class HarnessParams:
     challenge_interval_s: float = 6.0
     samples: int = 16
     n_cpu: int = 128
-    cpu_memory_bytes: int = 4 * 1024 * 1024  # each CPU executor's declared and enforced pool budget
+    cpu_memory_bytes: int = 16 * 1024 * 1024  # each CPU executor's declared and enforced pool budget (T = 921 at n = 128)
     cpu_allowance: float = 3.0  # the CPU profile is the calibrated step time times this (loaded machine)
     tolerance: float = 1.5
     commit_slack_s: float = 1.0
-    rtt_margin_s: float = 0.02  # loopback: the validators' fixed round-trip allowance
+    rtt_margin_s: float = 0.05  # loopback: round trip plus signing and thread hand-offs
     openings_timeout_s: float = 5.0
     settle_s: float = 20.0  # after the duration, wait this long at most for challenges in flight
     corrupt_fraction: float = 0.2

@@ -49,6 +49,7 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
     owners = _executor_owners(harness)
     verdicts: list[dict] = []
     created: dict[str, int] = {}
+    published: dict[str, int] = {}
     receipts: list[tuple[str, int]] = []
     for n in harness.nodes:
         if n.role != "validator":
@@ -59,6 +60,7 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
         ledger = Ledger(path)
         try:
             integrity = ledger.integrity_check()
+            published.update(ledger.recorded_times())
             for rec in ledger.verdicts():
                 d = rec.to_dict()
                 node_name, kind = owners.get(d["executor_id"], ("?", "unknown"))
@@ -71,8 +73,8 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
                 verdicts.append({"validator": n.name, "passed": False, "reasons": [f"ledger-integrity:{integrity}"], "kind": "ledger"})
         finally:
             ledger.close()
-    # Propagation: from a verdict's creation at one validator to its arrival at another.
-    lat = [(r - created[cid]) / 1000 for cid, r in receipts if cid in created]
+    # Propagation: from a verdict's publication at one validator to its arrival at another.
+    lat = [(r - published[cid]) / 1000 for cid, r in receipts if cid in published]
     nodes = []
     for n in harness.nodes:
         st = n.status() or {}
@@ -205,4 +207,18 @@ def summary_table(report: dict) -> Table:
     p = report["propagation"]
     if p["verdict_deliveries"]:
         t.caption = f"verdict propagation between validators: p50 {p['p50_s'] * 1e3:.1f} ms, p99 {p['p99_s'] * 1e3:.1f} ms over {p['verdict_deliveries']} deliveries"
+    return t
+
+
+def agreed_table(report: dict) -> Table | None:
+    """Rounds mode: each executor's agreed (median) score and the validators' pass rates behind it."""
+    rows = report.get("agreed_scores") or {}
+    if not rows:
+        return None
+    t = Table(title="agreed scores (median over validators; as an honest validator sees them)")
+    for c in ("executor node", "kind", "agreed score", "verdicts", "pass rate by validator"):
+        t.add_column(c)
+    for a in sorted(rows.values(), key=lambda a: a["node"]):
+        per = ", ".join(f"{v}: {r:.2f}" for v, r in sorted(a["by_validator"].items()))
+        t.add_row(a["node"], a["kind"], "-" if a["score"] is None else f"{a['score']:.2f}", str(a["verdicts"]), per)
     return t

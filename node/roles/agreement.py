@@ -14,6 +14,7 @@ from typing import Callable
 
 import trio
 
+from node.roles import penalties as P
 from node.roles.admission import AdmissionError, ValidatorSetBook
 from node.roles.agreed import AgreedScores, VerdictView
 from node.roles.params import AdmissionParams, RoundParams
@@ -111,7 +112,7 @@ class Agreement:
     def _on_beacon(self, env: Envelope) -> None:
         outcome = self.beacon.on_reveal(env.sender, env.body, self.wall_ms())
         if outcome in ("bad", "off-schedule"):
-            self.host.gossip.penalize(env.sender, 20.0, f"beacon reveal {outcome}")
+            self.host.gossip.penalize(env.sender, P.FORGERY if outcome == "bad" else P.MALFORMED, f"beacon reveal {outcome}")
             log.warning("beacon reveal refused", extra={"fields": {"validator": env.sender[-8:], "outcome": outcome}})
 
     # ---- verdicts ----------------------------------------------------------------------------

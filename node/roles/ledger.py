@@ -355,6 +355,10 @@ class Ledger:
             )
             return cur.rowcount == 1
 
+    def recorded_times(self) -> dict[str, int]:
+        """challenge id -> when its verdict was stored here (just before it was gossiped)."""
+        return {r["cid"]: r["recorded_ms"] for r in self._read("SELECT cid, recorded_ms FROM verdicts")}
+
     def foreign_receipts(self) -> list[tuple[str, int]]:
         """(challenge id, first received ms) of every verdict received from other validators."""
         return [(r["cid"], r["received_ms"]) for r in self._read("SELECT cid, received_ms FROM foreign_verdicts ORDER BY received_ms, rowid")]

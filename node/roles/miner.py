@@ -15,6 +15,7 @@ from typing import Callable
 
 import trio
 
+from node.roles import penalties as P
 from node.roles.executor import ChallengeRefused, ExecutorService
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
@@ -67,7 +68,7 @@ class MinerService:
         try:
             env = decode_envelope(payload, expect=Ping, now_ms=self.wall_ms())
         except WireError as exc:
-            self.host.gossip.penalize(peer_id, 5.0, f"ping: {exc.reason}")
+            self.host.gossip.penalize(peer_id, P.SLIP, f"ping: {exc.reason}")
             raise
         return self.signer.seal(Pong(nonce=env.body.nonce))
 
@@ -107,10 +108,10 @@ class MinerService:
         try:
             env = decode_envelope(payload, expect=(Register, Heartbeat, Deregister), now_ms=self.wall_ms())
         except WireError as exc:
-            self.host.gossip.penalize(peer_id, 10.0, f"register: {exc.reason}")
+            self.host.gossip.penalize(peer_id, P.for_refusal(exc.reason), f"register: {exc.reason}")
             raise ChallengeRefused(exc.reason, exc.message) from None
         if env.sender != peer_id:
-            self.host.gossip.penalize(peer_id, 50.0, "register for another identity")
+            self.host.gossip.penalize(peer_id, P.IMPERSONATION, "register for another identity")
             raise ChallengeRefused("wrong-signer", "an executor registers itself, over its own connection")
         body = env.body
         if isinstance(body, Register):
@@ -152,7 +153,7 @@ class MinerService:
         try:
             env = decode_envelope(payload, expect=Challenge, now_ms=self.wall_ms())
         except WireError as exc:
-            self.host.gossip.penalize(peer_id, 10.0, f"challenge: {exc.reason}")
+            self.host.gossip.penalize(peer_id, P.for_refusal(exc.reason), f"challenge: {exc.reason}")
             self.stats["refused"] += 1
             raise ChallengeRefused(exc.reason, exc.message) from None
         body: Challenge = env.body
@@ -173,7 +174,7 @@ class MinerService:
         try:
             env = decode_envelope(payload, expect=Reveal, now_ms=self.wall_ms())
         except WireError as exc:
-            self.host.gossip.penalize(peer_id, 10.0, f"reveal: {exc.reason}")
+            self.host.gossip.penalize(peer_id, P.for_refusal(exc.reason), f"reveal: {exc.reason}")
             raise ChallengeRefused(exc.reason, exc.message) from None
         target = self._routes.get(env.body.challenge_id)
         if target is None:

@@ -105,7 +105,7 @@ class Beacon:
 
     def on_reveal(self, validator_id: str, msg: BeaconReveal, received_ms: int) -> str:
         """Record a reveal (already checked: signed by an admitted validator). Returns
-        'counted', 'late', 'bad', 'off-schedule' or 'commit-only'."""
+        'counted', 'late', 'bad', 'off-schedule', 'unverifiable' or 'commit-only'."""
         if abs(msg.round - self.schedule.round_at(received_ms)) > 1:
             # Far-off rounds would let one message evict everything else from the bounded tables.
             self.stats.reveals_bad += 1
@@ -115,7 +115,9 @@ class Beacon:
         if not msg.secret:
             return "commit-only"
         expected = self._commits.get((validator_id, msg.round))
-        if expected is None or secret_commit(msg.secret) != expected:
+        if expected is None:
+            return "unverifiable"  # we joined after its commitment went out: nothing to hold it to
+        if secret_commit(msg.secret) != expected:
             self.stats.reveals_bad += 1
             return "bad"
         if received_ms > self.schedule.window_closes_ms(msg.round) or msg.round in self._values:

@@ -342,7 +342,8 @@ class ValidatorService:
         r = sched.round_at(self.wall_ms()) + 1
         while True:
             await self._sleep_until_ms(sched.start_ms(r))
-            ag.publish_reveal(r)
+            if ag.book.is_admitted(me, self.wall_ms()):
+                ag.publish_reveal(r)  # outside the set our share would only be rejected (and penalised)
             await self._sleep_until_ms(sched.window_closes_ms(r))
             beacon = ag.beacon.value(r, self.wall_ms())
             assert beacon is not None
@@ -652,7 +653,8 @@ class ValidatorService:
         except RequestTimeout:
             return late, b""
         except RequestFailed as exc:
-            return f"{missing}:{str(exc)[:80]}", b""
+            # The remote's own refusal ("unadmitted-validator: ...") names the reason best.
+            return f"{missing}:{(exc.remote_error or str(exc))[:80]}", b""
         except Exception as exc:  # peer unreachable, connection lost mid-request
             return f"{missing}:{type(exc).__name__}", b""
 

@@ -74,7 +74,8 @@ def test_bad_late_and_off_schedule_reveals_do_not_count():
     assert beacons[ids[0]].stats.reveals_late == 1
     b = beacons[ids[0]]
     wrong = BeaconReveal(round=23, secret=b"\x01" * 32, next_commit=secret_commit(b"x"))
-    assert b.on_reveal(ids[1], wrong, SCHED.start_ms(23) + 10) == "bad"
+    assert b.on_reveal(ids[1], wrong, SCHED.start_ms(23) + 10) == "unverifiable", "its commitment never reached us"
+    assert b.on_reveal(ids[2], wrong, SCHED.start_ms(23) + 10) == "bad"
     far = BeaconReveal(round=10_000, secret=b"", next_commit=secret_commit(b"x"))
     assert b.on_reveal(ids[1], far, SCHED.start_ms(23) + 10) == "off-schedule"
 
