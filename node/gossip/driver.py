@@ -63,7 +63,8 @@ class GossipDriver:
         self.router = Router(identity.peer_id, params, rng or random.Random(), px_source=px_source)
         self._topics: dict[str, _Topic] = {}
         self._counters: dict[str, int] = {}
-        self._invalid: dict[str, int] = {}
+        self._invalid: dict[str, int] = {}  # rejected (penalised) inputs by reason
+        self._ignored: dict[str, int] = {}  # ignored (not penalised) messages by reason
         self._penalties: dict[str, int] = {}
         self._last_now = 0.0
 
@@ -158,7 +159,7 @@ class GossipDriver:
                     self._bump(self._invalid, reason)
                     log.debug("gossip: rejected message on %s from %s: %s", act.topic, act.peer, reason)
                 elif result == "ignore":
-                    self._bump(self._invalid, "ignored:" + reason)
+                    self._bump(self._ignored, reason)
                 if env is not None and result == "accept":
                     envs[act.msg_id] = env
                 queue.extend(self.router.validation_result(
@@ -273,6 +274,7 @@ class GossipDriver:
             "delivered": self._counters.get("delivered", 0),
             "duplicates": r.stats.get("duplicates", 0),
             "invalid": dict(self._invalid),
+            "ignored": dict(self._ignored),
             "penalties": dict(self._penalties),
             "graylisted": graylisted,
             "equivocations": r.stats.get("equivocations", 0),
