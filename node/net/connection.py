@@ -56,6 +56,7 @@ class Connection:
         self.ping_sent: dict[int, float] = {}
         self._nursery: trio.Nursery | None = None
         self._goodbye_sent = False
+        self._room = trio.Event()  # set (and replaced) each time the writer sends a frame
 
     # ---- sending -----------------------------------------------------------------------------
 
@@ -82,7 +83,12 @@ class Connection:
         return False
 
     async def send(self, frame: bytes) -> None:
-        """Queue a frame that must not be dropped (requests, responses); waits for room."""
+        """Queue a frame that must not be dropped (requests, responses); waits for room, in frames
+        and in bytes (so queued memory per peer stays under send_queue_bytes plus one frame)."""
+        while self.queued_bytes > 0 and self.queued_bytes + len(frame) > self.params.send_queue_bytes:
+            if self.closing_reason is not None:
+                break
+            await self._room.wait()
         if self.closing_reason is not None:
             raise LinkClosed(f"link closing: {self.closing_reason}")
         try:
@@ -100,6 +106,7 @@ class Connection:
             return
         self.closing_reason = reason
         self._send_ch.close()  # the writer drains what is queued, then says goodbye
+        self._room.set()
         if self._nursery is not None:
             self._nursery.cancel_scope.deadline = min(
                 self._nursery.cancel_scope.deadline, trio.current_time() + self.params.drain_timeout_s)
@@ -159,6 +166,8 @@ class Connection:
             async for frame in self._recv_ch:
                 self.queued_bytes -= len(frame)
                 await self.ws.send_message(frame)
+                self._room.set()
+                self._room = trio.Event()
                 self.frames_out += 1
                 self.bytes_out += len(frame)
                 if self._recv_ch.statistics().current_buffer_used == 0:

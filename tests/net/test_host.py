@@ -22,7 +22,7 @@ from node.net.params import NetParams
 from node.net.peerstore import PeerStore
 from node.wire.envelope import decode_envelope, encode_envelope
 from node.wire.errors import BadSignature, StaleMessage, WireError
-from node.wire.messages import Goodbye, GossipRPC, PeerRecord, Ping, Request, Response
+from node.wire.messages import Goodbye, GossipRPC, PeerRecord, Ping, PublishedMessage, Request, Response
 
 NETWORK = "gpow-test"
 
@@ -353,3 +353,17 @@ def test_peer_store_size_cap_and_backoff() -> None:
     assert pid not in {e.peer_id for e in store.dial_candidates(1.0, set(), 10)}
     store.on_connected(pid, now)
     assert pid in {e.peer_id for e in store.dial_candidates(1.0, set(), 10)}
+
+
+async def test_send_queue_is_bounded_in_bytes() -> None:
+    async with hosts(2, send_queue_bytes=10_000) as (a, b):
+        await a.dial(b.listen_addr)
+        conn = a._conns[b.peer_id]
+        await wait_for(lambda: conn._recv_ch.statistics().current_buffer_used == 0)
+        big = GossipRPC(publish=[PublishedMessage(topic="t", data=b"z" * 4000)])
+        results = [a._gossip_send(b.peer_id, big) for _ in range(5)]
+        assert results[:2] == [True, True] and results[-2:] == [False, False]
+        assert conn.queued_bytes <= 10_000
+        # a request bigger than what is queued still goes through once the queue drains
+        b.set_handler("echo", echo)
+        assert await a.request(b.peer_id, "echo", b"r" * 12_000, timeout=2) == b"r" * 12_000
