@@ -44,7 +44,8 @@ class Agreement:
         self.scores = AgreedScores(rounds.window_rounds, rounds.min_validators)
         self.verdict_listeners: list[Callable[[Envelope], None]] = []
         self.rejected_verdicts = 0
-        host.gossip.subscribe(C.TOPIC_VALIDATOR_SET, self._on_set, self._validate_set)
+        # The authority signs a set once; it is re-gossiped long after, so its timestamp is not news.
+        host.gossip.subscribe(C.TOPIC_VALIDATOR_SET, self._on_set, self._validate_set, check_freshness=False)
         host.gossip.subscribe(C.TOPIC_BEACON, self._on_beacon, self._validate_beacon)
         host.gossip.subscribe(C.TOPIC_VERDICT, self._on_verdict, self._validate_verdict)
 
