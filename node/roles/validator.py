@@ -55,6 +55,8 @@ from node.wire.messages import (
 
 log = logging.getLogger("gpow.validator")
 
+ROSTER_LISTING_TTL_S = 60.0  # a miner whose roster has not listed an executor for this long no longer counts
+
 
 @dataclass
 class KnownExecutor:
@@ -130,6 +132,8 @@ class ValidatorService:
         self.signer = Signer(host.identity, self.wall_ms)
         self.executors: dict[str, KnownExecutor] = {}
         self.gpu_ids = GpuIdentityRegistry()
+        # executor -> {miner: when its roster last listed it}; two live listings is a duplicate.
+        self.listings: dict[str, dict[str, float]] = {}
         self.stats = ValidatorStats()
         self.proof_dir = Path(data_dir) / "proofs"
         self.proof_dir.mkdir(parents=True, exist_ok=True)
@@ -185,6 +189,16 @@ class ValidatorService:
             else:
                 known.miner_id, known.attestation, known.attestation_raw, known.seen_at = env.sender, att, att_env.raw, now
             self.gpu_ids.observe(eid, env.sender, att.gpu_uuid, att.pci_bus_id, att.host_fingerprint, self.wall_ms())
+        for eid in listed:
+            self.listings.setdefault(eid, {})[env.sender] = now
+        for eid, by_miner in list(self.listings.items()):
+            if env.sender in by_miner and eid not in listed:
+                del by_miner[env.sender]  # this miner no longer lists it: a clean move, not a duplicate
+            for miner, seen in list(by_miner.items()):
+                if now - seen > ROSTER_LISTING_TTL_S:
+                    del by_miner[miner]  # that miner went quiet
+            if not by_miner:
+                del self.listings[eid]
         # Executors this miner no longer lists have left it cleanly.
         for eid, known in list(self.executors.items()):
             if known.miner_id == env.sender and eid not in listed and not known.in_flight:
@@ -606,9 +620,16 @@ class ValidatorService:
                 reasons.append(R.SLOW_FOR_PROFILE)
         if self.gpu_ids.duplicates_of(e.executor_id):
             reasons.append(R.DUPLICATE_GPU)
-        rec.passed = not any(r in (R.SLOW_FOR_PROFILE, R.DUPLICATE_GPU) for r in reasons)
+        if self.listed_twice(e.executor_id):
+            reasons.append(R.DUPLICATE_ROSTER)
+        rec.passed = not any(r in (R.SLOW_FOR_PROFILE, R.DUPLICATE_GPU, R.DUPLICATE_ROSTER) for r in reasons)
         rec.reasons = reasons or [R.PASSED]
         ctx.outcome = ChallengeOutcome(rec, bundle)
+
+    def listed_twice(self, executor_id: str) -> set[str]:
+        """The miners listing this executor, when more than one does (else empty)."""
+        by_miner = self.listings.get(executor_id, {})
+        return set(by_miner) if len(by_miner) > 1 else set()
 
     def host_key(self, peer_id: str) -> bytes:
         from node.identity import public_key_from_peer_id
@@ -667,6 +688,7 @@ class ValidatorService:
                     "memory_bytes": e.attestation.memory_bytes, "challenges": e.challenges, "in_flight": e.in_flight,
                     "last_verdict": e.last_verdict, "next_in_s": round(max(0.0, e.last_challenged + self.params.challenge_interval_s - now), 1),
                     "duplicate_of": sorted(self.gpu_ids.duplicates_of(eid)),
+                    "listed_by": sorted(self.listed_twice(eid)),
                 }
                 for eid, e in self.executors.items()
             },

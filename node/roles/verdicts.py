@@ -34,6 +34,8 @@ UNKNOWN_PROFILE = "unknown-profile"
 # Its GPU UUID is also reported by another live executor, or it answered BUSY with a challenge
 # addressed to another executor id (two identities, one engine).
 DUPLICATE_GPU = "duplicate-gpu"
+# Listed by two miners' rosters at once (each entry signed by the executor itself): one GPU, two earners.
+DUPLICATE_ROSTER = "duplicate-roster"
 # The validator stopped (crash, kill) while this challenge was in flight; closed at restart.
 # Not the executor's fault, so it is recorded but never scored.
 TIMED_OUT_AT_RESTART = "timed-out-at-restart"
