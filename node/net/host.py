@@ -164,10 +164,14 @@ class Host:
             raise RequestFailed(f"request of {len(payload)} bytes exceeds the frame limit {p.max_frame_bytes}")
         self.stats["requests_sent"] += 1
         waiter = None
-        with trio.move_on_after(timeout) as scope:
+        with trio.move_on_after(timeout):
             conn = self._conns.get(peer_id)
             if conn is None or conn.closing_reason is not None:
-                conn = await self._connect_to(peer_id)
+                try:
+                    conn = await self._connect_to(peer_id)
+                except PeerUnreachable:
+                    self.stats["requests_unreachable"] += 1
+                    raise
             async with conn.out_slots:
                 req_id, waiter = conn.pending.new()
                 try:
@@ -178,7 +182,7 @@ class Host:
                     raise RequestFailed(f"{protocol} to {peer_id}: {exc}") from None
                 finally:
                     conn.pending.forget(req_id)
-        if scope.cancelled_caught or waiter is None or waiter.response is None and waiter.error is None:
+        if waiter is None or (waiter.response is None and waiter.error is None):  # a response beats the timer
             self.stats["requests_timeout"] += 1
             raise RequestTimeout(f"no response from {peer_id} to {protocol} within {timeout:g} s")
         if waiter.error is not None:
