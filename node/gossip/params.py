@@ -21,7 +21,7 @@ class GossipParams:
     D_lazy: int = 6  # minimum number of peers to send IHAVE gossip to
     D_out: int = 2  # outbound peers kept in each mesh (eclipse defence); must be < D_lo and <= D/2
     D_score: int = 4  # peers kept by score when pruning an oversubscribed mesh
-    heartbeat_s: float = 1.0
+    heartbeat_s: float = 1.0  # mesh maintenance, gossip emission and score decay run this often
     fanout_ttl_s: float = 60.0  # forget a fanout topic this long after our last publish to it
     gossip_factor: float = 0.25  # fraction of eligible peers that get IHAVE (at least D_lazy)
     flood_publish: bool = True  # own messages go to every topic peer above publish_threshold
@@ -32,7 +32,7 @@ class GossipParams:
     mcache_len: int = 5  # heartbeats a message stays retrievable by IWANT
     mcache_gossip: int = 3  # heartbeats of history advertised in IHAVE
     mcache_max_messages: int = 20_000  # hard caps: the message cache never grows past these
-    mcache_max_bytes: int = 64 * 1024 * 1024
+    mcache_max_bytes: int = 64 * 1024 * 1024  # message cache ceiling in bytes
     seen_ttl_s: float = 120.0  # message ids remembered for duplicate suppression
     seen_max: int = 100_000  # hard cap on remembered ids (oldest dropped first)
     max_pending_validation: int = 4096  # messages awaiting a validation result
@@ -63,23 +63,23 @@ class GossipParams:
     topic_weight: float = 1.0
     topic_score_cap: float = 0.0  # cap on the positive topic part; 0 = no cap
     time_in_mesh_weight: float = 0.0027  # P1, per quantum in mesh
-    time_in_mesh_quantum_s: float = 1.0
-    time_in_mesh_cap: float = 3600.0
+    time_in_mesh_quantum_s: float = 1.0  # P1 counts time in mesh in units of this
+    time_in_mesh_cap: float = 3600.0  # P1 stops growing here
     first_message_deliveries_weight: float = 1.0  # P2
-    first_message_deliveries_decay: float = 0.9
-    first_message_deliveries_cap: float = 10.0
+    first_message_deliveries_decay: float = 0.9  # P2 counter decay per decay interval
+    first_message_deliveries_cap: float = 10.0  # P2 counter ceiling
     # P3 mesh delivery deficit. Off by default: on quiet topics every honest mesh peer would be
     # in deficit. Enable (negative weight) for topics with a steady message rate.
     mesh_message_deliveries_weight: float = 0.0
-    mesh_message_deliveries_decay: float = 0.9
-    mesh_message_deliveries_threshold: float = 1.0
-    mesh_message_deliveries_cap: float = 10.0
-    mesh_message_deliveries_activation_s: float = 30.0
+    mesh_message_deliveries_decay: float = 0.9  # P3 counter decay per decay interval
+    mesh_message_deliveries_threshold: float = 1.0  # P3: fewer deliveries than this from a mesh peer is a deficit
+    mesh_message_deliveries_cap: float = 10.0  # P3 counter ceiling
+    mesh_message_deliveries_activation_s: float = 30.0  # P3 applies only after a peer has been in the mesh this long
     mesh_message_deliveries_window_s: float = 0.05  # duplicates this soon after the first count as deliveries
     mesh_failure_penalty_weight: float = 0.0  # P3b: deficit carried after a peer leaves the mesh
-    mesh_failure_penalty_decay: float = 0.9
+    mesh_failure_penalty_decay: float = 0.9  # P3b counter decay
     invalid_message_deliveries_weight: float = -10.0  # P4 (squared counter)
-    invalid_message_deliveries_decay: float = 0.99
+    invalid_message_deliveries_decay: float = 0.99  # P4 counter decay
 
     # ---- peer score: peer part --------------------------------------------------------------
     app_specific_weight: float = 1.0  # P5; the application does not set a score (always 0)
@@ -88,12 +88,12 @@ class GossipParams:
     # Comma-separated CIDRs exempt from P6: local test networks put every node on one address.
     ip_colocation_factor_whitelist: str = "127.0.0.0/8,::1/128"
     behaviour_penalty_weight: float = -1.0  # P7 (squared counter above the threshold)
-    behaviour_penalty_threshold: float = 0.0
-    behaviour_penalty_decay: float = 0.99
-    decay_interval_s: float = 1.0
+    behaviour_penalty_threshold: float = 0.0  # P7 counts only above this
+    behaviour_penalty_decay: float = 0.99  # P7 counter decay
+    decay_interval_s: float = 1.0  # counters decay this often
     decay_to_zero: float = 0.01  # counters below this are reset to zero
     retain_score_s: float = 3600.0  # a disconnected peer's score is kept this long
-    max_retained_scores: int = 10_000
+    max_retained_scores: int = 10_000  # scores of disconnected peers kept at most (bounded memory)
 
     # ---- thresholds -------------------------------------------------------------------------
     gossip_threshold: float = -10.0  # below: no IHAVE/IWANT to or from the peer

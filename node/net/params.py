@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class NetParams:
-    listen_host: str = "127.0.0.1"
+    listen_host: str = "127.0.0.1"  # address to listen on (0.0.0.0: every interface)
     listen_port: int = 7700  # 0 = any free port (tests, harness)
     advertise_addrs: list[str] = field(default_factory=list)  # ws://HOST:PORT others should dial; empty = listen addr
     bootstrap: list[str] = field(default_factory=list)  # ws://HOST:PORT kept connected (redialled with backoff)

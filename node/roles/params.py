@@ -11,8 +11,8 @@ class NodeParams:
     role: str = ""  # validator | miner | executor
     data_dir: str = "gpow-data"  # key, ledger, status file; created if missing
     key_file: str = ""  # default: <data_dir>/node.key (created on first start, mode 0600)
-    log_level: str = "info"
-    log_json: bool = False
+    log_level: str = "info"  # debug | info | warning | error
+    log_json: bool = False  # one JSON object per log line (for log collectors)
     metrics_port: int = 0  # 0: off; else serve Prometheus text on 127.0.0.1:<port>/metrics
     status_interval_s: float = 1.0  # how often <data_dir>/status.json is rewritten
 
@@ -39,7 +39,7 @@ class ValidatorParams:
     co_schedule: bool = True  # challenge executors that could share a GPU at the same instant
     profiles_file: str = ""  # default: configs/gpu_profiles.toml shipped with the package
     audit: bool = True  # re-verify a sample of other validators' verdicts
-    audits_per_minute: int = 6
+    audits_per_minute: int = 6  # at most this many re-verifications of other validators' verdicts
     ban_seconds: int = 3600  # a false answer bans the executor and its miner this long
     probation_challenges: int = 2  # new executors get this many small challenges first
     cheat: str = ""  # testing only: "lying-validator:always-pass" or "lying-validator:always-fail"
@@ -51,7 +51,7 @@ class MinerParams:
     cpu_executors: int = 1  # local CPU executors (engine = cpu)
     cpu_memory_bytes: int = 64 * 1024 * 1024  # memory budget each CPU executor declares and enforces
     gpu_devices: list[int] = field(default_factory=list)  # empty: every visible GPU
-    roster_interval_s: float = 10.0
+    roster_interval_s: float = 10.0  # the signed roster is gossiped this often, and on every change
     heartbeat_timeout_s: float = 15.0  # drop a remote executor after this long without heartbeat
     host_fingerprint: str = ""  # empty: derived from /etc/machine-id; test networks on one machine set one per node
     cheat: str = ""  # testing only: a cheater kind (see node/roles/behaviours.py)
@@ -66,8 +66,8 @@ class ExecutorParams:
     miner: str = ""  # ws://host:port of the miner to register with
     engine: str = "cpu"
     cpu_memory_bytes: int = 64 * 1024 * 1024
-    gpu_device: int = 0
-    heartbeat_interval_s: float = 3.0
+    gpu_device: int = 0  # the CUDA device this executor proves on (engine = "gpu")
+    heartbeat_interval_s: float = 3.0  # signed heartbeats to the miner this often
     host_fingerprint: str = ""  # empty: derived from /etc/machine-id
     cheat: str = ""  # testing only
 
@@ -94,7 +94,7 @@ class RoundParams:
     """The challenge schedule (see node/roles/rounds.py); the same table on every node of a network."""
 
     enabled: bool = False  # false: each validator challenges on its own interval instead
-    round_s: float = 60.0
+    round_s: float = 60.0  # length of one round
     reveal_window_s: float = 3.0  # beacon reveals are counted this long after the round starts
     jitter_s: float = 10.0  # the challenge instant falls this long at most after the window
     genesis_ms: int = 0  # round 0 starts here (Unix ms)
