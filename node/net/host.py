@@ -530,18 +530,17 @@ class Host:
         err: BaseException | None = None
         started = False
         try:
+            # Errors before started() are kept in ``err`` and raised outside the nursery, so that
+            # callers of _dial see a plain NetError rather than an exception group.
             async with trio.open_nursery() as wsn:
+                ws: WebSocketConnection | None = None
                 try:
                     with trio.fail_after(p.dial_timeout_s):
                         ws = await connect_websocket_url(wsn, addr, message_queue_size=2, max_message_size=self._ws_max,
                                                          receive_buffer_size=_RECV_BUFFER)
                 except (OSError, HandshakeError, trio.TooSlowError, ValueError, ConnectionClosed) as exc:
                     err = PeerUnreachable(f"cannot dial {addr}: {type(exc).__name__}: {exc}")
-                    wsn.cancel_scope.cancel()
-                    return_early = True
-                else:
-                    return_early = False
-                if not return_early:
+                if ws is not None:
                     try:
                         res = await self._handshake(ws, outbound=True, expected=expected)
                     except HandshakeRefused as exc:
@@ -556,7 +555,7 @@ class Host:
                             started = True
                             if kept:
                                 await self._run_conn(conn)
-                    wsn.cancel_scope.cancel()
+                wsn.cancel_scope.cancel()
         except Exception as exc:
             if started:
                 log.exception("outbound link failed", extra={"fields": {"addr": addr}})
