@@ -53,6 +53,7 @@ class Connection:
         self.frames_in = self.frames_out = self.bytes_in = self.bytes_out = 0
         self.rtt_s: float | None = None
         self.last_pex = -1e9
+        self.partial_seen = 0  # bytes of a partly received websocket message at the last keepalive check
         self.ping_sent: dict[int, float] = {}
         self._nursery: trio.Nursery | None = None
         self._goodbye_sent = False

@@ -628,6 +628,12 @@ class Host:
             await trio.sleep(p.ping_interval_s)
             now = trio.current_time()
             for conn in list(self._conns.values()):
+                # A large frame still arriving is life too: on a slow link one openings frame can
+                # take longer than dead_after_s, with the peer's pings queued behind it.
+                partial = getattr(conn.ws, "_message_size", 0)
+                if partial and partial != conn.partial_seen:
+                    conn.last_recv = now
+                conn.partial_seen = partial
                 idle = now - conn.last_recv
                 if idle > p.dead_after_s:
                     self.stats["links_closed_dead"] += 1

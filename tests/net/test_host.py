@@ -421,3 +421,24 @@ async def test_fuzzed_frames_never_crash_the_node(caplog) -> None:
         assert b.stats["bad_frames"] > 300
         assert await a.request(b.peer_id, "echo", b"ok", timeout=2) == b"ko"
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+async def test_a_large_frame_arriving_slowly_keeps_the_link_alive() -> None:
+    """The peer's pings queue behind a big frame on a slow link: bytes arriving count as life."""
+    from wsproto.events import BytesMessage
+
+    async with hosts(1, dead_after_s=0.6, ping_interval_s=0.1) as (b,):
+        b.set_handler("echo", echo)
+        async with trio.open_nursery() as n:
+            raw = Identity.generate()
+            ws, _ = await open_raw_link(n, b.listen_addr, raw, network=NETWORK)
+            frame = encode_frame(Request(req_id=3, protocol="echo", payload=bytes(range(256)) * 600))
+            chunks = [frame[i:i + 8000] for i in range(0, len(frame), 8000)]
+            for i, chunk in enumerate(chunks):  # about 2 s in all, over three times dead_after_s
+                await ws._send(BytesMessage(data=chunk, message_finished=i == len(chunks) - 1))
+                await trio.sleep(0.1)
+            assert raw.peer_id in b.connected_peers()
+            reply = await _next_of(ws, Response)
+            assert reply.req_id == 3 and len(reply.payload) == 256 * 600
+            n.cancel_scope.cancel()
+        assert b.stats["links_closed_dead"] == 0

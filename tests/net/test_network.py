@@ -105,10 +105,10 @@ async def test_star_bootstrap_leaves_find_each_other_and_refill_when_peers_leave
         nursery.cancel_scope.cancel()
 
 
-async def test_twenty_nodes_every_app_sees_each_message_exactly_once() -> None:
+async def test_thirty_nodes_every_app_sees_each_message_exactly_once() -> None:
     async with trio.open_nursery() as nursery:
         rng = random.Random(7)
-        hosts = await start_network(nursery, 20, lambda i, hs: [h.listen_addr for h in rng.sample(hs, min(2, i))])
+        hosts = await start_network(nursery, 30, lambda i, hs: [h.listen_addr for h in rng.sample(hs, min(2, i))])
         seen: dict[str, Counter] = {h.peer_id: Counter() for h in hosts}
         for h in hosts:
             h.gossip.subscribe(TOPIC, lambda env, pid=h.peer_id: seen[pid].update([(env.sender, env.body.reason)]),
