@@ -286,7 +286,9 @@ class ValidatorService:
         With co-scheduling on, an executor that is due pulls in every executor that could share
         its hardware: same miner, same host fingerprint, same GPU UUID.
         """
-        banned = {e for e in self.executors if self.ledger.is_banned(e, self.wall_ms()) or self.ledger.is_banned(self.executors[e].miner_id, self.wall_ms())}
+        # Banned executors are not challenged, nor those whose miner we cannot reach yet (a roster
+        # can arrive through gossip before peer exchange has told us the miner's address).
+        banned = {e for e, k in self.executors.items() if self._banned(k) or not self.host.reachable(k.miner_id)}
         due = sorted(
             (e for e in self.executors.values() if not e.in_flight and e.executor_id not in banned and now - e.last_challenged >= self.params.challenge_interval_s),
             key=lambda e: e.last_challenged,
@@ -367,7 +369,8 @@ class ValidatorService:
             await self._sleep_until_ms(sched.challenge_ms(r, beacon))
             mine = [
                 e for e in self.executors.values()
-                if not e.in_flight and not self._banned(e) and assign(beacon, e.executor_id, validators) == me
+                if not e.in_flight and not self._banned(e) and self.host.reachable(e.miner_id)
+                and assign(beacon, e.executor_id, validators) == me
             ]
             log.info("round", extra={"fields": {"round": r, "validators": len(validators), "mine": len(mine), "known": len(self.executors)}})
             if mine:
