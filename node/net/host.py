@@ -121,6 +121,13 @@ class Host:
     def set_handler(self, protocol: str, handler: Handler) -> None:
         self._handlers[protocol] = handler
 
+    def reachable(self, peer_id: str) -> bool:
+        """Connected, or an address is known to dial it (learned by handshake or peer exchange)."""
+        if peer_id in self._conns:
+            return True
+        e = self.peerstore.get(peer_id)
+        return e is not None and bool(e.addrs)
+
     def connected_peers(self) -> dict[str, PeerInfo]:
         return {pid: PeerInfo(pid, c.role, c.outbound, list(c.listen_addrs), c.ip, c.connected_ms)
                 for pid, c in self._conns.items()}
