@@ -35,3 +35,34 @@ class NetParams:
     max_clock_skew_s: float = 120.0  # handshake and record timestamps further off are refused
     maintain_interval_s: float = 1.0  # how often the connection manager looks at the mesh
     drain_timeout_s: float = 2.0  # graceful close: time to flush queued frames before cutting the link
+
+    def __post_init__(self) -> None:
+        # Checked here so a bad [net] table is a config error naming the key, not a failure later.
+        from node.net.peerstore import valid_ws_addr
+
+        if not self.network or len(self.network) > 64:
+            raise ValueError(f"net: network must be 1..64 characters, got {self.network!r}")
+        if not 0 <= self.listen_port <= 65535:
+            raise ValueError(f"net: listen_port must be 0..65535, got {self.listen_port}")
+        for key in ("advertise_addrs", "bootstrap"):
+            bad = [a for a in getattr(self, key) if not valid_ws_addr(a)]
+            if bad:
+                raise ValueError(f"net: {key} entries must look like ws://HOST:PORT, got {bad}")
+        if len(self.advertise_addrs) > 8:
+            raise ValueError("net: at most 8 advertise_addrs")
+        for key in ("dial_timeout_s", "handshake_timeout_s", "reconnect_min_s", "ping_interval_s", "request_timeout_s",
+                    "peer_record_ttl_s", "pex_interval_s", "maintain_interval_s", "drain_timeout_s"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"net: {key} must be positive")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("net: reconnect_max_s must be >= reconnect_min_s")
+        if self.dead_after_s <= self.ping_interval_s:
+            raise ValueError("net: dead_after_s must be longer than ping_interval_s")
+        for key in ("max_inbound", "max_outbound", "send_queue_frames", "max_inflight_requests_per_peer",
+                    "peer_store_max", "max_bad_frames", "slow_peer_drops_before_disconnect"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"net: {key} must be at least 1")
+        if self.target_peers < 0 or not 0 <= self.pex_records <= 63:
+            raise ValueError("net: target_peers must be >= 0 and pex_records 0..63")
+        if self.max_frame_bytes < 16 * 1024 or self.send_queue_bytes < self.max_frame_bytes // 64:
+            raise ValueError("net: max_frame_bytes must be >= 16 KiB and send_queue_bytes not tiny")

@@ -442,3 +442,12 @@ async def test_a_large_frame_arriving_slowly_keeps_the_link_alive() -> None:
             assert reply.req_id == 3 and len(reply.payload) == 256 * 600
             n.cancel_scope.cancel()
         assert b.stats["links_closed_dead"] == 0
+
+
+def test_net_params_are_checked() -> None:
+    NetParams(bootstrap=["ws://10.0.0.1:7700", "ws://[::1]:7700"])
+    for kw, word in [(dict(network=""), "network"), (dict(bootstrap=["10.0.0.1:7700"]), "bootstrap"),
+                     (dict(dead_after_s=1.0, ping_interval_s=2.0), "dead_after_s"), (dict(send_queue_frames=0), "send_queue"),
+                     (dict(pex_records=64), "pex_records"), (dict(listen_port=70000), "listen_port")]:
+        with pytest.raises(ValueError, match=word):
+            NetParams(**kw)
