@@ -199,6 +199,7 @@ class Harness:
                              "heartbeat_interval_s": 1.0, "host_fingerprint": f"harness-remote-{i}"},
                 "net": {"bootstrap": [target]},
             })
+            e.extra["miner_addr"] = target
             e.start()
             self._wait_listen(e)
 
@@ -242,16 +243,22 @@ class Harness:
             return
         duration = self.hp.duration
         if not self.faults:
-            for n in self.nodes:
-                self.topology.netem(n.extra["index"], self.hp.netem_delay_ms, self.hp.netem_loss_pct)
-            self.faults.append({"at_s": round(elapsed, 1), "fault": f"netem delay {self.hp.netem_delay_ms} ms loss {self.hp.netem_loss_pct}% on every host"})
+            errors = {self.topology.netem(n.extra["index"], self.hp.netem_delay_ms, self.hp.netem_loss_pct) for n in self.nodes} - {None}
+            if errors:
+                self.faults.append({"at_s": round(elapsed, 1), "fault": "netem not applied: " + "; ".join(sorted(errors))})
+                self.console.print(f"[yellow]netem unavailable, continuing with link cuts only:[/] {'; '.join(sorted(errors))}")
+            else:
+                self.faults.append({"at_s": round(elapsed, 1), "fault": f"netem delay {self.hp.netem_delay_ms} ms loss {self.hp.netem_loss_pct}% on every host"})
         victim = next((n for n in self.nodes if n.role == "miner" and n.kind == "honest"), None)
         if victim is None:
             return
         cut_at, heal_at = duration * 0.3, duration * 0.5
         if elapsed >= cut_at and not any(f.get("cut") for f in self.faults):
             self.topology.cut(victim.extra["index"])
-            self.faults.append({"at_s": round(elapsed, 1), "fault": f"link of {victim.name} cut", "cut": victim.name, "wall_ms": int(time.time() * 1000)})
+            addr = (victim.status() or {}).get("listen")
+            behind = [victim.name] + [n.name for n in self.nodes if n.role == "executor" and n.extra.get("miner_addr") == addr]
+            self.faults.append({"at_s": round(elapsed, 1), "fault": f"link of {victim.name} cut", "cut": victim.name,
+                                "behind": behind, "wall_ms": int(time.time() * 1000)})
         if elapsed >= heal_at and not any(f.get("healed") for f in self.faults) and any(f.get("cut") for f in self.faults):
             self.topology.restore(victim.extra["index"])
             self.faults.append({"at_s": round(elapsed, 1), "fault": f"link of {victim.name} restored", "healed": victim.name, "wall_ms": int(time.time() * 1000)})

@@ -75,12 +75,17 @@ class NetnsTopology:
     def restore(self, i: int) -> None:
         _ip("-n", HUB, "link", "set", f"p{i}", "up")
 
-    def netem(self, i: int, delay_ms: float, loss_pct: float) -> None:
-        subprocess.run(
+    def netem(self, i: int, delay_ms: float, loss_pct: float) -> str | None:
+        """Add delay and loss on host i's link; returns None, or why it could not (e.g. a kernel
+        without sch_netem), so the run goes on with cuts only and the report says so."""
+        r = subprocess.run(
             ["ip", "netns", "exec", self.ns(i), "tc", "qdisc", "replace", "dev", "eth0", "root", "netem",
              "delay", f"{delay_ms}ms", "loss", f"{loss_pct}%"],
-            check=True, capture_output=True, text=True,
+            capture_output=True, text=True,
         )
+        if r.returncode != 0:
+            return (r.stderr.strip() or f"tc exited {r.returncode}") + " (is the sch_netem kernel module available?)"
+        return None
 
     def destroy(self) -> None:
         for ns in [HUB] + [self.ns(i) for i in range(self.hosts)]:

@@ -111,6 +111,7 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
     rejected = {n.name: (n.status() or {}).get("agreement", {}).get("rejected_verdicts", 0)
                 for n in harness.nodes if n.role == "validator" and n.kind == "honest"}
     return {
+        "faults": list(getattr(harness, "faults", [])),
         "started_at": t_start,
         "agreed_scores": agreed,
         "validator_cheaters": validator_cheats,
@@ -133,8 +134,49 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
     }
 
 
+FAULT_GRACE_MS = (15_000, 20_000)  # a challenge may start this long before a cut, and end this long after the heal
+# Unreachable or slowed by the cut (TCP's retransmission backoff outlasts the heal by seconds).
+UNAVAILABLE = ("missing-commitment", "late-commitment", "missing-openings", "late-openings", "co-scheduled-timeout",
+               "slow-for-profile")
+
+
+def excuse_faults(report: dict) -> None:
+    """Multi-host mode cuts a miner's link on purpose: failures of the executors behind it, of the
+    unavailable kind and inside the cut (with grace), are the fault's doing. They are moved out of
+    the honest tally into report["fault_induced"], and the report says whether those executors
+    passed again after the heal (the mesh healed) - nothing else is excused."""
+    cut = next((f for f in report.get("faults", []) if f.get("cut")), None)
+    if cut is None:
+        return
+    healed = next((f for f in report["faults"] if f.get("healed")), None)
+    lo = cut["wall_ms"] - FAULT_GRACE_MS[0]
+    hi = (healed["wall_ms"] if healed else float("inf")) + FAULT_GRACE_MS[1]
+    behind = set(cut.get("behind", [cut["cut"]]))
+    excused, after = [], []
+    for d in report["verdicts"]:
+        if d.get("executor_node") not in behind or d.get("validator_kind", "honest") != "honest":
+            continue
+        if not d.get("passed") and lo <= d.get("created_ms", 0) <= hi and all(r.startswith(UNAVAILABLE) for r in d.get("reasons", [])):
+            excused.append(d)
+        elif healed and d.get("created_ms", 0) > healed["wall_ms"]:
+            after.append(d)
+    for d in excused:
+        slot = report["by_node"][d["executor_node"]]
+        slot["verdicts"] -= 1
+        for r in d["reasons"]:
+            slot["failed_reasons"][r] -= 1
+            if not slot["failed_reasons"][r]:
+                del slot["failed_reasons"][r]
+    report["fault_induced"] = {
+        "behind_the_cut": sorted(behind), "excused_failures": len(excused),
+        "reasons": sorted({r for d in excused for r in d["reasons"]}),
+        "verdicts_after_heal": len(after), "passed_after_heal": sum(1 for d in after if d.get("passed")),
+    }
+
+
 def evaluate(report: dict) -> tuple[bool, list[str]]:
     problems: list[str] = []
+    excuse_faults(report)
     honest_nodes = {o["node"] for o in report["executors"].values() if o["kind"] == "honest"}
     by_node = report["by_node"]
     honest_total = honest_passed = 0
@@ -183,6 +225,9 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
         for eid, a in report["agreed_scores"].items():
             if a["kind"] == "honest" and a["score"] is not None and a["score"] < 0.5:
                 problems.append(f"honest {a['node']} has agreed score {a['score']}")
+    fi = report.get("fault_induced")
+    if fi and any(f.get("healed") for f in report.get("faults", [])) and not fi["passed_after_heal"]:
+        problems.append(f"the mesh did not heal: no passing verdict for {', '.join(fi['behind_the_cut'])} after the link came back")
     for d in report["verdicts"]:
         if d.get("kind") == "ledger":
             problems.append(f"{d['validator']}: {d['reasons'][0]}")
