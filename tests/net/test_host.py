@@ -124,6 +124,7 @@ async def test_request_dials_a_known_peer_that_is_not_connected() -> None:
         if c.peer_id in a.connected_peers():  # the connection manager may have dialled already
             a._conns[c.peer_id].close("test")
             await wait_for(lambda: c.peer_id not in a.connected_peers())
+        assert a.reachable(c.peer_id) and not a.reachable(Identity.generate().peer_id)
         assert await a.request(c.peer_id, "echo", b"123", timeout=3) == b"321"
         assert c.peer_id in a.connected_peers()
 
