@@ -223,7 +223,12 @@ class Host:
             "dialing": len(self._dialing),
             "peer_store": len(self.peerstore),
             "queued_frames": sum(c._recv_ch.statistics().current_buffer_used for c in conns),
+            "queued_bytes": sum(c.queued_bytes for c in conns),
         }
+        rtts = sorted(c.rtt_s for c in conns if c.rtt_s is not None)
+        if rtts:  # keepalive round trips: median and worst link
+            out["rtt_ms_median"] = round(rtts[len(rtts) // 2] * 1000, 2)
+            out["rtt_ms_max"] = round(rtts[-1] * 1000, 2)
         out.update(sorted(self.stats.items()))
         try:
             out["gossip"] = self.gossip.stats_dict()

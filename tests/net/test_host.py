@@ -72,6 +72,9 @@ async def test_two_hosts_connect_and_see_each_other() -> None:
         assert len(a.connected_peers()) == 1 and a.stats["links_opened"] == 1
         # each learned the other's signed peer record through peer exchange
         await wait_for(lambda: a.peerstore.get(b.peer_id) is not None and a.peerstore.get(b.peer_id).record)
+        await wait_for(lambda: "rtt_ms_median" in a.stats_dict())  # keepalive pings are answered
+        st = a.stats_dict()
+        assert st["peers"] == 1 and st["outbound"] == 1 and st["rtt_ms_max"] < 1000 and "gossip" in st
 
 
 async def test_request_response_errors_and_timeouts() -> None:
