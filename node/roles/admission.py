@@ -101,3 +101,49 @@ class ValidatorSetBook:
             "validators": sorted(self.members(now_ms)),
             "refused": self.stats.refused,
         }
+
+
+def sign_main(args) -> int:
+    """``gpow admission sign``: the authority signs the set of admitted validators."""
+    import sys
+    import time
+    from pathlib import Path
+
+    from node.identity import IdentityError, load_key_file, public_key_from_peer_id
+    from node.wire.envelope import Signer
+
+    try:
+        authority = load_key_file(Path(args.key))
+        for v in args.validator:
+            public_key_from_peer_id(v)  # refuse a typo before it locks a validator out
+    except IdentityError as exc:
+        print(f"gpow admission sign: {exc}", file=sys.stderr)
+        return 2
+    expires = int(time.time() * 1000 + args.ttl_days * 86_400_000)
+    raw = Signer(authority).seal(ValidatorSet(version=args.version, validators=sorted(set(args.validator)), expires_ms=expires))
+    Path(args.out).write_bytes(raw)
+    print(f"validator set v{args.version}: {len(set(args.validator))} validators, signed by {authority.peer_id}, "
+          f"expires in {args.ttl_days:g} days -> {args.out}")
+    return 0
+
+
+def show_main(args) -> int:
+    """``gpow admission show``: check a signed validator set and print it."""
+    import json
+    import sys
+    import time
+    from pathlib import Path
+
+    from node.wire import WireError, decode_envelope
+
+    try:
+        env = decode_envelope(Path(args.file).read_bytes(), expect=ValidatorSet)
+        book = ValidatorSetBook(authority=args.authority or env.sender)
+        book.offer(env, int(time.time() * 1000))
+    except (OSError, WireError, AdmissionError) as exc:
+        print(f"gpow admission show: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    body: ValidatorSet = env.body
+    print(json.dumps({"signed_by": env.sender, "version": body.version, "expires_ms": body.expires_ms,
+                      "validators": body.validators}, indent=1))
+    return 0

@@ -26,7 +26,7 @@ from node.wire.messages import BeaconReveal, ValidatorSet, Verdict
 
 log = logging.getLogger("gpow.agreement")
 
-REPUBLISH_SET_S = 30.0
+PULL_SET_S = 1.0  # how often a node with an authority but no set yet asks its peers
 
 
 class Agreement:
@@ -48,6 +48,7 @@ class Agreement:
         host.gossip.subscribe(C.TOPIC_VALIDATOR_SET, self._on_set, self._validate_set, check_freshness=False)
         host.gossip.subscribe(C.TOPIC_BEACON, self._on_beacon, self._validate_beacon)
         host.gossip.subscribe(C.TOPIC_VERDICT, self._on_verdict, self._validate_verdict)
+        host.set_handler(C.PROTO_VALIDATOR_SET, self._serve_set)
 
     # ---- rounds ------------------------------------------------------------------------------
 
@@ -87,18 +88,39 @@ class Agreement:
     def _on_set(self, env: Envelope) -> None:
         pass  # taken in _validate_set, so a newer set counts before it is forwarded
 
+    async def _serve_set(self, peer_id: str, payload: bytes) -> bytes:
+        if not self.book.current_raw:
+            raise LookupError("no validator set here")
+        return self.book.current_raw
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Re-gossip the validator set we hold, so late joiners learn it."""
+        """Load the set file (and gossip it); without a set, ask connected peers for theirs, since
+        a node that joins after the last update has seen no gossip of it."""
         try:
             self.load_set_file()
         except (OSError, WireError, AdmissionError) as exc:
             raise SystemExit(f"[admission] set_file {self.set_file}: {exc}") from None
         task_status.started()
+        if self.book.current_raw:
+            self.host.gossip.publish_raw(C.TOPIC_VALIDATOR_SET, self.book.current_raw)
         while True:
-            if self.book.current_raw:
-                # The authority's own signed bytes travel unchanged; we only relay them.
-                self.host.gossip.publish_raw(C.TOPIC_VALIDATOR_SET, self.book.current_raw)
-            await trio.sleep(REPUBLISH_SET_S)
+            if self.book.authority and self.book.current is None:
+                await self._pull_set()
+            await trio.sleep(PULL_SET_S)
+
+    async def _pull_set(self) -> None:
+        from node.net.errors import NetError
+
+        for peer in list(self.host.connected_peers())[:4]:
+            try:
+                raw = await self.host.request(peer, C.PROTO_VALIDATOR_SET, b"", timeout=5.0)
+                self.book.offer(decode_envelope(raw, expect=ValidatorSet, max_bytes=1 << 20), self.wall_ms())
+            except (NetError, WireError) as exc:
+                log.debug("no validator set from peer", extra={"fields": {"peer": peer[-8:], "error": str(exc)}})
+            except AdmissionError as exc:
+                self.host.gossip.penalize(peer, P.MALFORMED, f"validator set: {exc.reason}")
+            if self.book.current is not None:
+                return
 
     # ---- beacon ------------------------------------------------------------------------------
 

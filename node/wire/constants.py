@@ -37,4 +37,5 @@ KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 CHALLENGE_ID_BYTES = 16
 PROTO_PROOF = "gpow/proof/1"
+PROTO_VALIDATOR_SET = "gpow/validator-set/1"
 SIG_DOMAIN_BEACON = b"gpow.beacon.v1\x00"
