@@ -151,7 +151,9 @@ class Node:
         """The connected peer whose address is our configured miner (its id is learned at handshake)."""
         want = self.cfg.executor.miner.rstrip("/")
         for pid, info in self.host.connected_peers().items():
-            if info.role == "miner" and want in [a.rstrip("/") for a in info.listen_addrs]:
+            # Only a link we dialled ourselves to that address proves it is our miner: listen
+            # addresses in a Hello are claims, and an inbound peer could claim anything.
+            if info.role == "miner" and info.outbound and want in [a.rstrip("/") for a in info.listen_addrs]:
                 if self._remote is not None:
                     self._remote.service.miner_id = pid
                 return pid
