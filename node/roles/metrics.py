@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 
 class NodeCollector:
@@ -15,21 +15,40 @@ class NodeCollector:
 
     def collect(self):
         st = self.node.status()
-        g = GaugeMetricFamily("gpow_peers", "connected peers")
-        g.add_metric([], len(st.get("peers", {})))
+        role = st.get("role", "node")
+        g = GaugeMetricFamily("gpow_peers", "connected peers", labels=["role"])
+        for r in ("validator", "miner", "executor"):
+            g.add_metric([r], sum(1 for p in st.get("peers", {}).values() if p.get("role") == r))
         yield g
-        for section in ("net",):
-            for key, value in (st.get(section) or {}).items():
-                if isinstance(value, (int, float)):
-                    m = GaugeMetricFamily(f"gpow_{section}_{key}", f"{section} {key}")
+        # Counts since start are counters; everything else a gauge.
+        for section, stats in (("net", st.get("net") or {}), (role, (st.get(role) or {}).get("stats") or {})):
+            for key, value in stats.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    continue
+                name = f"gpow_{section}_{key}"
+                if isinstance(value, int):
+                    c = CounterMetricFamily(name, f"{section} {key}")
+                    c.add_metric([], value)
+                    yield c
+                else:
+                    m = GaugeMetricFamily(name, f"{section} {key}")
                     m.add_metric([], value)
                     yield m
-        role = st.get(st.get("role", ""), {}) or {}
-        for key, value in (role.get("stats") or {}).items():
-            if isinstance(value, (int, float)):
-                m = GaugeMetricFamily(f"gpow_{st['role']}_{key}", f"{st['role']} {key}")
-                m.add_metric([], value)
-                yield m
+        v = st.get("validator") or {}
+        if v:
+            g = GaugeMetricFamily("gpow_validator_in_flight_groups", "challenge groups in flight")
+            g.add_metric([], v.get("in_flight_groups", 0))
+            yield g
+            g = GaugeMetricFamily("gpow_validator_executors", "executors known from rosters")
+            g.add_metric([], len(v.get("executors", {})))
+            yield g
+        agreed = (st.get("agreement") or {}).get("agreed_scores", {})
+        if agreed:
+            g = GaugeMetricFamily("gpow_agreed_score", "an executor's agreed (median) score", labels=["executor"])
+            for eid, a in agreed.items():
+                if a.get("score") is not None:
+                    g.add_metric([eid], a["score"])
+            yield g
 
 
 async def serve_metrics(node, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -90,3 +90,27 @@ async def test_full_flow_validators_miners_remote_executor(tmp_path):
         await wait_for(lambda: x0_id not in m0.service.remote, 5, "miner to drop the executor")
         await wait_for(lambda: x0_id not in known(v0), 10, "validator to forget the executor")
         nursery.cancel_scope.cancel()
+
+
+async def test_metrics_endpoint_serves_prometheus_text(tmp_path):
+    import socket
+
+    write_profiles(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        v = await start(nursery, make_cfg(tmp_path, "v", "validator", [], node={"metrics_port": port}))
+        m = await start(nursery, make_cfg(tmp_path, "m", "miner", [v.host.listen_addr]))
+        await wait_for(lambda: v.service.stats.verdicts >= 1, 20, "a verdict")
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+        text = data.decode()
+        assert text.startswith("HTTP/1.0 200 OK")
+        assert 'gpow_peers{role="miner"} 1.0' in text
+        assert "gpow_validator_verdicts_total" in text and "gpow_validator_in_flight_groups" in text
+        assert m.service is not None
+        nursery.cancel_scope.cancel()
