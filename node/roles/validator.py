@@ -290,7 +290,7 @@ class ValidatorService:
         # can arrive through gossip before peer exchange has told us the miner's address).
         banned = {e for e, k in self.executors.items() if self._banned(k) or not self.host.reachable(k.miner_id)}
         due = sorted(
-            (e for e in self.executors.values() if not e.in_flight and e.executor_id not in banned and now - e.last_challenged >= self.params.challenge_interval_s),
+            (e for e in self.executors.values() if not e.in_flight and e.executor_id not in banned and now - e.last_challenged >= self.interval_for(e)),
             key=lambda e: e.last_challenged,
         )
         groups: list[list[KnownExecutor]] = []
@@ -311,6 +311,12 @@ class ValidatorService:
             taken.update(o.executor_id for o in group)
             groups.append(group)
         return groups
+
+    def interval_for(self, e: KnownExecutor) -> float:
+        """New executors are on probation: half as often (and smaller, see size_challenge), so a
+        swarm of fake identities cannot make a validator burn its CPU on them."""
+        probation = e.challenges < self.params.probation_challenges
+        return self.params.challenge_interval_s * (2.0 if probation else 1.0)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         for cid in self.ledger.resume(self.wall_ms()):

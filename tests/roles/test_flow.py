@@ -114,3 +114,23 @@ async def test_metrics_endpoint_serves_prometheus_text(tmp_path):
         assert "gpow_validator_verdicts_total" in text and "gpow_validator_in_flight_groups" in text
         assert m.service is not None
         nursery.cancel_scope.cancel()
+
+
+async def test_busy_executor_is_never_scored(tmp_path):
+    """Two validators challenge one executor at once: it proves one and answers the other with a
+    signed BUSY naming the challenge it runs; that challenge ends without a verdict."""
+    write_profiles(tmp_path)
+    long = {"cpu_memory_bytes": 64 * 64 * 1100}
+    fast = {"challenge_interval_s": 0.2, "concurrency": 1}
+    async with trio.open_nursery() as nursery:
+        v0 = await start(nursery, make_cfg(tmp_path, "v0", "validator", [], validator=fast))
+        v1 = await start(nursery, make_cfg(tmp_path, "v1", "validator", [v0.host.listen_addr], validator=fast))
+        m = await start(nursery, make_cfg(tmp_path, "m", "miner", [v0.host.listen_addr], miner=long))
+        await wait_for(lambda: v0.service.stats.busy + v1.service.stats.busy >= 2, 40, "BUSY answers")
+        await wait_for(lambda: v0.service.stats.verdicts >= 2 and v1.service.stats.verdicts >= 2, 40, "verdicts at both validators")
+        for v in (v0, v1):
+            failed = [r.reasons for r in v.ledger.verdicts() if not r.passed]
+            assert not failed, failed
+            assert v.ledger.executor_score(next(iter(m.service.local))) > 0
+        assert sum(e.stats["busy"] for e in m.service.local.values()) >= 2
+        nursery.cancel_scope.cancel()
