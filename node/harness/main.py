@@ -205,9 +205,12 @@ class Harness:
 
     def cpu_allowance(self) -> float:
         """The CPU profile's allowance: the configured one, times how many challenges share each
-        core at once (every executor in rounds mode; one per validator otherwise). The harness
+        core at once (every executor in rounds mode; a miner's group per validator otherwise). The harness
         runs every node on one machine, so an honest executor is slowed by the others' work."""
-        concurrent = self.expected_executors() if self.hp.rounds else self.hp.validators + len(self.hp.validator_cheaters())
+        validators = self.hp.validators + len(self.hp.validator_cheaters())
+        # one co-scheduled group (all of a miner's executors) per validator at a time, or everyone in rounds
+        group = max(self.hp.executors_per_miner + (self.hp.remote_executors > 0), 2 if self.hp.miner_cheaters() else 1)
+        concurrent = self.expected_executors() if self.hp.rounds else validators * group
         return self.hp.cpu_allowance * max(1.0, concurrent / (os.cpu_count() or 1))
 
     def expected_executors(self) -> int:
