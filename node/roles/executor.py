@@ -74,7 +74,7 @@ class PoolBudget:
 
     async def reserve(self, nbytes: int) -> None:
         if nbytes > self.capacity:
-            raise EngineCapacityError(f"the pool needs {nbytes} bytes but this executor has {self.capacity}")
+            raise EngineCapacityError(nbytes, self.capacity, 0, what="the executor's declared memory")
         async with self._changed:
             while self.used + nbytes > self.capacity:
                 await self._changed.wait()

@@ -59,3 +59,14 @@ async def test_executor_refuses_a_challenge_from_outside_the_set():
         await service.on_challenge(Signer(outsider).seal(body))
     assert exc.value.reason == "unadmitted-validator"
     assert book.stats.refused == 1
+
+
+async def test_pool_budget_refuses_a_pool_larger_than_declared():
+    from node.pow.engine import EngineCapacityError
+    from node.roles.executor import PoolBudget
+
+    budget = PoolBudget(1000)
+    with pytest.raises(EngineCapacityError, match="declared memory"):
+        await budget.reserve(1001)
+    await budget.reserve(600)
+    assert budget.used == 600
