@@ -95,8 +95,12 @@ class Node:
             devices = mp.gpu_devices or visible_gpus()
             if not devices:
                 raise RuntimeError("engine = gpu but no CUDA device is visible (use --engine cpu for development)")
-            idents = [load_or_create_key_file(self.data_dir / f"executor-{d}.key") for d in devices]
-            executors = make_gpu_executors(idents, self.identity.peer_id, devices, admission=self.admission)
+            if cheat == "shared-gpu":
+                executors = self._shared_gpu_executors(devices[0])
+            else:
+                idents = [load_or_create_key_file(self.data_dir / f"executor-{d}.key") for d in devices]
+                executors = make_gpu_executors(idents, self.identity.peer_id, devices, admission=self.admission,
+                                               behaviour=make_behaviour(cheat))
         else:
             count = max(mp.cpu_executors, 2 if cheat in ("shared-gpu", "wrong-executor") else 1)
             shared_engine = make_cpu_engine(mp.cpu_memory_bytes) if cheat == "shared-gpu" else None
@@ -120,6 +124,24 @@ class Node:
         route_cheat = "wrong-executor" if cheat == "wrong-executor" else ""
         return MinerService(self.host, executors, roster_interval_s=mp.roster_interval_s,
                             heartbeat_timeout_s=mp.heartbeat_timeout_s, route_cheat=route_cheat)
+
+    def _shared_gpu_executors(self, device: int) -> list[ExecutorService]:
+        """Testing only: two executor identities backed by one GPU (one engine, one lock, one
+        memory budget); the second reports a made-up GPU UUID, as a cheater would."""
+        from node.gpu.engine import GpuEngine
+        from node.gpu.facts import gpu_facts
+
+        engine, f = GpuEngine(device_id=device), gpu_facts(device)
+        lock, budget = trio.Lock(), PoolBudget(engine.memory_budget_bytes())
+        out = []
+        for i in range(2):
+            ident = load_or_create_key_file(self.data_dir / f"executor-shared-{i}.key")
+            facts = GpuFacts(engine="gpu", gpu_model=f.model, memory_bytes=engine.memory_budget_bytes(),
+                             gpu_uuid=f.uuid if i == 0 else f"GPU-{ident.peer_id[-12:]}", pci_bus_id=f.pci_bus_id,
+                             host_fingerprint=host_fingerprint())
+            out.append(ExecutorService(ident, self.identity.peer_id, engine, facts, admission=self.admission,
+                                       lock=lock, budget=budget))
+        return out
 
     def _build_validator(self):
         from node.roles.ledger import Ledger
