@@ -70,6 +70,11 @@ class MinerService:
         except WireError as exc:
             self.host.gossip.penalize(peer_id, P.SLIP, f"ping: {exc.reason}")
             raise
+        eid = env.body.executor_id
+        if eid in self.local:
+            return self.local[eid].signer.seal(Pong(nonce=env.body.nonce))
+        if eid in self.remote:
+            return await self.host.request(eid, C.PROTO_PING, payload, timeout=5.0)
         return self.signer.seal(Pong(nonce=env.body.nonce))
 
     # ---- roster ------------------------------------------------------------------------------
@@ -205,6 +210,11 @@ class RemoteExecutorNode:
         self.registered = False
         host.set_handler(C.PROTO_CHALLENGE, lambda peer, payload: service.on_challenge(payload))
         host.set_handler(C.PROTO_REVEAL, lambda peer, payload: service.on_reveal(payload))
+        host.set_handler(C.PROTO_PING, self._on_ping)
+
+    async def _on_ping(self, peer_id: str, payload: bytes) -> bytes:
+        env = decode_envelope(payload, expect=Ping, now_ms=self.service.wall_ms())
+        return self.service.signer.seal(Pong(nonce=env.body.nonce))
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

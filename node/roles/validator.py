@@ -141,7 +141,7 @@ class ValidatorService:
         self._audit_tokens = float(params.audits_per_minute)
         self._audit_send, self._audit_recv = trio.open_memory_channel[Verdict | tuple](64)
         self.agreement = agreement
-        self.rtt: dict[str, float] = {}  # miner -> smoothed round-trip time of signed pings (s)
+        self.rtt: dict[str, float] = {}  # executor -> smoothed round-trip time of signed pings (s)
         self.lie = params.cheat.split(":", 1)[1] if params.cheat.startswith("lying-validator:") else ""
         host.gossip.subscribe(C.TOPIC_ROSTER, self._on_roster, self._validate_roster)
         if agreement is not None:
@@ -384,28 +384,33 @@ class ValidatorService:
             r = max(r + 1, sched.round_at(self.wall_ms()) + 1)
 
     async def _ping_loop(self) -> None:
-        """Measure the round trip to each miner with signed pings (the commit timer includes it)."""
+        """Measure the round trip to each executor with signed pings through its miner, the path a
+        challenge takes (the commit timer includes it; a fixed margin is allowed for it)."""
         warned: set[str] = set()
         while True:
-            for miner in {e.miner_id for e in self.executors.values()}:
+            for e in list(self.executors.values()):
+                if not self.host.reachable(e.miner_id):
+                    continue
                 nonce = int.from_bytes(os.urandom(7), "big")
                 t0 = self.clock()
-                failure, raw = await self._request(miner, C.PROTO_PING, self.signer.seal(Ping(nonce=nonce)), 5.0)
+                ping = self.signer.seal(Ping(nonce=nonce, executor_id=e.executor_id))
+                failure, raw = await self._request(e.miner_id, C.PROTO_PING, ping, 5.0)
                 if failure is not None:
                     continue
                 try:
                     env = decode_envelope(raw, expect=Pong, now_ms=self.wall_ms())
                 except WireError:
                     continue
-                if env.sender != miner or env.body.nonce != nonce:
+                if env.sender != e.executor_id or env.body.nonce != nonce:
                     continue
                 rtt = self.clock() - t0
-                self.rtt[miner] = rtt if miner not in self.rtt else 0.8 * self.rtt[miner] + 0.2 * rtt
-                if self.rtt[miner] > self.params.rtt_margin_s and miner not in warned:
-                    warned.add(miner)
-                    log.warning("round trip to a miner exceeds the configured margin: its timings are unfair to it",
-                                extra={"fields": {"miner": miner[-8:], "rtt_s": round(self.rtt[miner], 3), "margin_s": self.params.rtt_margin_s}})
-            await trio.sleep(5.0)
+                eid = e.executor_id
+                self.rtt[eid] = rtt if eid not in self.rtt else 0.8 * self.rtt[eid] + 0.2 * rtt
+                if self.rtt[eid] > self.params.rtt_margin_s and eid not in warned:
+                    warned.add(eid)
+                    log.warning("round trip to an executor exceeds the configured margin: its timings are unfair to it",
+                                extra={"fields": {"executor": eid[-8:], "rtt_s": round(self.rtt[eid], 3), "margin_s": self.params.rtt_margin_s}})
+            await trio.sleep(5.0 if set(self.executors) <= set(self.rtt) else 1.0)  # new executors: soon
 
     async def _refill_audit_tokens(self) -> None:
         while True:
@@ -702,6 +707,6 @@ class ValidatorService:
                 for eid, e in self.executors.items()
             },
             "in_flight_groups": self._in_flight,
-            "rtt_s": {m[-8:]: round(v, 4) for m, v in self.rtt.items()},
+            "rtt_s": {e[-8:]: round(v, 4) for e, v in self.rtt.items()},
             "stats": {k: v for k, v in vars(self.stats).items()},
         }

@@ -69,6 +69,9 @@ class Goodbye:
 class Ping:
     TYPE: ClassVar[str] = "ping"
     nonce: int = fld(min=0, max=U63)
+    # A validator timing an executor names it: its miner has it answer (relaying to a remote one),
+    # so the round trip measured is the one a challenge takes. Empty: the peer itself answers.
+    executor_id: str = fld(max_len=64, default="")
 
 
 @message

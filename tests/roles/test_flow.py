@@ -134,3 +134,17 @@ async def test_busy_executor_is_never_scored(tmp_path):
             assert v.ledger.executor_score(next(iter(m.service.local))) > 0
         assert sum(e.stats["busy"] for e in m.service.local.values()) >= 2
         nursery.cancel_scope.cancel()
+
+
+async def test_validator_times_executors_with_signed_pings(tmp_path):
+    """Pings travel the challenge's path: through the miner, answered (signed) by the executor,
+    a remote one included."""
+    write_profiles(tmp_path)
+    async with trio.open_nursery() as nursery:
+        v = await start(nursery, make_cfg(tmp_path, "v", "validator", []))
+        m = await start(nursery, make_cfg(tmp_path, "m", "miner", [v.host.listen_addr]))
+        x = await start(nursery, make_cfg(tmp_path, "x", "executor", [m.host.listen_addr], executor={"miner": m.host.listen_addr}))
+        want = {*m.service.local, x.identity.peer_id}
+        await wait_for(lambda: set(v.service.rtt) >= want, 20, "round trips to both executors")
+        assert all(0 < v.service.rtt[e] < 1.0 for e in want)
+        nursery.cancel_scope.cancel()
