@@ -14,6 +14,7 @@ import trio
 from node.config import NodeConfig
 from node.identity import Identity, load_or_create_key_file
 from node.roles.behaviours import make_behaviour
+from node.roles.runner import NodeStartError
 from node.roles.executor import ExecutorService, GpuFacts, PoolBudget, host_fingerprint
 
 log = logging.getLogger("gpow.node")
@@ -94,7 +95,7 @@ class Node:
         if mp.engine == "gpu":
             devices = mp.gpu_devices or visible_gpus()
             if not devices:
-                raise RuntimeError("engine = gpu but no CUDA device is visible (use --engine cpu for development)")
+                raise NodeStartError("engine = gpu but no CUDA device is visible (use --engine cpu for development)")
             if cheat == "shared-gpu":
                 executors = self._shared_gpu_executors(devices[0])
             else:

@@ -76,7 +76,37 @@ def run_main(args: argparse.Namespace) -> int:
         trio.run(run_node, cfg, identity)
     except KeyboardInterrupt:
         pass
+    except BaseExceptionGroup as group:
+        # Start-up refusals (no GPU, a port in use, a bad set file) are the user's to fix: one
+        # line, not a traceback. Anything else is a bug and keeps its traceback.
+        startup = _startup_error(group)
+        if startup is None:
+            raise
+        print(f"gpow run: {startup}", file=sys.stderr)
+        return 2
     return 0
+
+
+class NodeStartError(Exception):
+    """The node cannot start as configured; the message says what to change."""
+
+
+def _startup_error(group: BaseExceptionGroup) -> BaseException | None:
+    leaves = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    from node.net.errors import NetError
+
+    walk(group)
+    if len(leaves) == 1 and isinstance(leaves[0], (NodeStartError, NetError, OSError, SystemExit)):
+        return leaves[0]
+    return None
 
 
 async def run_node(cfg: NodeConfig, identity: Identity, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
