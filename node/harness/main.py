@@ -354,6 +354,9 @@ def harness_main(args: argparse.Namespace) -> int:
     console.print(("[green]PASS[/]" if ok else "[red]FAIL[/]") + f": {len(report['verdicts'])} verdicts, "
                   f"{report['summary']['honest_passed']}/{report['summary']['honest_verdicts']} honest passed, "
                   f"{report['summary']['cheaters_caught']}/{report['summary']['cheaters']} cheaters caught"
+                  + (f"; link cut: {fi['excused_failures']} failures of {', '.join(fi['behind_the_cut'])} during the cut, "
+                     f"{fi['passed_after_heal']}/{fi['verdicts_after_heal']} passed after the heal"
+                     if (fi := report.get("fault_induced")) else "")
                   + (f"; report {args.report}" if args.report else ""))
     if not args.workdir and ok:
         shutil.rmtree(workdir, ignore_errors=True)
