@@ -165,6 +165,9 @@ class ValidatorService:
         return out
 
     def _validate_roster(self, env: Envelope) -> str:
+        if not isinstance(env.body, Roster):  # any signed type can be published on any topic
+            self.stats.rosters_rejected += 1
+            return "reject"
         try:
             self._parse_roster(env)
         except WireError as exc:
