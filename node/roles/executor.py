@@ -252,6 +252,9 @@ class ExecutorService:
             raise ChallengeRefused(exc.reason, exc.message) from None
         body: Reveal = env.body
         active = self._active.get(body.challenge_id)
+        if (active is None or active.opened) and body.challenge_id in self._seen:
+            # Answered already: a validator reveals once, so a second reveal is a replay.
+            raise ChallengeRefused("replay", f"challenge {body.challenge_id.hex()} was already opened")
         if active is None or active.trace is None:
             raise ChallengeRefused("unknown-challenge", f"no committed challenge {body.challenge_id.hex()}")
         if env.sender != active.challenge.sender:

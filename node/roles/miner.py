@@ -144,6 +144,13 @@ class MinerService:
                 self._changed()
         return b""
 
+    def _penalize_refusal(self, peer_id: str, what: str, reason: str) -> None:
+        """An executor's refusal that the sender is to blame for (a replay, an unadmitted or wrong
+        validator) costs the sender score; its own state (capacity, expired) costs nothing."""
+        amount = P.for_refusal(reason)
+        if amount > 0:
+            self.host.gossip.penalize(peer_id, amount, f"{what}: {reason}")
+
     # ---- routing -----------------------------------------------------------------------------
 
     def _route(self, executor_id: str) -> str:
@@ -168,7 +175,11 @@ class MinerService:
             self._routes.pop(next(iter(self._routes)))
         self.stats["challenges_routed"] += 1
         if target in self.local:
-            return await self.local[target].on_challenge(payload)
+            try:
+                return await self.local[target].on_challenge(payload)
+            except ChallengeRefused as exc:
+                self._penalize_refusal(peer_id, "challenge", exc.reason)
+                raise
         if target in self.remote:
             timeout = max(0.1, (body.commit_deadline_ms - self.wall_ms()) / 1000 + 1.0)
             return await self.host.request(target, C.PROTO_CHALLENGE, payload, timeout=timeout)
@@ -186,7 +197,11 @@ class MinerService:
             raise ChallengeRefused("unknown-challenge", "no challenge with this id was routed here")
         self.stats["reveals_routed"] += 1
         if target in self.local:
-            return await self.local[target].on_reveal(payload)
+            try:
+                return await self.local[target].on_reveal(payload)
+            except ChallengeRefused as exc:
+                self._penalize_refusal(peer_id, "reveal", exc.reason)
+                raise
         if target in self.remote:
             return await self.host.request(target, C.PROTO_REVEAL, payload, timeout=60.0)
         raise ChallengeRefused("unknown-executor", "the executor left before the reveal")

@@ -25,6 +25,7 @@ from node.pow.chain import sample_commit
 from node.pow.engine import ChallengeParams, max_steps_for
 from node.pow.openings import ProofFormatError, decode_openings
 from node.pow.verifier import verify
+from node.roles import penalties as P
 from node.roles import verdicts as R
 from node.roles.agreement import Agreement
 from node.roles.executor import challenge_hash
@@ -55,6 +56,8 @@ from node.wire.messages import (
 
 log = logging.getLogger("gpow.validator")
 
+# Verdict reasons that mean the miner delivered a forged, replayed or false signed answer.
+FORGED_ANSWERS = frozenset({R.FALSE_PROOF, R.REPLAY, R.WRONG_SIGNER, R.WRONG_EXECUTOR, R.BAD_SIGNATURE})
 ROSTER_LISTING_TTL_S = 60.0  # a miner whose roster has not listed an executor for this long no longer counts
 
 
@@ -291,6 +294,7 @@ class ValidatorService:
         """
         # Banned executors are not challenged, nor those whose miner we cannot reach yet (a roster
         # can arrive through gossip before peer exchange has told us the miner's address).
+        self.forget_unlisted(now)
         banned = {e for e, k in self.executors.items() if self._banned(k) or not self.host.reachable(k.miner_id)}
         due = sorted(
             (e for e in self.executors.values() if not e.in_flight and e.executor_id not in banned and now - e.last_challenged >= self.interval_for(e)),
@@ -314,6 +318,16 @@ class ValidatorService:
             taken.update(o.executor_id for o in group)
             groups.append(group)
         return groups
+
+    def forget_unlisted(self, now: float) -> None:
+        """Forget executors that no roster has listed for ROSTER_LISTING_TTL_S (miners re-gossip
+        theirs every roster_interval_s): a miner that vanished, or a throwaway identity that
+        published one roster, must not keep being challenged, nor be kept in memory, forever."""
+        for eid, known in list(self.executors.items()):
+            if not known.in_flight and now - known.seen_at > ROSTER_LISTING_TTL_S:
+                del self.executors[eid]
+                self.gpu_ids.deregister(eid, self.wall_ms())
+                log.info("executor forgotten: no roster lists it any more", extra={"fields": {"executor": eid[-8:]}})
 
     def interval_for(self, e: KnownExecutor) -> float:
         """New executors are on probation: half as often (and smaller, see size_challenge), so a
@@ -376,6 +390,7 @@ class ValidatorService:
             if self.params.cheat == "unadmitted-validator":
                 validators = frozenset({me})  # testing: behaves as if it alone were admitted
             await self._sleep_until_ms(sched.challenge_ms(r, beacon))
+            self.forget_unlisted(self.clock())
             mine = [
                 e for e in self.executors.values()
                 if not e.in_flight and not self._banned(e) and self.host.reachable(e.miner_id)
@@ -474,6 +489,11 @@ class ValidatorService:
                 self.ledger.ban(e.miner_id, until, "false proof by one of its executors")
         for r in rec.reasons:
             self.stats.reasons[r] = self.stats.reasons.get(r, 0) + 1
+        forged = sorted({R.reason_kind(r) for r in rec.reasons} & FORGED_ANSWERS)
+        if forged and not self.lie:
+            # A signed answer that is forged, replayed or false: the miner that delivered it pays in
+            # gossip score too (the ban above keeps it from being challenged; this keeps it off the mesh).
+            self.host.gossip.penalize(e.miner_id, P.FORGERY, "answer: " + ",".join(forged))
         score = self.ledger.executor_score(e.executor_id)
         verdict = Verdict(
             challenge_id=bytes.fromhex(rec.challenge_id),
