@@ -1,0 +1,279 @@
+"""The GPU engine: the chain of spec pow-v1 on one CUDA device, pool held in device memory.
+
+Per step, all on one stream and with no host round trip: ``step_prep`` derives the 256 references
+from ``d_{t-1}`` (SHA-256 on the device) and the row salts (Philox); the product plus epilogue
+writes ``X_{t+1}`` into the pool; ``row_nodes`` hashes the 1 KiB leaves and each row's subtree, and
+``merkle_reduce`` folds the row nodes to ``d_{t+1}``. Only the ``T+1`` digests come back at the end.
+
+Two step variants, bit-identical (both are checked against the numpy reference engine):
+- ``cublas``: cuBLAS int8 GEMM (int32 out, cublasGemmEx) then a separate epilogue kernel;
+- ``fused``: kernels/step_mma.cu, int8 mma.sync with the epilogue applied from the accumulators.
+``auto`` picks the one measured faster on Hopper (see BENCHMARKS.md, "GPU engine").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import cupy as cp
+import numpy as np
+
+from node.pow import merkle, philox
+from node.pow.engine import ChallengeParams, EngineCapacityError, pool_bytes
+
+from node.gpu.kernels import FUSED_SMEM_BYTES, FUSED_TILE, PowKernels, pow_kernels
+
+__all__ = ["GpuEngine", "GpuTrace", "VARIANTS", "DEFAULT_RESERVE_BYTES", "CublasInt8"]
+
+VARIANTS = ("cublas", "fused")
+# Left free beside the budget: CUDA context, cuBLAS workspace, NVRTC. The validator fills 90% of
+# the declared budget with the pool, so the working buffers of a step fit in the other 10%.
+DEFAULT_RESERVE_BYTES = 1 << 30
+# Measured on the lent H100 (BENCHMARKS.md): the variant "auto" uses.
+AUTO_VARIANT = "cublas"
+
+_G, _RF = 64, 4
+
+
+class CublasInt8:
+    """Row-major ``C (int32) = X (int8) . B`` through cublasGemmEx, given ``Bt`` (B transposed).
+
+    In cuBLAS's column-major view the row-major buffers are transposes: C^T = B^T X^T, and the
+    buffer of Bt read column-major is B, so the call is op(A)=T on Bt, op(B)=N on X ("TN", the
+    layout cuBLAS's int8 tensor-core kernels prefer).
+    """
+
+    CUDA_R_8I = 3
+    CUDA_R_32I = 10
+    COMPUTE_32I = 72  # CUBLAS_COMPUTE_32I
+    OP_N, OP_T = 0, 1
+    GEMM_DEFAULT = -1
+
+    def __init__(self) -> None:
+        from cupy.cuda import cublas, device
+
+        self._cublas = cublas
+        self._handle = device.get_cublas_handle()
+        self._one = np.ones(1, dtype=np.int32)
+        self._zero = np.zeros(1, dtype=np.int32)
+        cublas.setPointerMode(self._handle, getattr(cublas, "CUBLAS_POINTER_MODE_HOST", 0))
+
+    def __call__(self, X: cp.ndarray, Bt: cp.ndarray, C: cp.ndarray) -> None:
+        n = X.shape[0]
+        self._cublas.gemmEx(
+            self._handle, self.OP_T, self.OP_N, n, n, n,
+            self._one.ctypes.data, Bt.data.ptr, self.CUDA_R_8I, n,
+            X.data.ptr, self.CUDA_R_8I, n,
+            self._zero.ctypes.data, C.data.ptr, self.CUDA_R_32I, n,
+            self.COMPUTE_32I, self.GEMM_DEFAULT,
+        )
+
+
+@dataclass(eq=False)
+class GpuTrace:
+    """A trace whose pool (all T+1 states and their row nodes) stays in device memory."""
+
+    params: ChallengeParams
+    device_id: int
+    states: Any  # cupy (T+1, n, n) int8
+    nodes: Any  # cupy (T+1, n, 32) uint8
+    digests: list[bytes]
+    root: bytes
+    timing: dict[str, float] = field(default_factory=dict)  # steps_s, step_s, total_s
+    variant: str = ""
+    _top_levels: list[list[bytes]] | None = field(default=None, repr=False)
+
+    def row(self, s: int, i: int) -> bytes:
+        with cp.cuda.Device(self.device_id):
+            return cp.asnumpy(self.states[s, i]).tobytes()
+
+    def row_nodes(self, s: int) -> np.ndarray:
+        with cp.cuda.Device(self.device_id):
+            return cp.asnumpy(self.nodes[s])
+
+    def top_levels(self) -> list[list[bytes]]:
+        if self._top_levels is None:
+            self._top_levels = merkle.build_levels(merkle.top_leaves(self.digests))
+        return self._top_levels
+
+
+def _u32(x: int) -> np.uint32:
+    return np.uint32(x & 0xFFFFFFFF)
+
+
+class GpuEngine:
+    """Engine protocol implementation on one CUDA device (see node.pow.engine.Engine)."""
+
+    kind = "gpu"
+
+    def __init__(
+        self,
+        device_id: int = 0,
+        variant: str = "auto",
+        memory_budget_bytes: int | None = None,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+    ) -> None:
+        if variant not in VARIANTS + ("auto",):
+            raise ValueError(f"variant must be one of {VARIANTS + ('auto',)}, got {variant!r}")
+        if cp.cuda.runtime.getDeviceCount() <= device_id:
+            raise RuntimeError(f"no CUDA device {device_id} (this host has {cp.cuda.runtime.getDeviceCount()})")
+        self.device_id = device_id
+        self.variant = variant
+        with cp.cuda.Device(device_id):
+            free, total = cp.cuda.runtime.memGetInfo()
+            self.total_bytes = int(total)
+            self._k: PowKernels = pow_kernels(device_id)  # compile now: fail at start, not mid-challenge
+            self._stream = cp.cuda.Stream(non_blocking=True)
+            self._gemm = CublasInt8()
+        if memory_budget_bytes is not None:
+            if memory_budget_bytes <= 0:
+                raise ValueError(f"memory_budget_bytes must be positive, got {memory_budget_bytes}")
+            self._budget = int(memory_budget_bytes)
+        else:
+            self._budget = max(0, int(free) - reserve_bytes)
+
+    # ---- sizing ---------------------------------------------------------------------------------
+
+    def memory_budget_bytes(self) -> int:
+        return self._budget
+
+    def variant_for(self, n: int) -> str:
+        v = AUTO_VARIANT if self.variant == "auto" else self.variant
+        if v == "fused" and (self._k.step_mma is None or n < FUSED_TILE):
+            return "cublas"  # the 128 x 128 tile needs n >= 128 and an sm_80+ device
+        return v
+
+    @staticmethod
+    def working_bytes(params: ChallengeParams) -> int:
+        """Device buffers beside the pool: the m transposed B matrices, one B being generated, the
+        int32 product (cuBLAS variant), Merkle scratch, references and salts."""
+        n2 = params.n * params.n
+        return params.m * n2 + n2 + 4 * n2 + params.n * 32 + params.n * 4 + 4096
+
+    def largest_T(self, n: int, m: int, budget: int | None = None) -> int:
+        """The largest T whose pool and working buffers fit ``budget`` (default: this engine's)."""
+        b = self._budget if budget is None else budget
+        probe = ChallengeParams(bytes(32), bytes(32), bytes(32), n, 1, m)
+        per_state = n * n + n * 32
+        return max(0, (b - self.working_bytes(probe)) // per_state - 1)
+
+    def check_fits(self, params: ChallengeParams) -> None:
+        needed = pool_bytes(params.n, params.T) + self.working_bytes(params)
+        if needed > self._budget:
+            raise EngineCapacityError(
+                needed, self._budget, self.largest_T(params.n, params.m),
+                what=f"GPU {self.device_id}'s memory budget (n={params.n}, T={params.T}, m={params.m})",
+            )
+
+    # ---- pieces, also used by the benchmark -----------------------------------------------------
+
+    def _philox_matrix(self, out: cp.ndarray, key: tuple[int, int], tag: int, id_: int) -> None:
+        nblocks = out.size // 16
+        threads = 256
+        blocks = min((nblocks + threads - 1) // threads, 65535 * 8)
+        self._k.philox_stream((blocks,), (threads,), (out, np.uint64(nblocks), _u32(tag), _u32(id_), _u32(key[0]), _u32(key[1])))
+
+    def _transpose(self, B: cp.ndarray, Bt: cp.ndarray) -> None:
+        n = B.shape[0]
+        self._k.transpose_i8((n // 32, n // 32), (32, 8), (B, Bt, _u32(n)))
+
+    def hash_state(self, X: cp.ndarray, nodes: cp.ndarray, digest: cp.ndarray, scratch: cp.ndarray) -> None:
+        """Row nodes of state ``X`` into ``nodes`` (n, 32) and ``d`` into ``digest`` (32,)."""
+        n = X.shape[0]
+        cs = merkle.chunk_size(n)
+        nleaves = n * n // cs
+        per_row = n // cs
+        threads = 128
+        self._k.row_nodes(((nleaves + threads - 1) // threads,), (threads,),
+                          (X, nodes, _u32(nleaves), _u32(cs), _u32(per_row)), shared_mem=threads * 32)
+        src, count, ping = nodes, n, 0
+        while count > 1:
+            t = min(256, count // 2)
+            blocks = count // (2 * t)
+            dst = digest if blocks == 1 else scratch[ping]
+            self._k.merkle_reduce((blocks,), (t,), (src, dst, _u32(count)), shared_mem=t * 32)
+            src, count, ping = dst, blocks, ping ^ 1
+
+    def step_prep(self, d_prev: cp.ndarray, t: int, n: int, key: tuple[int, int], refs: cp.ndarray, salt: cp.ndarray) -> None:
+        threads = 256
+        blocks = (max(n, _G * _RF) + threads - 1) // threads
+        self._k.step_prep((blocks,), (threads,), (d_prev, _u32(t), _u32(n), _u32(key[0]), _u32(key[1]), refs, salt))
+
+    def step_cublas(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
+                    out: cp.ndarray, A: cp.ndarray) -> None:
+        n = X.shape[0]
+        self._gemm(X, Bt, A)
+        groups = n * n // 16
+        self._k.epilogue(((groups + 255) // 256,), (256,), (A, pool, refs, salt, out, _u32(n)))
+
+    def step_fused(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
+                   out: cp.ndarray, out32: cp.ndarray | None = None) -> None:
+        n = X.shape[0]
+        grid = (n // FUSED_TILE, n // FUSED_TILE)
+        o32 = out32 if out32 is not None else np.uint64(0)
+        self._k.step_mma(grid, (256,), (X, Bt, pool, refs, salt, out, o32, _u32(n)), shared_mem=FUSED_SMEM_BYTES)
+
+    # ---- the chain ------------------------------------------------------------------------------
+
+    def prove(
+        self, params: ChallengeParams, progress: Callable[[int, int], None] | None = None,
+        state_hook: Callable[[int, Any], None] | None = None,
+    ) -> GpuTrace:
+        """Run the chain. ``state_hook(t+1, X_{t+1})`` (tests and cheater models only) may change
+        a new state on the device before it is hashed."""
+        self.check_fits(params)
+        n, T, m = params.n, params.T, params.m
+        key = params.philox_key()
+        variant = self.variant_for(n)
+        t_start = time.perf_counter()
+        try:
+            with cp.cuda.Device(self.device_id), self._stream:
+                states = cp.empty((T + 1, n, n), dtype=cp.int8)
+                nodes = cp.empty((T + 1, n, 32), dtype=cp.uint8)
+                dig = cp.zeros((T + 1, 32), dtype=cp.uint8)
+                Bts = cp.empty((m, n, n), dtype=cp.int8)
+                tmp = cp.empty((n, n), dtype=cp.int8)
+                for r in range(m):
+                    self._philox_matrix(tmp, key, philox.TAG_B, r)
+                    self._transpose(tmp, Bts[r])
+                del tmp
+                A = cp.empty((n, n), dtype=cp.int32) if variant == "cublas" else None
+                refs = cp.empty(_G * _RF * 2, dtype=cp.uint32)
+                salt = cp.empty(n, dtype=cp.uint32)
+                scratch = cp.empty((2, max(1, n // 512), 32), dtype=cp.uint8)
+                self._philox_matrix(states[0], key, philox.TAG_STATE, 0)
+                self.hash_state(states[0], nodes[0], dig[0], scratch)
+                ev0, ev1 = cp.cuda.Event(), cp.cuda.Event()
+                ev0.record()
+                for t in range(T):
+                    self.step_prep(dig[t - 1] if t else dig[0], t, n, key, refs, salt)
+                    if variant == "fused":
+                        self.step_fused(states[t], Bts[t % m], states, refs, salt, states[t + 1])
+                    else:
+                        self.step_cublas(states[t], Bts[t % m], states, refs, salt, states[t + 1], A)
+                    if state_hook is not None:
+                        state_hook(t + 1, states[t + 1])
+                    self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
+                    if progress is not None:
+                        progress(t + 1, T)  # enqueued; the device may still be running it
+                ev1.record()
+                digest_bytes = cp.asnumpy(dig)  # synchronises the stream
+                steps_s = cp.cuda.get_elapsed_time(ev0, ev1) / 1e3
+                del A, refs, salt, scratch, Bts
+        except cp.cuda.memory.OutOfMemoryError as exc:
+            cp.get_default_memory_pool().free_all_blocks()
+            raise EngineCapacityError(pool_bytes(n, T) + self.working_bytes(params), self._budget,
+                                      self.largest_T(n, m), what=f"GPU {self.device_id} at allocation ({exc})") from exc
+        digests = [digest_bytes[s].tobytes() for s in range(T + 1)]
+        total_s = time.perf_counter() - t_start
+        timing = {"steps_s": steps_s, "step_s": steps_s / T, "total_s": total_s}
+        return GpuTrace(params, self.device_id, states, nodes, digests, merkle.trace_root(digests), timing, variant)
+
+    def release(self, trace: GpuTrace) -> None:  # type: ignore[override]
+        if isinstance(trace, GpuTrace):
+            trace.states = None
+            trace.nodes = None
+            with cp.cuda.Device(self.device_id):
+                cp.get_default_memory_pool().free_all_blocks()

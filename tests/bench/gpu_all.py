@@ -1,0 +1,173 @@
+"""One device call: build the kernels, check the GPU engine bit-exact against the numpy reference
+engine (every spec vector, random parameters n = 64..8192, openings included, both variants), then
+time every variant beside bare cuBLAS and run a challenge that fills 90% of the declared memory.
+
+    PYTHONUNBUFFERED=1 python3 tests/bench/gpu_all.py --out $OUT/gpu_all.json [--quick]
+
+Prints a short table last; the JSON holds every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import cupy as cp  # noqa: E402
+
+from node.gpu.bench import bench_n, copy_bandwidth, memory_fill_run  # noqa: E402
+from node.gpu.engine import VARIANTS, GpuEngine  # noqa: E402
+from node.gpu.facts import gpu_facts  # noqa: E402
+from node.pow.cpu_engine import CpuEngine  # noqa: E402
+from node.pow.engine import ChallengeParams, EngineCapacityError  # noqa: E402
+from node.pow.openings import build_openings, encode_openings  # noqa: E402
+
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "pow-v1-vectors.json").read_text())
+
+
+def log(*a: object) -> None:
+    print(*a, flush=True)
+
+
+def check_exact(engine: GpuEngine, cpu: CpuEngine, params: ChallengeParams, k: int, reveal: bytes,
+                want_digests: list[str] | None = None, want_root: str | None = None) -> dict:
+    cpu_tr = cpu.prove(params)
+    res = {"n": params.n, "T": params.T, "m": params.m}
+    for v in VARIANTS:
+        engine.variant = v
+        if engine.variant_for(params.n) != v:
+            continue
+        tr = engine.prove(params)
+        ok = tr.digests == cpu_tr.digests and tr.root == cpu_tr.root
+        if want_digests is not None:
+            ok = ok and [d.hex() for d in tr.digests] == want_digests and tr.root.hex() == want_root
+        op_ok = encode_openings(build_openings(tr, reveal, k)) == encode_openings(build_openings(cpu_tr, reveal, k))
+        # Every state byte, not only the digests (cheap at these sizes).
+        states_ok = bool(np.array_equal(cp.asnumpy(tr.states), cpu_tr.states)) if params.n <= 2048 else None
+        res[v] = {"digests_root": ok, "openings": op_ok, "states": states_ok}
+        engine.release(tr)
+    engine.variant = "auto"
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "gpu_all.json"))
+    ap.add_argument("--quick", action="store_true", help="correctness only at small n, short timing")
+    ap.add_argument("--skip-exact", action="store_true")
+    ap.add_argument("--sizes", default="4096,8192")
+    a = ap.parse_args()
+    result: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cupy": cp.__version__}
+    t0 = time.perf_counter()
+    facts = gpu_facts(0)
+    result["facts"] = facts.to_dict()
+    log("facts:", result["facts"])
+    engine = GpuEngine(device_id=0)
+    result["build_s"] = time.perf_counter() - t0
+    log(f"kernels built in {result['build_s']:.1f} s; budget {engine.memory_budget_bytes() / 2**30:.2f} GiB")
+
+    def save() -> None:
+        with open(a.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+    # ---- bit-exactness ----
+    exact = []
+    if not a.skip_exact:
+        cpu = CpuEngine(memory_budget_bytes=100 << 30)
+        for c in VECTORS["chains"]:
+            p = ChallengeParams(bytes.fromhex(c["seed"]), bytes.fromhex(c["validator"]), bytes.fromhex(c["executor"]),
+                                c["n"], c["T"], c["m"])
+            r = check_exact(engine, cpu, p, c["k"], bytes.fromhex(c["reveal"]), c["digests"], c["root"])
+            r["vector"] = True
+            exact.append(r)
+            log("vector", r)
+        rng = np.random.default_rng(int(time.time()))
+        sizes = [(64, 9), (128, 7), (256, 6), (512, 5), (1024, 4), (2048, 3)]
+        if not a.quick:
+            sizes += [(4096, 3), (8192, 2)]
+        for n, T in sizes:
+            p = ChallengeParams(rng.bytes(32), rng.bytes(32), rng.bytes(32), n, T, int(rng.integers(1, 4)))
+            t1 = time.perf_counter()
+            r = check_exact(engine, cpu, p, 24, rng.bytes(32))
+            r["vector"] = False
+            r["s"] = time.perf_counter() - t1
+            exact.append(r)
+            log("random", r)
+            save()
+        # A state changed on the device before hashing must change the digests (the hook is live).
+        p = ChallengeParams(bytes(32), bytes(32), bytes(32), 128, 3, 1)
+        honest = engine.prove(p)
+
+        def flip(s: int, X: object) -> None:
+            if s == 2:
+                X[5, 7] += 1  # type: ignore[index]
+        bad = engine.prove(p, state_hook=flip)
+        result["hook_changes_digest"] = honest.digests[:2] == bad.digests[:2] and honest.digests[2] != bad.digests[2]
+        engine.release(honest)
+        engine.release(bad)
+        try:
+            engine.check_fits(ChallengeParams(bytes(32), bytes(32), bytes(32), 16384, 10**6, 1))
+            result["capacity_error"] = "not raised"
+        except EngineCapacityError as exc:
+            result["capacity_error"] = str(exc)
+        del cpu
+    result["exact"] = exact
+    flat = [x.get(v, {}) for x in exact for v in VARIANTS]
+    result["all_exact"] = bool(exact) and all(all(val in (True, None) for val in f.values()) for f in flat)
+    log("ALL EXACT:", result["all_exact"])
+    save()
+
+    # ---- timing ----
+    try:
+        result["copy_GBps"] = copy_bandwidth(engine)
+        sizes = [int(x) for x in a.sizes.split(",") if x]
+        result["bench"] = []
+        for n in sizes:
+            r = bench_n(engine, n, steps=16 if a.quick else 48)
+            result["bench"].append(r)
+            log("bench", json.dumps(r))
+            save()
+        # 90% of the declared memory, as the validator sizes a challenge.
+        result["fill"] = []
+        for r in result["bench"]:
+            best = min(r["step_s"].values())
+            engine.variant = min(r["step_s"], key=r["step_s"].get)
+            cp.get_default_memory_pool().free_all_blocks()
+            f = memory_fill_run(engine, r["n"], best)
+            result["fill"].append(f)
+            log("fill", f)
+            save()
+            if a.quick:
+                break
+        engine.variant = "auto"
+    except Exception:
+        result["timing_error"] = traceback.format_exc()
+        log(result["timing_error"])
+    save()
+
+    log("\n==== summary ====")
+    log(f"{facts.model} | cupy {cp.__version__} | all exact: {result['all_exact']} | copy {result.get('copy_GBps', 0):.0f} GB/s")
+    for r in result.get("bench", []):
+        line = f"n={r['n']}: cuBLAS {r['gemm_cublas_s'] * 1e6:.1f} us ({r['tops_cublas']:.0f} TOPS)"
+        if "gemm_mma_s" in r:
+            line += f" | mma {r['gemm_mma_s'] * 1e6:.1f} us ({r['tops_mma']:.0f} TOPS, exact={r.get('gemm_mma_exact')})"
+        line += f" | epi {r['epilogue_s'] * 1e6:.1f} us | hash {r['hash_s'] * 1e6:.1f} us"
+        log(line)
+        for v, s in r["step_s"].items():
+            log(f"   step[{v}] {s * 1e6:.1f} us = {r['step_over_gemm'][v]:.3f} x cuBLAS GEMM ({r['tops_step'][v]:.0f} TOPS)")
+    for f in result.get("fill", []):
+        log(f"fill n={f['n']} T={f['T']} pool {f['pool_bytes'] / 2**30:.1f} GiB: total {f['total_s']:.3f} s = "
+            f"{f['total_over_T_step']:.3f} x T*step ({f['variant']})")
+    return 0 if result["all_exact"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
