@@ -85,31 +85,6 @@ __device__ __forceinline__ void sha_compress(u32* h, u32* w) {
     h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
 }
 
-// H(prefix || data) for a one-byte prefix and data of nwords little-endian u32 loads (nwords a
-// multiple of 16, so the message is 64*q + 1 bytes: q full blocks plus one closing block).
-// `load(k)` yields data word k. The data is shifted by the prefix byte: message word w is
-// (byte 3 of data word w-1) || bytes 0..2 of data word w, read big-endian.
-template <typename Loader>
-__device__ __forceinline__ void sha_prefixed(u32* h, u32 prefix, int nwords, Loader load) {
-    sha_init(h);
-    u32 prev = prefix << 24;  // acts as "data word -1" whose byte 3 is the prefix
-    u32 w[16];
-    for (int blk = 0; blk < nwords / 16; ++blk) {
-#pragma unroll
-        for (int k = 0; k < 16; ++k) {
-            u32 cur = load(blk * 16 + k);
-            w[k] = __byte_perm(prev, cur, 0x3456);
-            prev = cur;
-        }
-        sha_compress(h, w);
-    }
-    w[0] = (prev & 0xFF000000u) | 0x00800000u;
-#pragma unroll
-    for (int k = 1; k < 15; ++k) w[k] = 0;
-    w[15] = (u32)(nwords * 4 + 1) * 8u;
-    sha_compress(h, w);
-}
-
 __device__ __forceinline__ void store_hash(u8* dst, const u32* h) {
     uint4* d = (uint4*)dst;
     d[0] = make_uint4(bswap(h[0]), bswap(h[1]), bswap(h[2]), bswap(h[3]));
@@ -149,15 +124,40 @@ extern "C" __global__ void row_nodes(const u8* __restrict__ X, u8* __restrict__ 
     bool live = leaf < nleaves;
     u32 h[8];
     if (live) {
+        // The leaf is H(0x00 || chunk): cs/64 full blocks, then the closing block. The next
+        // block's 64 bytes are loaded while the current one is compressed (the loads would
+        // otherwise stall every compression on a trip to memory).
         const uint4* src = (const uint4*)(X + (u64)leaf * cs);
-        int nwords = cs / 4;
-        // 16-byte loads: word k of the chunk comes from vector k/4.
-        uint4 v = make_uint4(0, 0, 0, 0);
-        sha_prefixed(h, 0x00u, nwords, [&](int k) -> u32 {
-            if ((k & 3) == 0) v = __ldg(src + (k >> 2));
-            int s = k & 3;
-            return s == 0 ? v.x : s == 1 ? v.y : s == 2 ? v.z : v.w;
-        });
+        const int nblk = cs / 64;
+        uint4 cur[4], nxt[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) cur[q] = __ldg(src + q);
+        sha_init(h);
+        u32 prev = 0;  // "data word -1": its byte 3 is the 0x00 prefix
+        u32 w[16];
+        for (int blk = 0; blk < nblk; ++blk) {
+            if (blk + 1 < nblk) {
+#pragma unroll
+                for (int q = 0; q < 4; ++q) nxt[q] = __ldg(src + (blk + 1) * 4 + q);
+            }
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                u32 c4[4] = {cur[q].x, cur[q].y, cur[q].z, cur[q].w};
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    w[4 * q + e] = __byte_perm(prev, c4[e], 0x3456);
+                    prev = c4[e];
+                }
+            }
+            sha_compress(h, w);
+#pragma unroll
+            for (int q = 0; q < 4; ++q) cur[q] = nxt[q];
+        }
+        w[0] = (prev & 0xFF000000u) | 0x00800000u;
+#pragma unroll
+        for (int k = 1; k < 15; ++k) w[k] = 0;
+        w[15] = (cs + 1) * 8u;
+        sha_compress(h, w);
     }
     if (per_row == 1) {
         if (live) store_hash(nodes + (u64)leaf * 32, h);

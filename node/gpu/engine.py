@@ -84,6 +84,7 @@ class GpuTrace:
     timing: dict[str, float] = field(default_factory=dict)  # steps_s, step_s, total_s
     variant: str = ""
     _top_levels: list[list[bytes]] | None = field(default=None, repr=False)
+    _owner: Any = field(default=None, repr=False)  # the device buffer the pool lives in
 
     def row(self, s: int, i: int) -> bytes:
         with cp.cuda.Device(self.device_id):
@@ -114,6 +115,7 @@ class GpuEngine:
         variant: str = "auto",
         memory_budget_bytes: int | None = None,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        overlap: bool = True,
     ) -> None:
         if variant not in VARIANTS + ("auto",):
             raise ValueError(f"variant must be one of {VARIANTS + ('auto',)}, got {variant!r}")
@@ -121,11 +123,15 @@ class GpuEngine:
             raise RuntimeError(f"no CUDA device {device_id} (this host has {cp.cuda.runtime.getDeviceCount()})")
         self.device_id = device_id
         self.variant = variant
+        self.overlap = overlap
+        self._arena: Any = None
+        self._arena_busy = False
         with cp.cuda.Device(device_id):
             free, total = cp.cuda.runtime.memGetInfo()
             self.total_bytes = int(total)
             self._k: PowKernels = pow_kernels(device_id)  # compile now: fail at start, not mid-challenge
             self._stream = cp.cuda.Stream(non_blocking=True)
+            self._hash_stream = cp.cuda.Stream(non_blocking=True)
             self._gemm = CublasInt8()
         if memory_budget_bytes is not None:
             if memory_budget_bytes <= 0:
@@ -201,10 +207,8 @@ class GpuEngine:
         blocks = (max(n, _G * _RF) + threads - 1) // threads
         self._k.step_prep((blocks,), (threads,), (d_prev, _u32(t), _u32(n), _u32(key[0]), _u32(key[1]), refs, salt))
 
-    def step_cublas(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
-                    out: cp.ndarray, A: cp.ndarray) -> None:
-        n = X.shape[0]
-        self._gemm(X, Bt, A)
+    def _epilogue(self, A: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray, out: cp.ndarray) -> None:
+        n = A.shape[0]
         groups = n * n // 16
         self._k.epilogue(((groups + 255) // 256,), (256,), (A, pool, refs, salt, out, _u32(n)))
 
@@ -217,63 +221,114 @@ class GpuEngine:
 
     # ---- the chain ------------------------------------------------------------------------------
 
+    def _carve(self, sizes: list[int]) -> tuple[list[Any], Any]:
+        """Byte buffers of the given sizes, and their owner. They come from the engine's arena
+        (grown, never shrunk, so the next challenge pays no cudaMalloc of tens of GB) unless a
+        live trace still holds it; then from a buffer of their own, freed with that trace."""
+        align = 256
+        offs, total = [], 0
+        for sz in sizes:
+            offs.append(total)
+            total += (sz + align - 1) // align * align
+        if self._arena_busy:
+            own = cp.empty(total, dtype=cp.uint8)
+            return [own[o:o + sz] for o, sz in zip(offs, sizes)], own
+        if self._arena is None or self._arena.size < total:
+            self._arena = None
+            cp.get_default_memory_pool().free_all_blocks()
+            self._arena = cp.empty(total, dtype=cp.uint8)
+        self._arena_busy = True
+        return [self._arena[o:o + sz] for o, sz in zip(offs, sizes)], self._arena
+
     def prove(
         self, params: ChallengeParams, progress: Callable[[int, int], None] | None = None,
         state_hook: Callable[[int, Any], None] | None = None,
     ) -> GpuTrace:
         """Run the chain. ``state_hook(t+1, X_{t+1})`` (tests and cheater models only) may change
-        a new state on the device before it is hashed."""
+        a new state on the device before it is hashed.
+
+        With ``overlap`` the digest of ``X_{t+1}`` is computed on a second stream while the main
+        stream runs step ``t+1``: only step ``t+2`` needs ``d_{t+1}`` (for its references), so the
+        hashing has a whole step to hide in."""
         self.check_fits(params)
         n, T, m = params.n, params.T, params.m
         key = params.philox_key()
         variant = self.variant_for(n)
+        n2 = n * n
         t_start = time.perf_counter()
         try:
             with cp.cuda.Device(self.device_id), self._stream:
-                states = cp.empty((T + 1, n, n), dtype=cp.int8)
-                nodes = cp.empty((T + 1, n, 32), dtype=cp.uint8)
-                dig = cp.zeros((T + 1, 32), dtype=cp.uint8)
-                Bts = cp.empty((m, n, n), dtype=cp.int8)
-                tmp = cp.empty((n, n), dtype=cp.int8)
+                main, hs = self._stream, (self._hash_stream if self.overlap else self._stream)
+                bufs, owner = self._carve([(T + 1) * n2, (T + 1) * n * 32, (T + 1) * 32, m * n2, n2,
+                                    4 * n2 if variant == "cublas" else 0, _G * _RF * 8, 4 * n, 2 * max(1, n // 512) * 32])
+                states = bufs[0].view(cp.int8).reshape(T + 1, n, n)
+                nodes = bufs[1].reshape(T + 1, n, 32)
+                dig = bufs[2].reshape(T + 1, 32)
+                Bts = bufs[3].view(cp.int8).reshape(m, n, n)
+                tmp = bufs[4].view(cp.int8).reshape(n, n)
+                A = bufs[5].view(cp.int32).reshape(n, n) if variant == "cublas" else None
+                refs = bufs[6].view(cp.uint32)
+                salt = bufs[7].view(cp.uint32)
+                scratch = bufs[8].reshape(2, max(1, n // 512), 32)
                 for r in range(m):
                     self._philox_matrix(tmp, key, philox.TAG_B, r)
                     self._transpose(tmp, Bts[r])
-                del tmp
-                A = cp.empty((n, n), dtype=cp.int32) if variant == "cublas" else None
-                refs = cp.empty(_G * _RF * 2, dtype=cp.uint32)
-                salt = cp.empty(n, dtype=cp.uint32)
-                scratch = cp.empty((2, max(1, n // 512), 32), dtype=cp.uint8)
                 self._philox_matrix(states[0], key, philox.TAG_STATE, 0)
                 self.hash_state(states[0], nodes[0], dig[0], scratch)
+                hashed: list[Any] = [None] * (T + 1)
                 ev0, ev1 = cp.cuda.Event(), cp.cuda.Event()
-                ev0.record()
+                ev0.record(main)
                 for t in range(T):
+                    if variant == "cublas":
+                        self._gemm(states[t], Bts[t % m], A)
+                    if t >= 2 and hashed[t - 1] is not None:
+                        main.wait_event(hashed[t - 1])  # d_{t-1} for the references
                     self.step_prep(dig[t - 1] if t else dig[0], t, n, key, refs, salt)
                     if variant == "fused":
                         self.step_fused(states[t], Bts[t % m], states, refs, salt, states[t + 1])
                     else:
-                        self.step_cublas(states[t], Bts[t % m], states, refs, salt, states[t + 1], A)
+                        self._epilogue(A, states, refs, salt, states[t + 1])
                     if state_hook is not None:
                         state_hook(t + 1, states[t + 1])
-                    self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
+                    if hs is main:
+                        self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
+                    else:
+                        written = cp.cuda.Event(disable_timing=True)
+                        written.record(main)
+                        hs.wait_event(written)
+                        with hs:
+                            self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
+                        done = cp.cuda.Event(disable_timing=True)
+                        done.record(hs)
+                        hashed[t + 1] = done
                     if progress is not None:
                         progress(t + 1, T)  # enqueued; the device may still be running it
-                ev1.record()
-                digest_bytes = cp.asnumpy(dig)  # synchronises the stream
+                if hashed[T] is not None:
+                    main.wait_event(hashed[T])
+                ev1.record(main)
+                digest_bytes = cp.asnumpy(dig, stream=main)
+                main.synchronize()
                 steps_s = cp.cuda.get_elapsed_time(ev0, ev1) / 1e3
-                del A, refs, salt, scratch, Bts
         except cp.cuda.memory.OutOfMemoryError as exc:
+            self._arena, self._arena_busy = None, False
             cp.get_default_memory_pool().free_all_blocks()
             raise EngineCapacityError(pool_bytes(n, T) + self.working_bytes(params), self._budget,
                                       self.largest_T(n, m), what=f"GPU {self.device_id} at allocation ({exc})") from exc
         digests = [digest_bytes[s].tobytes() for s in range(T + 1)]
         total_s = time.perf_counter() - t_start
         timing = {"steps_s": steps_s, "step_s": steps_s / T, "total_s": total_s}
-        return GpuTrace(params, self.device_id, states, nodes, digests, merkle.trace_root(digests), timing, variant)
+        return GpuTrace(params, self.device_id, states, nodes, digests, merkle.trace_root(digests), timing, variant,
+                        _owner=owner)
 
     def release(self, trace: GpuTrace) -> None:  # type: ignore[override]
-        if isinstance(trace, GpuTrace):
-            trace.states = None
-            trace.nodes = None
-            with cp.cuda.Device(self.device_id):
-                cp.get_default_memory_pool().free_all_blocks()
+        """The trace's pool goes back to the engine's arena (reused by the next challenge)."""
+        if isinstance(trace, GpuTrace) and trace._owner is not None:
+            if trace._owner is self._arena:
+                self._arena_busy = False
+            trace.states = trace.nodes = trace._owner = None
+
+    def close(self) -> None:
+        """Give the arena's device memory back to CUDA."""
+        self._arena, self._arena_busy = None, False
+        with cp.cuda.Device(self.device_id):
+            cp.get_default_memory_pool().free_all_blocks()

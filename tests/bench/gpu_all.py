@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import cupy as cp  # noqa: E402
 
-from node.gpu.bench import bench_n, copy_bandwidth, memory_fill_run  # noqa: E402
-from node.gpu.engine import VARIANTS, GpuEngine  # noqa: E402
+from node.gpu.bench import CONFIGS, bench_n, copy_bandwidth, memory_fill_run  # noqa: E402
+from node.gpu.engine import GpuEngine  # noqa: E402
 from node.gpu.facts import gpu_facts  # noqa: E402
 from node.pow.cpu_engine import CpuEngine  # noqa: E402
 from node.pow.engine import ChallengeParams, EngineCapacityError  # noqa: E402
@@ -41,8 +41,8 @@ def check_exact(engine: GpuEngine, cpu: CpuEngine, params: ChallengeParams, k: i
                 want_digests: list[str] | None = None, want_root: str | None = None) -> dict:
     cpu_tr = cpu.prove(params)
     res = {"n": params.n, "T": params.T, "m": params.m}
-    for v in VARIANTS:
-        engine.variant = v
+    for label, v, overlap in CONFIGS:
+        engine.variant, engine.overlap = v, overlap
         if engine.variant_for(params.n) != v:
             continue
         tr = engine.prove(params)
@@ -52,9 +52,9 @@ def check_exact(engine: GpuEngine, cpu: CpuEngine, params: ChallengeParams, k: i
         op_ok = encode_openings(build_openings(tr, reveal, k)) == encode_openings(build_openings(cpu_tr, reveal, k))
         # Every state byte, not only the digests (cheap at these sizes).
         states_ok = bool(np.array_equal(cp.asnumpy(tr.states), cpu_tr.states)) if params.n <= 2048 else None
-        res[v] = {"digests_root": ok, "openings": op_ok, "states": states_ok}
+        res[label] = {"digests_root": ok, "openings": op_ok, "states": states_ok}
         engine.release(tr)
-    engine.variant = "auto"
+    engine.variant, engine.overlap = "auto", True
     return res
 
 
@@ -120,7 +120,7 @@ def main() -> int:
             result["capacity_error"] = str(exc)
         del cpu
     result["exact"] = exact
-    flat = [x.get(v, {}) for x in exact for v in VARIANTS]
+    flat = [x.get(lab, {}) for x in exact for lab, _, _ in CONFIGS]
     result["all_exact"] = bool(exact) and all(all(val in (True, None) for val in f.values()) for f in flat)
     log("ALL EXACT:", result["all_exact"])
     save()
@@ -138,16 +138,18 @@ def main() -> int:
         # 90% of the declared memory, as the validator sizes a challenge.
         result["fill"] = []
         for r in result["bench"]:
-            best = min(r["step_s"].values())
-            engine.variant = min(r["step_s"], key=r["step_s"].get)
-            cp.get_default_memory_pool().free_all_blocks()
+            label = min(r["step_s"], key=r["step_s"].get)
+            best = r["step_s"][label]
+            engine.variant, engine.overlap = next((v, o) for lab, v, o in CONFIGS if lab == label)
+            engine.close()
             f = memory_fill_run(engine, r["n"], best)
+            f["config"] = label
             result["fill"].append(f)
             log("fill", f)
             save()
             if a.quick:
                 break
-        engine.variant = "auto"
+        engine.variant, engine.overlap = "auto", True
     except Exception:
         result["timing_error"] = traceback.format_exc()
         log(result["timing_error"])
@@ -164,8 +166,9 @@ def main() -> int:
         for v, s in r["step_s"].items():
             log(f"   step[{v}] {s * 1e6:.1f} us = {r['step_over_gemm'][v]:.3f} x cuBLAS GEMM ({r['tops_step'][v]:.0f} TOPS)")
     for f in result.get("fill", []):
-        log(f"fill n={f['n']} T={f['T']} pool {f['pool_bytes'] / 2**30:.1f} GiB: total {f['total_s']:.3f} s = "
-            f"{f['total_over_T_step']:.3f} x T*step ({f['variant']})")
+        log(f"fill n={f['n']} T={f['T']} pool {f['pool_bytes'] / 2**30:.1f} GiB ({f['config']}): "
+            f"cold {f['cold']['total_s']:.3f} s = {f['cold']['total_over_T_step']:.3f} x T*step, "
+            f"warm {f['warm']['total_s']:.3f} s = {f['warm']['total_over_T_step']:.3f} x T*step")
     return 0 if result["all_exact"] else 1
 
 
