@@ -31,8 +31,10 @@ VARIANTS = ("cublas", "fused")
 # Left free beside the budget: CUDA context, cuBLAS workspace, NVRTC. The validator fills 90% of
 # the declared budget with the pool, so the working buffers of a step fit in the other 10%.
 DEFAULT_RESERVE_BYTES = 1 << 30
-# Measured on the lent H100 (BENCHMARKS.md): the variant "auto" uses.
+# Measured on the lent H100 (BENCHMARKS.md): the variant "auto" uses, and the smallest n at which
+# hashing on a second stream beat hashing in line (at n=4096 it slowed the GEMM more than it hid).
 AUTO_VARIANT = "cublas"
+OVERLAP_MIN_N = 8192
 
 _G, _RF = 64, 4
 
@@ -115,7 +117,7 @@ class GpuEngine:
         variant: str = "auto",
         memory_budget_bytes: int | None = None,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
-        overlap: bool = True,
+        overlap: bool | None = None,
     ) -> None:
         if variant not in VARIANTS + ("auto",):
             raise ValueError(f"variant must be one of {VARIANTS + ('auto',)}, got {variant!r}")
@@ -258,7 +260,8 @@ class GpuEngine:
         t_start = time.perf_counter()
         try:
             with cp.cuda.Device(self.device_id), self._stream:
-                main, hs = self._stream, (self._hash_stream if self.overlap else self._stream)
+                overlap = self.overlap if self.overlap is not None else n >= OVERLAP_MIN_N
+                main, hs = self._stream, (self._hash_stream if overlap else self._stream)
                 bufs, owner = self._carve([(T + 1) * n2, (T + 1) * n * 32, (T + 1) * 32, m * n2, n2,
                                     4 * n2 if variant == "cublas" else 0, _G * _RF * 8, 4 * n, 2 * max(1, n // 512) * 32])
                 states = bufs[0].view(cp.int8).reshape(T + 1, n, n)

@@ -48,7 +48,7 @@ async def bench(n: int, plan: LoadPlan, size: int) -> SystemResult:
     res = SystemResult("py-libp2p-gossipsub", n, sum(len(t) for t in topo), 0.0)
     rec_box: list[Recorder] = [Recorder(n)]
     hosts, pubsubs, routers = [], [], []
-    async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
         for i in range(n):
             host = new_host(key_pair=create_new_key_pair())
             router = GossipSub(protocols=[PROTOCOL_ID_V11], degree=6, degree_low=4, degree_high=12,
@@ -91,7 +91,7 @@ async def bench(n: int, plan: LoadPlan, size: int) -> SystemResult:
 
         await run_plan(res, n, publish, set_rec, plan)
         res.extra = {"mesh_sizes": sorted(len(r.mesh.get(TOPIC, ())) for r in routers)}
-        nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()  # stops the readers and every host service
     return res
 
 

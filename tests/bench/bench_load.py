@@ -227,7 +227,6 @@ def cmd_schedule(args: argparse.Namespace) -> dict[str, Any]:
             by: dict[str, list[int]] = {e: [] for e in executors}
             for e, c, _ in rows:
                 by.setdefault(e, []).append(c)
-            due = args.window / args.interval
             in_window = {e: [c for c in cs if t0 <= c < t1] for e, cs in by.items()}
             # kept challenged: at least one verdict in the window and never a gap over 1.5 intervals
             worst = {e: max([b - a for a, b in zip(cs, cs[1:]) if b >= t0] + [0]) for e, cs in by.items()}

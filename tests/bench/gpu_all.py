@@ -54,7 +54,7 @@ def check_exact(engine: GpuEngine, cpu: CpuEngine, params: ChallengeParams, k: i
         states_ok = bool(np.array_equal(cp.asnumpy(tr.states), cpu_tr.states)) if params.n <= 2048 else None
         res[label] = {"digests_root": ok, "openings": op_ok, "states": states_ok}
         engine.release(tr)
-    engine.variant, engine.overlap = "auto", True
+    engine.variant, engine.overlap = "auto", None
     return res
 
 
@@ -149,7 +149,7 @@ def main() -> int:
             save()
             if a.quick:
                 break
-        engine.variant, engine.overlap = "auto", True
+        engine.variant, engine.overlap = "auto", None
     except Exception:
         result["timing_error"] = traceback.format_exc()
         log(result["timing_error"])
