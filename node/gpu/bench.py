@@ -27,7 +27,7 @@ from node.gpu.facts import gpu_facts
 
 # (label, variant, hashing overlapped on a second stream)
 CONFIGS = [("cublas", "cublas", True), ("cublas-serial", "cublas", False), ("fused", "fused", True),
-           ("fused-serial", "fused", False)]
+           ("fused-serial", "fused", False), ("wgmma", "wgmma", True), ("wgmma-serial", "wgmma", False)]
 
 __all__ = ["CONFIGS", "time_events", "copy_bandwidth", "bench_n", "memory_fill_run", "bench_main"]
 
@@ -79,6 +79,17 @@ def bench_n(engine: GpuEngine, n: int, steps: int = 32, m: int = 4, reps: int = 
             engine.step_fused(X[0], Bt[0], X[0], refs, salt, dummy, A2)
             out["gemm_mma_exact"] = bool(cp.array_equal(A, A2))
             del A2, dummy
+        if engine.wgmma_desc is not None and n >= 256:
+            A3 = cp.empty((n, n), dtype=cp.int32)
+            dummy = cp.empty((n, n), dtype=cp.int8)
+            refs = cp.zeros(512, dtype=cp.uint32)
+            salt = cp.zeros(n, dtype=cp.uint32)
+            out["gemm_wgmma_s"] = time_events(lambda r: engine.step_wgmma(X[r % 3], Bt[r % 3], X[0], refs, salt, dummy, A3), reps)
+            engine._gemm(X[1], Bt[1], A)
+            engine.step_wgmma(X[1], Bt[1], X[0], refs, salt, dummy, A3)
+            out["gemm_wgmma_exact"] = bool(cp.array_equal(A, A3))
+            out["wgmma_desc"] = list(engine.wgmma_desc)
+            del A3, dummy
         pool = cp.stack(X)  # three states to draw reference rows from
         refs = cp.asarray(np.random.default_rng(1).integers(0, 3, size=512), dtype=cp.uint32)
         refs[1::2] = cp.asarray(np.random.default_rng(2).integers(0, n, size=256), dtype=cp.uint32)
@@ -111,8 +122,9 @@ def bench_n(engine: GpuEngine, n: int, steps: int = 32, m: int = 4, reps: int = 
     engine.variant, engine.overlap = saved
     g = out["gemm_cublas_s"]
     out["tops_cublas"] = out["ops_per_gemm"] / g / 1e12
-    if "gemm_mma_s" in out:
-        out["tops_mma"] = out["ops_per_gemm"] / out["gemm_mma_s"] / 1e12
+    for name in ("mma", "wgmma"):
+        if f"gemm_{name}_s" in out:
+            out[f"tops_{name}"] = out["ops_per_gemm"] / out[f"gemm_{name}_s"] / 1e12
     out["step_over_gemm"] = {v: s / g for v, s in out["step_s"].items()}
     out["tops_step"] = {v: out["ops_per_gemm"] / s / 1e12 for v, s in out["step_s"].items()}
     return out

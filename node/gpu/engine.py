@@ -7,7 +7,9 @@ writes ``X_{t+1}`` into the pool; ``row_nodes`` hashes the 1 KiB leaves and each
 
 Two step variants, bit-identical (both are checked against the numpy reference engine):
 - ``cublas``: cuBLAS int8 GEMM (int32 out, cublasGemmEx) then a separate epilogue kernel;
-- ``fused``: kernels/step_mma.cu, int8 mma.sync with the epilogue applied from the accumulators.
+- ``fused``: kernels/step_mma.cu, int8 mma.sync with the epilogue applied from the accumulators;
+- ``wgmma``: kernels/step_wgmma.cu, the same fusion on Hopper's wgmma (sm_90 only), enabled only
+  after its product matched cuBLAS bit for bit on this device (``_calibrate_wgmma``).
 ``auto`` picks the one measured faster on Hopper (see BENCHMARKS.md, "GPU engine").
 """
 
@@ -23,11 +25,12 @@ import numpy as np
 from node.pow import merkle, philox
 from node.pow.engine import ChallengeParams, EngineCapacityError, pool_bytes
 
-from node.gpu.kernels import FUSED_SMEM_BYTES, FUSED_TILE, PowKernels, pow_kernels
+from node.gpu.kernels import (FUSED_SMEM_BYTES, FUSED_TILE, WGMMA_SMEM_BYTES, WGMMA_TILE_M, WGMMA_TILE_N,
+                              PowKernels, pow_kernels)
 
 __all__ = ["GpuEngine", "GpuTrace", "VARIANTS", "DEFAULT_RESERVE_BYTES", "CublasInt8"]
 
-VARIANTS = ("cublas", "fused")
+VARIANTS = ("cublas", "fused", "wgmma")
 # Left free beside the budget: CUDA context, cuBLAS workspace, NVRTC. The validator fills 90% of
 # the declared budget with the pool, so the working buffers of a step fit in the other 10%.
 DEFAULT_RESERVE_BYTES = 1 << 30
@@ -135,6 +138,7 @@ class GpuEngine:
             self._stream = cp.cuda.Stream(non_blocking=True)
             self._hash_stream = cp.cuda.Stream(non_blocking=True)
             self._gemm = CublasInt8()
+            self.wgmma_desc: tuple[int, int] | None = self._calibrate_wgmma()
         if memory_budget_bytes is not None:
             if memory_budget_bytes <= 0:
                 raise ValueError(f"memory_budget_bytes must be positive, got {memory_budget_bytes}")
@@ -147,8 +151,31 @@ class GpuEngine:
     def memory_budget_bytes(self) -> int:
         return self._budget
 
+    def _calibrate_wgmma(self) -> tuple[int, int] | None:
+        """The (lbo, sbo) descriptor strides under which the wgmma kernel's bare product equals
+        cuBLAS's on random int8 input, or None (then the variant falls back)."""
+        if self._k.step_wgmma is None:
+            return None
+        n = 512
+        rng = np.random.default_rng(5)
+        with self._stream:
+            X = cp.asarray(rng.integers(-128, 128, (n, n), dtype=np.int8))
+            Bt = cp.asarray(rng.integers(-128, 128, (n, n), dtype=np.int8))
+            ref = cp.empty((n, n), dtype=cp.int32)
+            self._gemm(X, Bt, ref)
+            got = cp.empty((n, n), dtype=cp.int32)
+            z = cp.zeros(n, dtype=cp.uint32)
+            for desc in ((128, 512), (512, 128)):
+                got.fill(0x7F7F7F7F)
+                self._wgmma(X, Bt, X, z, z, X, got, desc)
+                if bool(cp.array_equal(got, ref)):
+                    return desc
+        return None
+
     def variant_for(self, n: int) -> str:
         v = AUTO_VARIANT if self.variant == "auto" else self.variant
+        if v == "wgmma" and (self.wgmma_desc is None or n < WGMMA_TILE_N):
+            v = "fused"
         if v == "fused" and (self._k.step_mma is None or n < FUSED_TILE):
             return "cublas"  # the 128 x 128 tile needs n >= 128 and an sm_80+ device
         return v
@@ -221,6 +248,19 @@ class GpuEngine:
         o32 = out32 if out32 is not None else np.uint64(0)
         self._k.step_mma(grid, (256,), (X, Bt, pool, refs, salt, out, o32, _u32(n)), shared_mem=FUSED_SMEM_BYTES)
 
+    def _wgmma(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
+               out: cp.ndarray, out32: cp.ndarray | None, desc: tuple[int, int]) -> None:
+        n = X.shape[0]
+        grid = (n // WGMMA_TILE_N, n // WGMMA_TILE_M)
+        o32 = out32 if out32 is not None else np.uint64(0)
+        self._k.step_wgmma(grid, (256,), (X, Bt, pool, refs, salt, out, o32, _u32(n), _u32(desc[0]), _u32(desc[1])),
+                           shared_mem=WGMMA_SMEM_BYTES)
+
+    def step_wgmma(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
+                   out: cp.ndarray, out32: cp.ndarray | None = None) -> None:
+        assert self.wgmma_desc is not None
+        self._wgmma(X, Bt, pool, refs, salt, out, out32, self.wgmma_desc)
+
     # ---- the chain ------------------------------------------------------------------------------
 
     def _carve(self, sizes: list[int]) -> tuple[list[Any], Any]:
@@ -289,6 +329,8 @@ class GpuEngine:
                     self.step_prep(dig[t - 1] if t else dig[0], t, n, key, refs, salt)
                     if variant == "fused":
                         self.step_fused(states[t], Bts[t % m], states, refs, salt, states[t + 1])
+                    elif variant == "wgmma":
+                        self.step_wgmma(states[t], Bts[t % m], states, refs, salt, states[t + 1])
                     else:
                         self._epilogue(A, states, refs, salt, states[t + 1])
                     if state_hook is not None:

@@ -2,23 +2,29 @@
 
 CuPy keeps its own on-disk cache of NVRTC output (~/.cupy/kernel_cache), so a second process
 starts without recompiling; this module adds the in-process cache keyed by (file, device, arch).
+GPOW_NO_WGMMA=1 in the environment leaves the Hopper-only kernel unbuilt.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cupy as cp
 
-__all__ = ["KERNEL_DIR", "PowKernels", "load_module", "pow_kernels", "FUSED_SMEM_BYTES", "FUSED_TILE"]
+__all__ = ["KERNEL_DIR", "PowKernels", "load_module", "pow_kernels", "FUSED_SMEM_BYTES", "FUSED_TILE",
+           "WGMMA_TILE_M", "WGMMA_TILE_N", "WGMMA_SMEM_BYTES"]
 
 KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
 
 # Must match kernels/step_mma.cu: STAGES * (BM + BN) * PITCH bytes of dynamic shared memory.
 FUSED_TILE = 128
 FUSED_SMEM_BYTES = 4 * (128 + 128) * 80
+# kernels/step_wgmma.cu: 128 x 256 tiles, STAGES * (BM + BN) * BK bytes.
+WGMMA_TILE_M, WGMMA_TILE_N = 128, 256
+WGMMA_SMEM_BYTES = 4 * (128 + 256) * 64
 
 _modules: dict[tuple[str, int, str], Any] = {}
 
@@ -52,6 +58,7 @@ class PowKernels:
     merkle_reduce: Any
     transpose_i8: Any
     step_mma: Any | None  # None where the device has no int8 mma.sync (before sm_80)
+    step_wgmma: Any | None  # None except on sm_90 (Hopper), built for sm_90a
 
 
 _kernels: dict[int, PowKernels] = {}
@@ -67,6 +74,14 @@ def pow_kernels(device_id: int) -> PowKernels:
         fm = load_module("step_mma", device_id)
         fused = fm.get_function("step_mma")
         fused.max_dynamic_shared_size_bytes = FUSED_SMEM_BYTES
+    wg = None
+    if _arch(device_id) == "90" and not os.environ.get("GPOW_NO_WGMMA"):
+        try:
+            wm = load_module("step_wgmma", device_id, ("-arch=sm_90a",))
+            wg = wm.get_function("step_wgmma")
+            wg.max_dynamic_shared_size_bytes = WGMMA_SMEM_BYTES
+        except Exception:  # an NVRTC without sm_90a: the other variants remain
+            wg = None
     k = PowKernels(
         philox_stream=mod.get_function("philox_stream"),
         step_prep=mod.get_function("step_prep"),
@@ -75,6 +90,7 @@ def pow_kernels(device_id: int) -> PowKernels:
         merkle_reduce=mod.get_function("merkle_reduce"),
         transpose_i8=mod.get_function("transpose_i8"),
         step_mma=fused,
+        step_wgmma=wg,
     )
     _kernels[device_id] = k
     return k

@@ -16,7 +16,9 @@ and of a fake one.
 and ``--miners`` real miner processes with N CPU executors each. Executors are simulated cheaply:
 real ExecutorService identities with real CPU engines, but each declares a tiny memory
 (n = 64, T = 8), so proving costs about a millisecond and what is measured is the validator's side:
-scheduling, signing, request/response, the ledger's fsync'd writes, verification. For each N the
+scheduling, signing, request/response, the ledger's fsync'd writes, verification. The GPU profile
+is made lenient (0.5 s a step) because one miner process stands in for many GPUs on a shared CPU,
+so time is not judged here; verdicts still fail on anything else. For each N the
 run lasts ``--warmup + --window`` seconds; an executor is "kept challenged" when it got a verdict
 in the window and never waited more than 1.5 intervals between two. Reported per N: verdicts per second, the share of
 executors kept challenged, and the worst gap between two verdicts of one executor.
@@ -170,8 +172,8 @@ def cmd_schedule(args: argparse.Namespace) -> dict[str, Any]:
     for per in [int(x) for x in args.per_miner.split(",")]:
         work = Path(tempfile.mkdtemp(prefix="gpow-load-"))
         prof = work / "profiles.toml"
-        prof.write_text('[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.01\n'
-                        'measured = false\nsource = "bench: generous"\n')
+        prof.write_text('[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.5\n'
+                        'measured = false\nsource = "bench: one process simulates many GPUs, time is not judged"\n')
         nodes: list[NodeProcess] = []
 
         def start(name: str, role: str, sections: dict) -> NodeProcess:

@@ -72,6 +72,8 @@ def main() -> int:
     log("facts:", result["facts"])
     engine = GpuEngine(device_id=0)
     result["build_s"] = time.perf_counter() - t0
+    result["wgmma_desc"] = engine.wgmma_desc
+    log("wgmma descriptor strides that match cuBLAS:", engine.wgmma_desc)
     log(f"kernels built in {result['build_s']:.1f} s; budget {engine.memory_budget_bytes() / 2**30:.2f} GiB")
 
     def save() -> None:
@@ -161,6 +163,8 @@ def main() -> int:
         line = f"n={r['n']}: cuBLAS {r['gemm_cublas_s'] * 1e6:.1f} us ({r['tops_cublas']:.0f} TOPS)"
         if "gemm_mma_s" in r:
             line += f" | mma {r['gemm_mma_s'] * 1e6:.1f} us ({r['tops_mma']:.0f} TOPS, exact={r.get('gemm_mma_exact')})"
+        if "gemm_wgmma_s" in r:
+            line += f" | wgmma {r['gemm_wgmma_s'] * 1e6:.1f} us ({r['tops_wgmma']:.0f} TOPS, exact={r.get('gemm_wgmma_exact')})"
         line += f" | epi {r['epilogue_s'] * 1e6:.1f} us | hash {r['hash_s'] * 1e6:.1f} us"
         log(line)
         for v, s in r["step_s"].items():

@@ -27,7 +27,7 @@ from node.pow.engine import ChallengeParams, EngineCapacityError  # noqa: E402
 from node.pow.openings import build_openings, encode_openings  # noqa: E402
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "pow-v1-vectors.json").read_text())
-CONFIGS = [("cublas", False), ("cublas", True), ("fused", False), ("fused", True)]
+CONFIGS = [("cublas", False), ("cublas", True), ("fused", False), ("fused", True), ("wgmma", False), ("wgmma", True)]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_vectors(engine: GpuEngine, ci: int, variant: str, overlap: bool) -> Non
 
 
 @pytest.mark.parametrize("variant,overlap", CONFIGS)
-@pytest.mark.parametrize("n,T,m", [(64, 7, 2), (128, 6, 3), (512, 4, 1), (2048, 3, 2)])
+@pytest.mark.parametrize("n,T,m", [(64, 7, 2), (128, 6, 3), (256, 5, 2), (512, 4, 1), (2048, 3, 2)])
 def test_random_params_match_reference_states_and_openings(engine: GpuEngine, n: int, T: int, m: int,
                                                            variant: str, overlap: bool) -> None:
     rng = np.random.default_rng(n * 31 + T)
