@@ -5,9 +5,12 @@
 //
 // Block: 128 x 256 output tile, 256 threads = 2 warpgroups, each wgmma.m64n256k32 (128 int32
 // accumulators per thread). Operands X and Bt (B transposed) are both K-major, which is what int8
-// wgmma requires. K slices of 64 bytes go through a STAGES-deep cp.async pipeline into shared
+// wgmma requires. K slices of 128 bytes go through a STAGES-deep cp.async pipeline into shared
 // memory in the no-swizzle "core matrix" layout: 8 rows x 16 bytes contiguous (128 bytes), the
-// core matrices of one 8-row group along K 128 bytes apart, 8-row groups 512 bytes apart. The two
+// core matrices of one 8-row group along K 128 bytes apart, 8-row groups 1024 bytes apart. One
+// group of wgmmas stays in flight while the next is issued (wait_group 1), so loads are issued
+// STAGES - 2 slices ahead. Tiles are visited in groups of 8 tile rows, so the blocks running at
+// once share their operands in L2. The two
 // strides are written into the matrix descriptors as kernel parameters (lbo, sbo), so the host can
 // check the hardware's reading of them against cuBLAS before trusting the kernel.
 
@@ -16,8 +19,11 @@ typedef unsigned long long u64;
 
 #define BM 128
 #define BN 256
-#define BK 64
+#define BK 128
 #define STAGES 4
+#define PREFETCH (STAGES - 2)
+#define SBO_BYTES ((BK / 16) * 128)
+#define GROUP_M 8
 #define NTHREADS 256
 #define G_BANDS 64
 #define RF 4
@@ -48,14 +54,15 @@ __device__ __forceinline__ u32 mix32(u32 u) {
     return u & 0xFFu;
 }
 
-// Chunk (row r, 16-byte column c) of a tile sits at (r / 8) * 512 + c * 128 + (r % 8) * 16.
+// Chunk (row r, 16-byte column c) of a tile sits at (r / 8) * SBO_BYTES + c * 128 + (r % 8) * 16.
 // Thread mapping: 8 consecutive threads take the 8 rows of one core matrix, so each group of 8
 // writes 128 contiguous bytes of shared memory (no bank conflicts).
 __device__ __forceinline__ void load_tile(u32 sbase, const char* g, u32 n, u32 row0, u32 k0, int rows, int tid) {
-    for (int idx = tid; idx < rows * 4; idx += NTHREADS) {
-        int r = (idx >> 5) * 8 + (idx & 7);
-        int c = (idx >> 3) & 3;
-        cp_async16(sbase + (r >> 3) * 512 + c * 128 + (r & 7) * 16, g + (u64)(row0 + r) * n + k0 + c * 16);
+#pragma unroll 4
+    for (int idx = tid; idx < rows * (BK / 16); idx += NTHREADS) {
+        int r = (idx / (8 * (BK / 16))) * 8 + (idx & 7);
+        int c = (idx >> 3) & (BK / 16 - 1);
+        cp_async16(sbase + (r >> 3) * SBO_BYTES + c * 128 + (r & 7) * 16, g + (u64)(row0 + r) * n + k0 + c * 16);
     }
 }
 
@@ -75,7 +82,15 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) step_wgmma(
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int wg = warp >> 2, wq = warp & 3;
     const int gid = lane >> 2, tig = lane & 3;
-    const u32 m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    // Grouped raster over a 1-D grid: GROUP_M tile rows at a time, all tile columns.
+    const u32 tiles_n = n / BN, tiles_m = n / BM;
+    const u32 bid = blockIdx.x;
+    const u32 group = bid / (GROUP_M * tiles_n);
+    const u32 first_m = group * GROUP_M;
+    const u32 gm = (tiles_m - first_m) < GROUP_M ? (tiles_m - first_m) : GROUP_M;
+    const u32 pid_m = first_m + (bid % (GROUP_M * tiles_n)) % gm;
+    const u32 pid_n = (bid % (GROUP_M * tiles_n)) / gm;
+    const u32 m0 = pid_m * BM, n0 = pid_n * BN;
     const int KT = n / BK;
     const u32 sbase = (u32)__cvta_generic_to_shared(smem);
 
@@ -84,7 +99,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) step_wgmma(
     for (int x = 0; x < 128; ++x) d[x] = 0;
 
 #pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
+    for (int s = 0; s < PREFETCH; ++s) {
         if (s < KT) {
             load_tile(sbase + s * STAGE_BYTES, X, n, m0, s * BK, BM, tid);
             load_tile(sbase + s * STAGE_BYTES + A_BYTES, Bt, n, n0, s * BK, BN, tid);
@@ -92,11 +107,11 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) step_wgmma(
         cp_async_commit();
     }
     for (int kt = 0; kt < KT; ++kt) {
-        cp_async_wait<STAGES - 2>();
+        cp_async_wait<PREFETCH - 1>();
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        __syncthreads();
+        __syncthreads();  // also: every warpgroup's wgmmas of slice kt - 2 are complete
         {
-            int nk = kt + STAGES - 1;
+            int nk = kt + PREFETCH;
             if (nk < KT) {
                 u32 st = sbase + (nk % STAGES) * STAGE_BYTES;
                 load_tile(st, X, n, m0, nk * BK, BM, tid);
@@ -104,7 +119,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) step_wgmma(
             }
             cp_async_commit();
         }
-        const u32 sA = sbase + (kt % STAGES) * STAGE_BYTES + wg * (64 / 8) * 512;
+        const u32 sA = sbase + (kt % STAGES) * STAGE_BYTES + wg * (64 / 8) * SBO_BYTES;
         const u32 sB = sbase + (kt % STAGES) * STAGE_BYTES + A_BYTES;
 #pragma unroll
         for (int x = 0; x < 128; ++x) asm volatile("" : "+r"(d[x])::"memory");
@@ -113,10 +128,11 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) step_wgmma(
         for (int ks = 0; ks < BK / 32; ++ks)
             wgmma_m64n256k32(d, make_desc(sA + ks * 256, lbo, sbo), make_desc(sB + ks * 256, lbo, sbo));
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-#pragma unroll
-        for (int x = 0; x < 128; ++x) asm volatile("" : "+r"(d[x])::"memory");
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
     }
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#pragma unroll
+    for (int x = 0; x < 128; ++x) asm volatile("" : "+r"(d[x])::"memory");
     cp_async_wait<0>();
 
     // Accumulator layout (per warp of the warpgroup, like mma.sync's m16n8 repeated over N):

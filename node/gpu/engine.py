@@ -25,8 +25,8 @@ import numpy as np
 from node.pow import merkle, philox
 from node.pow.engine import ChallengeParams, EngineCapacityError, pool_bytes
 
-from node.gpu.kernels import (FUSED_SMEM_BYTES, FUSED_TILE, WGMMA_SMEM_BYTES, WGMMA_TILE_M, WGMMA_TILE_N,
-                              PowKernels, pow_kernels)
+from node.gpu.kernels import (FUSED_SMEM_BYTES, FUSED_TILE, WGMMA_LBO, WGMMA_SBO, WGMMA_SMEM_BYTES, WGMMA_TILE_M,
+                              WGMMA_TILE_N, PowKernels, pow_kernels)
 
 __all__ = ["GpuEngine", "GpuTrace", "VARIANTS", "DEFAULT_RESERVE_BYTES", "CublasInt8"]
 
@@ -165,7 +165,7 @@ class GpuEngine:
             self._gemm(X, Bt, ref)
             got = cp.empty((n, n), dtype=cp.int32)
             z = cp.zeros(n, dtype=cp.uint32)
-            for desc in ((128, 512), (512, 128)):
+            for desc in ((WGMMA_LBO, WGMMA_SBO), (WGMMA_SBO, WGMMA_LBO)):
                 got.fill(0x7F7F7F7F)
                 self._wgmma(X, Bt, X, z, z, X, got, desc)
                 if bool(cp.array_equal(got, ref)):
@@ -251,7 +251,7 @@ class GpuEngine:
     def _wgmma(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
                out: cp.ndarray, out32: cp.ndarray | None, desc: tuple[int, int]) -> None:
         n = X.shape[0]
-        grid = (n // WGMMA_TILE_N, n // WGMMA_TILE_M)
+        grid = ((n // WGMMA_TILE_N) * (n // WGMMA_TILE_M),)
         o32 = out32 if out32 is not None else np.uint64(0)
         self._k.step_wgmma(grid, (256,), (X, Bt, pool, refs, salt, out, o32, _u32(n), _u32(desc[0]), _u32(desc[1])),
                            shared_mem=WGMMA_SMEM_BYTES)

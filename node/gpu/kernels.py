@@ -15,16 +15,17 @@ from typing import Any
 import cupy as cp
 
 __all__ = ["KERNEL_DIR", "PowKernels", "load_module", "pow_kernels", "FUSED_SMEM_BYTES", "FUSED_TILE",
-           "WGMMA_TILE_M", "WGMMA_TILE_N", "WGMMA_SMEM_BYTES"]
+           "WGMMA_TILE_M", "WGMMA_TILE_N", "WGMMA_SMEM_BYTES", "WGMMA_LBO", "WGMMA_SBO"]
 
 KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
 
 # Must match kernels/step_mma.cu: STAGES * (BM + BN) * PITCH bytes of dynamic shared memory.
 FUSED_TILE = 128
 FUSED_SMEM_BYTES = 4 * (128 + 128) * 80
-# kernels/step_wgmma.cu: 128 x 256 tiles, STAGES * (BM + BN) * BK bytes.
-WGMMA_TILE_M, WGMMA_TILE_N = 128, 256
-WGMMA_SMEM_BYTES = 4 * (128 + 256) * 64
+# kernels/step_wgmma.cu: 128 x 256 tiles, STAGES * (BM + BN) * BK bytes; its core-matrix strides.
+WGMMA_TILE_M, WGMMA_TILE_N, WGMMA_BK = 128, 256, 128
+WGMMA_SMEM_BYTES = 4 * (128 + 256) * 128
+WGMMA_LBO, WGMMA_SBO = 128, (128 // 16) * 128
 
 _modules: dict[tuple[str, int, str], Any] = {}
 
