@@ -25,9 +25,11 @@ from node.pow.engine import ChallengeParams, max_steps_for
 from node.gpu.engine import GpuEngine
 from node.gpu.facts import gpu_facts
 
-# (label, variant, hashing overlapped on a second stream)
-CONFIGS = [("cublas", "cublas", True), ("cublas-serial", "cublas", False), ("fused", "fused", True),
-           ("fused-serial", "fused", False), ("wgmma", "wgmma", True), ("wgmma-serial", "wgmma", False)]
+# (label, variant, hashing overlapped on a second stream); "-sameprio" runs the hashing stream at
+# the chain stream's priority instead of the lowest.
+CONFIGS = [("cublas", "cublas", True), ("cublas-sameprio", "cublas", True), ("cublas-serial", "cublas", False),
+           ("fused", "fused", True), ("fused-serial", "fused", False), ("wgmma", "wgmma", True),
+           ("wgmma-serial", "wgmma", False)]
 
 __all__ = ["CONFIGS", "time_events", "copy_bandwidth", "bench_n", "memory_fill_run", "bench_main"]
 
@@ -103,6 +105,8 @@ def bench_n(engine: GpuEngine, n: int, steps: int = 32, m: int = 4, reps: int = 
         dig = cp.empty(32, dtype=cp.uint8)
         scratch = cp.empty((2, max(1, n // 512), 32), dtype=cp.uint8)
         out["hash_s"] = time_events(lambda r: engine.hash_state(X[r % 3], nodes, dig, scratch), reps)
+        out["hash_rows_s"] = time_events(lambda r: engine.hash_rows(X[r % 3], nodes), reps)
+        out["hash_tree_s"] = time_events(lambda r: engine.hash_tree(nodes, dig, scratch), reps)
         del X, Bt, A, pool, Xn, nodes, scratch
     cp.get_default_memory_pool().free_all_blocks()
     out["hash_GBps"] = n * n / out["hash_s"] / 1e9
@@ -110,6 +114,7 @@ def bench_n(engine: GpuEngine, n: int, steps: int = 32, m: int = 4, reps: int = 
     saved = engine.variant, engine.overlap
     for label, v, overlap in CONFIGS:
         engine.variant, engine.overlap = v, overlap
+        engine.hash_low_priority = not label.endswith("-sameprio")
         if engine.variant_for(n) != v:
             continue
         params = ChallengeParams(bytes([n & 0xFF]) * 32, bytes(32), bytes(32), n, steps, m)
@@ -122,6 +127,7 @@ def bench_n(engine: GpuEngine, n: int, steps: int = 32, m: int = 4, reps: int = 
         out["step_s"][label] = best["step_s"]
         out["chain_total_s"][label] = best["total_s"]
     engine.variant, engine.overlap = saved
+    engine.hash_low_priority = True
     g = out["gemm_cublas_s"]
     out["tops_cublas"] = out["ops_per_gemm"] / g / 1e12
     for name in ("mma", "wgmma"):

@@ -123,6 +123,7 @@ class GpuEngine:
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
         overlap: bool | None = None,
         preallocate: bool = True,
+        hash_low_priority: bool = True,
     ) -> None:
         if variant not in VARIANTS + ("auto",):
             raise ValueError(f"variant must be one of {VARIANTS + ('auto',)}, got {variant!r}")
@@ -131,6 +132,7 @@ class GpuEngine:
         self.device_id = device_id
         self.variant = variant
         self.overlap = overlap
+        self.hash_low_priority = hash_low_priority
         self._arena: Any = None
         self._arena_busy = False
         with cp.cuda.Device(device_id):
@@ -139,8 +141,12 @@ class GpuEngine:
             free, total = cp.cuda.runtime.memGetInfo()
             self.total_bytes = int(total)
             self._k: PowKernels = pow_kernels(device_id)  # compile now: fail at start, not mid-challenge
-            self._stream = cp.cuda.Stream(non_blocking=True)
-            self._hash_stream = cp.cuda.Stream(non_blocking=True)
+            # The chain's stream at the device's highest priority and the overlapped hashing at its
+            # lowest: the block scheduler then gives hashing only the SMs the product leaves idle.
+            least, greatest = cp.cuda.runtime.deviceGetStreamPriorityRange()
+            self._stream = cp.cuda.Stream(non_blocking=True, priority=greatest)
+            self._hash_stream_low = cp.cuda.Stream(non_blocking=True, priority=least)
+            self._hash_stream_same = cp.cuda.Stream(non_blocking=True, priority=greatest)
             self._gemm = CublasInt8()
             self.wgmma_desc: tuple[int, int] | None = self._calibrate_wgmma()
         if memory_budget_bytes is not None:
@@ -225,6 +231,11 @@ class GpuEngine:
 
     def hash_state(self, X: cp.ndarray, nodes: cp.ndarray, digest: cp.ndarray, scratch: cp.ndarray) -> None:
         """Row nodes of state ``X`` into ``nodes`` (n, 32) and ``d`` into ``digest`` (32,)."""
+        self.hash_rows(X, nodes)
+        self.hash_tree(nodes, digest, scratch)
+
+    def hash_rows(self, X: cp.ndarray, nodes: cp.ndarray) -> None:
+        """The row nodes: leaves H(0x00 || chunk) and each row's subtree."""
         n = X.shape[0]
         cs = merkle.chunk_size(n)
         nleaves = n * n // cs
@@ -232,6 +243,10 @@ class GpuEngine:
         threads = 128
         self._k.row_nodes(((nleaves + threads - 1) // threads,), (threads,),
                           (X, nodes, _u32(nleaves), _u32(cs), _u32(per_row)), shared_mem=threads * 32)
+
+    def hash_tree(self, nodes: cp.ndarray, digest: cp.ndarray, scratch: cp.ndarray) -> None:
+        """``d`` from the n row nodes: blocks of 512 nodes folded in shared memory, then one block."""
+        n = nodes.shape[0]
         src, count, ping = nodes, n, 0
         while count > 1:
             t = min(256, count // 2)
@@ -310,7 +325,8 @@ class GpuEngine:
         try:
             with cp.cuda.Device(self.device_id), self._stream:
                 overlap = self.overlap if self.overlap is not None else n >= OVERLAP_MIN_N
-                main, hs = self._stream, (self._hash_stream if overlap else self._stream)
+                hash_stream = self._hash_stream_low if self.hash_low_priority else self._hash_stream_same
+                main, hs = self._stream, (hash_stream if overlap else self._stream)
                 bufs, owner = self._carve([(T + 1) * n2, (T + 1) * n * 32, (T + 1) * 32, m * n2, n2,
                                     4 * n2 if variant == "cublas" else 0, _G * _RF * 8, 4 * n, 2 * max(1, n // 512) * 32])
                 states = bufs[0].view(cp.int8).reshape(T + 1, n, n)

@@ -74,6 +74,17 @@ def test_random_params_match_reference_states_and_openings(engine: GpuEngine, n:
         engine.release(tr)
 
 
+def test_hashing_at_the_chain_streams_priority_is_exact_too(engine: GpuEngine) -> None:
+    p = ChallengeParams(bytes([9]) * 32, bytes(32), bytes(32), 256, 5, 2)
+    engine.variant, engine.overlap, engine.hash_low_priority = "cublas", True, False
+    tr = engine.prove(p)
+    engine.hash_low_priority = True
+    try:
+        assert tr.digests == CpuEngine().prove(p).digests
+    finally:
+        engine.release(tr)
+
+
 def test_two_live_traces_do_not_share_memory(engine: GpuEngine) -> None:
     """A second challenge proved before the first is released must not overwrite its pool."""
     engine.variant, engine.overlap = "auto", None
