@@ -143,10 +143,11 @@ class GpuEngine:
             self._k: PowKernels = pow_kernels(device_id)  # compile now: fail at start, not mid-challenge
             # The chain's stream at the device's highest priority and the overlapped hashing at its
             # lowest: the block scheduler then gives hashing only the SMs the product leaves idle.
-            least, greatest = cp.cuda.runtime.deviceGetStreamPriorityRange()
-            self._stream = cp.cuda.Stream(non_blocking=True, priority=greatest)
-            self._hash_stream_low = cp.cuda.Stream(non_blocking=True, priority=least)
-            self._hash_stream_same = cp.cuda.Stream(non_blocking=True, priority=greatest)
+            # CuPy does not expose cudaDeviceGetStreamPriorityRange; CUDA clamps a priority outside
+            # the device's range to its nearest end, so 0 (lowest) and -8 reach both ends.
+            self._stream = cp.cuda.Stream(non_blocking=True, priority=-8)
+            self._hash_stream_low = cp.cuda.Stream(non_blocking=True, priority=0)
+            self._hash_stream_same = cp.cuda.Stream(non_blocking=True, priority=-8)
             self._gemm = CublasInt8()
             self.wgmma_desc: tuple[int, int] | None = self._calibrate_wgmma()
         if memory_budget_bytes is not None:
