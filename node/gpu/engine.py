@@ -1,11 +1,12 @@
 """The GPU engine: the chain of spec pow-v1 on one CUDA device, pool held in device memory.
 
-Per step, all on one stream and with no host round trip: ``step_prep`` derives the 256 references
-from ``d_{t-1}`` (SHA-256 on the device) and the row salts (Philox); the product plus epilogue
-writes ``X_{t+1}`` into the pool; ``row_nodes`` hashes the 1 KiB leaves and each row's subtree, and
-``merkle_reduce`` folds the row nodes to ``d_{t+1}``. Only the ``T+1`` digests come back at the end.
+Per step, with no host round trip: ``step_prep`` derives the 256 references from ``d_{t-1}``
+(SHA-256 on the device) and the row salts (Philox); the product plus epilogue writes ``X_{t+1}``
+into the pool; ``row_nodes`` hashes the 1 KiB leaves and each row's subtree, and ``merkle_reduce``
+folds the row nodes to ``d_{t+1}`` (in line, or on a second, low-priority stream where that was
+measured faster). Only the ``T+1`` digests come back at the end; openings read rows from the pool.
 
-Two step variants, bit-identical (both are checked against the numpy reference engine):
+Three step variants, bit-identical (all are checked against the numpy reference engine):
 - ``cublas``: cuBLAS int8 GEMM (int32 out, cublasGemmEx) then a separate epilogue kernel;
 - ``fused``: kernels/step_mma.cu, int8 mma.sync with the epilogue applied from the accumulators;
 - ``wgmma``: kernels/step_wgmma.cu, the same fusion on Hopper's wgmma (sm_90 only), enabled only
