@@ -25,9 +25,11 @@ from node.pow.engine import ChallengeParams, max_steps_for
 from node.gpu.engine import GpuEngine
 from node.gpu.facts import gpu_facts
 
-# (label, variant, hashing overlapped on a second stream); "-sameprio" runs the hashing stream at
+# (label, variant, hashing overlapped on a second stream: True, False or "tree" = only the tree over
+# the row nodes); "-sameprio" runs the hashing stream at
 # the chain stream's priority instead of the lowest.
 CONFIGS = [("cublas", "cublas", True), ("cublas-sameprio", "cublas", True), ("cublas-serial", "cublas", False),
+           ("cublas-tree", "cublas", "tree"),
            ("fused", "fused", True), ("fused-serial", "fused", False), ("wgmma", "wgmma", True),
            ("wgmma-serial", "wgmma", False)]
 

@@ -40,6 +40,7 @@ DEFAULT_RESERVE_BYTES = 1 << 30
 # hashing on a second stream beat hashing in line (at n=4096 it slowed the GEMM more than it hid).
 AUTO_VARIANT = "cublas"
 OVERLAP_MIN_N = 8192
+AUTO_SMALL_OVERLAP: bool | str = False  # below OVERLAP_MIN_N: in line
 
 _G, _RF = 64, 4
 
@@ -122,7 +123,7 @@ class GpuEngine:
         variant: str = "auto",
         memory_budget_bytes: int | None = None,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
-        overlap: bool | None = None,
+        overlap: bool | str | None = None,
         preallocate: bool = True,
         hash_low_priority: bool = True,
     ) -> None:
@@ -317,7 +318,9 @@ class GpuEngine:
 
         With ``overlap`` the digest of ``X_{t+1}`` is computed on a second stream while the main
         stream runs step ``t+1``: only step ``t+2`` needs ``d_{t+1}`` (for its references), so the
-        hashing has a whole step to hide in."""
+        hashing has a whole step to hide in. ``overlap="tree"`` moves only the latency-bound tree
+        over the row nodes there (few blocks) and hashes the leaves in line. ``None``: measured
+        choice (OVERLAP_MIN_N)."""
         self.check_fits(params)
         n, T, m = params.n, params.T, params.m
         key = params.philox_key()
@@ -326,7 +329,7 @@ class GpuEngine:
         t_start = time.perf_counter()
         try:
             with cp.cuda.Device(self.device_id), self._stream:
-                overlap = self.overlap if self.overlap is not None else n >= OVERLAP_MIN_N
+                overlap = self.overlap if self.overlap is not None else (True if n >= OVERLAP_MIN_N else AUTO_SMALL_OVERLAP)
                 hash_stream = self._hash_stream_low if self.hash_low_priority else self._hash_stream_same
                 main, hs = self._stream, (hash_stream if overlap else self._stream)
                 bufs, owner = self._carve([(T + 1) * n2, (T + 1) * n * 32, (T + 1) * 32, m * n2, n2,
@@ -365,11 +368,16 @@ class GpuEngine:
                     if hs is main:
                         self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
                     else:
+                        if overlap == "tree":
+                            self.hash_rows(states[t + 1], nodes[t + 1])
                         written = cp.cuda.Event(disable_timing=True)
                         written.record(main)
                         hs.wait_event(written)
                         with hs:
-                            self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
+                            if overlap == "tree":
+                                self.hash_tree(nodes[t + 1], dig[t + 1], scratch)
+                            else:
+                                self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
                         done = cp.cuda.Event(disable_timing=True)
                         done.record(hs)
                         hashed[t + 1] = done

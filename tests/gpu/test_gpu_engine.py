@@ -27,7 +27,8 @@ from node.pow.engine import ChallengeParams, EngineCapacityError  # noqa: E402
 from node.pow.openings import build_openings, encode_openings  # noqa: E402
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "pow-v1-vectors.json").read_text())
-CONFIGS = [("cublas", False), ("cublas", True), ("fused", False), ("fused", True), ("wgmma", False), ("wgmma", True)]
+CONFIGS = [("cublas", False), ("cublas", True), ("cublas", "tree"), ("fused", False), ("fused", True),
+           ("wgmma", False), ("wgmma", True)]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def _params(c: dict) -> ChallengeParams:
 
 @pytest.mark.parametrize("variant,overlap", CONFIGS)
 @pytest.mark.parametrize("ci", range(len(VECTORS["chains"])))
-def test_vectors(engine: GpuEngine, ci: int, variant: str, overlap: bool) -> None:
+def test_vectors(engine: GpuEngine, ci: int, variant: str, overlap: bool | str) -> None:
     c = VECTORS["chains"][ci]
     engine.variant, engine.overlap = variant, overlap
     tr = engine.prove(_params(c))
@@ -58,7 +59,7 @@ def test_vectors(engine: GpuEngine, ci: int, variant: str, overlap: bool) -> Non
 @pytest.mark.parametrize("variant,overlap", CONFIGS)
 @pytest.mark.parametrize("n,T,m", [(64, 7, 2), (128, 6, 3), (256, 5, 2), (512, 4, 1), (2048, 3, 2)])
 def test_random_params_match_reference_states_and_openings(engine: GpuEngine, n: int, T: int, m: int,
-                                                           variant: str, overlap: bool) -> None:
+                                                           variant: str, overlap: bool | str) -> None:
     rng = np.random.default_rng(n * 31 + T)
     p = ChallengeParams(rng.bytes(32), rng.bytes(32), rng.bytes(32), n, T, m)
     ref = CpuEngine().prove(p)
