@@ -29,7 +29,7 @@ from node.gpu.facts import gpu_facts
 # the row nodes); "-sameprio" runs the hashing stream at
 # the chain stream's priority instead of the lowest.
 CONFIGS = [("cublas", "cublas", True), ("cublas-sameprio", "cublas", True), ("cublas-serial", "cublas", False),
-           ("cublas-tree", "cublas", "tree"),
+           ("cublas-tree", "cublas", "tree"), ("cublas-late", "cublas", "late"),
            ("fused", "fused", True), ("fused-serial", "fused", False), ("wgmma", "wgmma", True),
            ("wgmma-serial", "wgmma", False)]
 

@@ -40,7 +40,7 @@ DEFAULT_RESERVE_BYTES = 1 << 30
 # hashing on a second stream beat hashing in line (at n=4096 it slowed the GEMM more than it hid).
 AUTO_VARIANT = "cublas"
 OVERLAP_MIN_N = 8192
-AUTO_SMALL_OVERLAP: bool | str = False  # below OVERLAP_MIN_N: in line
+AUTO_SMALL_OVERLAP: bool | str = "tree"  # below OVERLAP_MIN_N: only the tree on the second stream
 
 _G, _RF = 64, 4
 
@@ -319,8 +319,10 @@ class GpuEngine:
         With ``overlap`` the digest of ``X_{t+1}`` is computed on a second stream while the main
         stream runs step ``t+1``: only step ``t+2`` needs ``d_{t+1}`` (for its references), so the
         hashing has a whole step to hide in. ``overlap="tree"`` moves only the latency-bound tree
-        over the row nodes there (few blocks) and hashes the leaves in line. ``None``: measured
-        choice (OVERLAP_MIN_N)."""
+        over the row nodes there (few blocks) and hashes the leaves in line. ``overlap="late"`` (cuBLAS
+        variant) starts the digest of ``X_{t+1}`` only once the GEMM of step ``t+1`` is done, so it
+        shares the SMs with the memory-bound epilogue rather than the GEMM. ``None``: the measured
+        choice (OVERLAP_MIN_N, AUTO_SMALL_OVERLAP)."""
         self.check_fits(params)
         n, T, m = params.n, params.T, params.m
         key = params.philox_key()
@@ -351,9 +353,23 @@ class GpuEngine:
                 hashed: list[Any] = [None] * (T + 1)
                 ev0, ev1 = cp.cuda.Event(), cp.cuda.Event()
                 ev0.record(main)
+                late = overlap == "late" and variant == "cublas" and hs is not main
+
+                def enqueue_hash(s: int) -> None:
+                    ready = cp.cuda.Event(disable_timing=True)
+                    ready.record(main)
+                    hs.wait_event(ready)
+                    with hs:
+                        self.hash_state(states[s], nodes[s], dig[s], scratch)
+                    done = cp.cuda.Event(disable_timing=True)
+                    done.record(hs)
+                    hashed[s] = done
+
                 for t in range(T):
                     if variant == "cublas":
                         self._gemm(states[t], Bts[t % m], A)
+                        if late and t >= 1:
+                            enqueue_hash(t)  # X_t's digest, started once GEMM_t is done
                     if t >= 2 and hashed[t - 1] is not None:
                         main.wait_event(hashed[t - 1])  # d_{t-1} for the references
                     self.step_prep(dig[t - 1] if t else dig[0], t, n, key, refs, salt)
@@ -367,6 +383,9 @@ class GpuEngine:
                         state_hook(t + 1, states[t + 1])
                     if hs is main:
                         self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
+                    elif late:
+                        if t == T - 1:
+                            enqueue_hash(T)
                     else:
                         if overlap == "tree":
                             self.hash_rows(states[t + 1], nodes[t + 1])

@@ -27,7 +27,7 @@ from node.pow.engine import ChallengeParams, EngineCapacityError  # noqa: E402
 from node.pow.openings import build_openings, encode_openings  # noqa: E402
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "pow-v1-vectors.json").read_text())
-CONFIGS = [("cublas", False), ("cublas", True), ("cublas", "tree"), ("fused", False), ("fused", True),
+CONFIGS = [("cublas", False), ("cublas", True), ("cublas", "tree"), ("cublas", "late"), ("fused", False), ("fused", True),
            ("wgmma", False), ("wgmma", True)]
 
 
