@@ -336,3 +336,101 @@ extern "C" __global__ void transpose_i8(const signed char* __restrict__ B, signe
     y = blockIdx.x * 32 + threadIdx.y;
     for (int k = 0; k < 32; k += 8) Bt[(u64)(y + k) * n + x] = tile[threadIdx.x][threadIdx.y + k];
 }
+
+// The cuBLAS-path epilogue fused with the leaf hashing: thread per leaf of cs bytes. The thread
+// computes its leaf's 64-byte blocks of X_next (as `epilogue` does), stores them, and feeds them
+// straight into SHA-256, so the new state is hashed while it is written (the leaves' chained
+// compressions are latency-bound, the epilogue memory-bound: together they overlap). Then each
+// row's subtree of per_row leaves is folded in shared memory (as in `row_nodes`).
+extern "C" __global__ void epilogue_rows(const int* __restrict__ A, const signed char* __restrict__ pool,
+                                         const u32* __restrict__ refs, const u32* __restrict__ salt,
+                                         signed char* __restrict__ out, u8* __restrict__ nodes, u32 n, u32 cs,
+                                         u32 per_row) {
+    extern __shared__ uint4 sh4[];
+    u8* sh = (u8*)sh4;
+    const u32 nleaves = n * (n / cs);
+    const u32 leaf = blockIdx.x * blockDim.x + threadIdx.x;
+    const bool live = leaf < nleaves;
+    u32 h[8];
+    if (live) {
+        const u32 i = leaf / per_row;
+        const u32 c0 = (leaf % per_row) * cs;
+        const u32 g = i / (n / G_BANDS);
+        const u64 nn = (u64)n * n;
+        const uint4* rp[RF];
+#pragma unroll
+        for (int r = 0; r < RF; ++r) {
+            u32 j = refs[2 * (g * RF + r)], o = refs[2 * (g * RF + r) + 1];
+            rp[r] = (const uint4*)(pool + (u64)j * nn + (u64)((i + o) & (n - 1)) * n + c0);
+        }
+        const int4* ap = (const int4*)(A + (u64)i * n + c0);
+        uint4* op = (uint4*)(out + (u64)i * n + c0);
+        const u32 s = salt[i];
+        sha_init(h);
+        u32 prev = 0;  // "data word -1": its byte 3 is the 0x00 leaf prefix
+        u32 w[16];
+        const int nblk = cs / 64;
+        for (int blk = 0; blk < nblk; ++blk) {
+            u32 words[16];
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {  // 16 bytes at a time
+                uint4 rr[RF];
+#pragma unroll
+                for (int r = 0; r < RF; ++r) rr[r] = __ldg(rp[r] + blk * 4 + q);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {  // 4 bytes = one output word
+                    int4 a = __ldg(ap + blk * 16 + q * 4 + e);
+                    u32 av[4] = {(u32)a.x, (u32)a.y, (u32)a.z, (u32)a.w};
+                    u32 word = 0;
+#pragma unroll
+                    for (int b = 0; b < 4; ++b) {
+                        u32 v = av[b] + s;
+#pragma unroll
+                        for (int r = 0; r < RF; ++r) {
+                            u32 rw = e == 0 ? rr[r].x : e == 1 ? rr[r].y : e == 2 ? rr[r].z : rr[r].w;
+                            v += sbyte(rw, b);
+                        }
+                        word |= mix32(v) << (8 * b);
+                    }
+                    words[q * 4 + e] = word;
+                }
+                op[blk * 4 + q] = make_uint4(words[q * 4], words[q * 4 + 1], words[q * 4 + 2], words[q * 4 + 3]);
+            }
+#pragma unroll
+            for (int k = 0; k < 16; ++k) {
+                w[k] = __byte_perm(prev, words[k], 0x3456);
+                prev = words[k];
+            }
+            sha_compress(h, w);
+        }
+        w[0] = (prev & 0xFF000000u) | 0x00800000u;
+#pragma unroll
+        for (int k = 1; k < 15; ++k) w[k] = 0;
+        w[15] = (cs + 1) * 8u;
+        sha_compress(h, w);
+    }
+    if (per_row == 1) {
+        if (live) store_hash(nodes + (u64)leaf * 32, h);
+        return;
+    }
+    if (live) store_hash(sh + threadIdx.x * 32, h);
+    __syncthreads();
+    for (u32 span = 1; span < per_row; span <<= 1) {
+        u32 lane = threadIdx.x % per_row;
+        bool act = live && (lane % (2 * span) == 0);
+        u8 tmp[32];
+        if (act) node_hash(tmp, sh + threadIdx.x * 32, sh + (threadIdx.x + span) * 32);
+        __syncthreads();
+        if (act) {
+#pragma unroll
+            for (int b = 0; b < 32; ++b) sh[threadIdx.x * 32 + b] = tmp[b];
+        }
+        __syncthreads();
+    }
+    if (live && threadIdx.x % per_row == 0) {
+        const uint4* src = (const uint4*)(sh + threadIdx.x * 32);
+        uint4* d = (uint4*)(nodes + (u64)(leaf / per_row) * 32);
+        d[0] = src[0];
+        d[1] = src[1];
+    }
+}

@@ -26,10 +26,11 @@ from node.gpu.engine import GpuEngine
 from node.gpu.facts import gpu_facts
 
 # (label, variant, hashing overlapped on a second stream: True, False or "tree" = only the tree over
-# the row nodes); "-sameprio" runs the hashing stream at
+# the row nodes); "-fl": epilogue and leaf hashing fused; "-sameprio" runs the hashing stream at
 # the chain stream's priority instead of the lowest.
 CONFIGS = [("cublas", "cublas", True), ("cublas-sameprio", "cublas", True), ("cublas-serial", "cublas", False),
            ("cublas-tree", "cublas", "tree"), ("cublas-late", "cublas", "late"),
+           ("cublas-fl", "cublas", "tree"), ("cublas-fl-serial", "cublas", False),
            ("fused", "fused", True), ("fused-serial", "fused", False), ("wgmma", "wgmma", True),
            ("wgmma-serial", "wgmma", False)]
 
@@ -117,6 +118,7 @@ def bench_n(engine: GpuEngine, n: int, steps: int = 32, m: int = 4, reps: int = 
     for label, v, overlap in CONFIGS:
         engine.variant, engine.overlap = v, overlap
         engine.hash_low_priority = not label.endswith("-sameprio")
+        engine.fuse_leaves = "-fl" in label  # epilogue and leaf hashing in one kernel
         if engine.variant_for(n) != v:
             continue
         params = ChallengeParams(bytes([n & 0xFF]) * 32, bytes(32), bytes(32), n, steps, m)
@@ -130,6 +132,7 @@ def bench_n(engine: GpuEngine, n: int, steps: int = 32, m: int = 4, reps: int = 
         out["chain_total_s"][label] = best["total_s"]
     engine.variant, engine.overlap = saved
     engine.hash_low_priority = True
+    engine.fuse_leaves = None
     g = out["gemm_cublas_s"]
     out["tops_cublas"] = out["ops_per_gemm"] / g / 1e12
     for name in ("mma", "wgmma"):

@@ -41,6 +41,7 @@ DEFAULT_RESERVE_BYTES = 1 << 30
 AUTO_VARIANT = "cublas"
 OVERLAP_MIN_N = 8192
 AUTO_SMALL_OVERLAP: bool | str = "tree"  # below OVERLAP_MIN_N: only the tree on the second stream
+AUTO_FUSE_LEAVES = False  # epilogue_rows (epilogue + leaf hashing in one kernel): being measured
 
 _G, _RF = 64, 4
 
@@ -126,6 +127,7 @@ class GpuEngine:
         overlap: bool | str | None = None,
         preallocate: bool = True,
         hash_low_priority: bool = True,
+        fuse_leaves: bool | None = None,
     ) -> None:
         if variant not in VARIANTS + ("auto",):
             raise ValueError(f"variant must be one of {VARIANTS + ('auto',)}, got {variant!r}")
@@ -135,6 +137,7 @@ class GpuEngine:
         self.variant = variant
         self.overlap = overlap
         self.hash_low_priority = hash_low_priority
+        self.fuse_leaves = fuse_leaves
         self._arena: Any = None
         self._arena_busy = False
         with cp.cuda.Device(device_id):
@@ -268,6 +271,17 @@ class GpuEngine:
         groups = n * n // 16
         self._k.epilogue(((groups + 255) // 256,), (256,), (A, pool, refs, salt, out, _u32(n)))
 
+    def _epilogue_rows(self, A: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray, out: cp.ndarray,
+                       nodes: cp.ndarray) -> None:
+        """The epilogue fused with the leaf hashing: writes X_next and its row nodes."""
+        n = A.shape[0]
+        cs = merkle.chunk_size(n)
+        nleaves = n * n // cs
+        threads = 128
+        self._k.epilogue_rows(((nleaves + threads - 1) // threads,), (threads,),
+                              (A, pool, refs, salt, out, nodes, _u32(n), _u32(cs), _u32(n // cs)),
+                              shared_mem=threads * 32)
+
     def step_fused(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
                    out: cp.ndarray, out32: cp.ndarray | None = None) -> None:
         n = X.shape[0]
@@ -353,7 +367,9 @@ class GpuEngine:
                 hashed: list[Any] = [None] * (T + 1)
                 ev0, ev1 = cp.cuda.Event(), cp.cuda.Event()
                 ev0.record(main)
-                late = overlap == "late" and variant == "cublas" and hs is not main
+                fuse = self.fuse_leaves if self.fuse_leaves is not None else AUTO_FUSE_LEAVES
+                fl = bool(fuse) and variant == "cublas" and state_hook is None
+                late = overlap == "late" and variant == "cublas" and hs is not main and not fl
 
                 def enqueue_hash(s: int) -> None:
                     ready = cp.cuda.Event(disable_timing=True)
@@ -377,23 +393,27 @@ class GpuEngine:
                         self.step_fused(states[t], Bts[t % m], states, refs, salt, states[t + 1])
                     elif variant == "wgmma":
                         self.step_wgmma(states[t], Bts[t % m], states, refs, salt, states[t + 1])
+                    elif fl:
+                        self._epilogue_rows(A, states, refs, salt, states[t + 1], nodes[t + 1])
                     else:
                         self._epilogue(A, states, refs, salt, states[t + 1])
                     if state_hook is not None:
                         state_hook(t + 1, states[t + 1])
-                    if hs is main:
+                    if fl and hs is main:
+                        self.hash_tree(nodes[t + 1], dig[t + 1], scratch)
+                    elif hs is main:
                         self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
                     elif late:
                         if t == T - 1:
                             enqueue_hash(T)
                     else:
-                        if overlap == "tree":
+                        if overlap == "tree" and not fl:
                             self.hash_rows(states[t + 1], nodes[t + 1])
                         written = cp.cuda.Event(disable_timing=True)
                         written.record(main)
                         hs.wait_event(written)
                         with hs:
-                            if overlap == "tree":
+                            if overlap == "tree" or fl:
                                 self.hash_tree(nodes[t + 1], dig[t + 1], scratch)
                             else:
                                 self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)

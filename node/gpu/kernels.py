@@ -55,6 +55,7 @@ class PowKernels:
     philox_stream: Any
     step_prep: Any
     epilogue: Any
+    epilogue_rows: Any
     row_nodes: Any
     merkle_reduce: Any
     transpose_i8: Any
@@ -87,6 +88,7 @@ def pow_kernels(device_id: int) -> PowKernels:
         philox_stream=mod.get_function("philox_stream"),
         step_prep=mod.get_function("step_prep"),
         epilogue=mod.get_function("epilogue"),
+        epilogue_rows=mod.get_function("epilogue_rows"),
         row_nodes=mod.get_function("row_nodes"),
         merkle_reduce=mod.get_function("merkle_reduce"),
         transpose_i8=mod.get_function("transpose_i8"),

@@ -43,6 +43,7 @@ def check_exact(engine: GpuEngine, cpu: CpuEngine, params: ChallengeParams, k: i
     res = {"n": params.n, "T": params.T, "m": params.m}
     for label, v, overlap in CONFIGS:
         engine.variant, engine.overlap = v, overlap
+        engine.fuse_leaves = "-fl" in label
         if engine.variant_for(params.n) != v:
             continue
         tr = engine.prove(params)
@@ -54,7 +55,7 @@ def check_exact(engine: GpuEngine, cpu: CpuEngine, params: ChallengeParams, k: i
         states_ok = bool(np.array_equal(cp.asnumpy(tr.states), cpu_tr.states)) if params.n <= 2048 else None
         res[label] = {"digests_root": ok, "openings": op_ok, "states": states_ok}
         engine.release(tr)
-    engine.variant, engine.overlap = "auto", None
+    engine.variant, engine.overlap, engine.fuse_leaves = "auto", None, None
     return res
 
 
@@ -143,6 +144,7 @@ def main() -> int:
             label = min(r["step_s"], key=r["step_s"].get)
             best = r["step_s"][label]
             engine.variant, engine.overlap = next((v, o) for lab, v, o in CONFIGS if lab == label)
+            engine.fuse_leaves = "-fl" in label
             engine.close()
             f = memory_fill_run(engine, r["n"], best)
             f["config"] = label
@@ -151,7 +153,7 @@ def main() -> int:
             save()
             if a.quick:
                 break
-        engine.variant, engine.overlap = "auto", None
+        engine.variant, engine.overlap, engine.fuse_leaves = "auto", None, None
     except Exception:
         result["timing_error"] = traceback.format_exc()
         log(result["timing_error"])

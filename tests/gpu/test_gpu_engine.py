@@ -56,6 +56,20 @@ def test_vectors(engine: GpuEngine, ci: int, variant: str, overlap: bool | str) 
         engine.release(tr)
 
 
+@pytest.mark.parametrize("fuse_leaves", [False, True])
+@pytest.mark.parametrize("n,T,m", [(64, 5, 2), (256, 4, 1), (2048, 3, 2)])
+def test_epilogue_with_leaf_hashing_matches_reference(engine: GpuEngine, n: int, T: int, m: int, fuse_leaves: bool) -> None:
+    p = ChallengeParams(bytes([n & 0xFF]) * 32, bytes([3]) * 32, bytes(32), n, T, m)
+    engine.variant, engine.overlap, engine.fuse_leaves = "cublas", "tree", fuse_leaves
+    tr = engine.prove(p)
+    engine.fuse_leaves = None
+    try:
+        ref = CpuEngine().prove(p)
+        assert tr.digests == ref.digests and np.array_equal(tr.row_nodes(T), ref.row_nodes(T))
+    finally:
+        engine.release(tr)
+
+
 @pytest.mark.parametrize("variant,overlap", CONFIGS)
 @pytest.mark.parametrize("n,T,m", [(64, 7, 2), (128, 6, 3), (256, 5, 2), (512, 4, 1), (2048, 3, 2)])
 def test_random_params_match_reference_states_and_openings(engine: GpuEngine, n: int, T: int, m: int,
