@@ -17,7 +17,15 @@ def _lazy(target: str) -> Callable[[argparse.Namespace], int]:
 
     def run(args: argparse.Namespace) -> int:
         module, _, name = target.partition(":")
-        return getattr(importlib.import_module(module), name)(args)
+        try:
+            handler = getattr(importlib.import_module(module), name)
+        except ModuleNotFoundError as exc:
+            if exc.name != "cupy":
+                raise
+            print(f"gpow {args.command}: needs CuPy and a CUDA GPU; install the gpu extra "
+                  "(pip install 'gpow-node[gpu]') on a machine with one", file=sys.stderr)
+            return 3
+        return handler(args)
 
     return run
 

@@ -64,3 +64,15 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path):
             proc.kill()
     assert proc.returncode == 0, out[-2000:]
     assert "stopping" in out
+
+
+def test_gpu_commands_without_cupy_say_so():
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("CuPy is installed here")
+    except ImportError:
+        pass
+    for cmd in ("bench", "attest"):
+        r = gpow(cmd)
+        assert r.returncode == 3 and "needs CuPy and a CUDA GPU" in r.stderr and "Traceback" not in r.stderr
