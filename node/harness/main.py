@@ -139,11 +139,14 @@ class Harness:
 
     def start(self) -> None:
         hp = self.hp
-        self.calibrated_step_s = calibrate_cpu_step(hp.n_cpu)
-        write_profiles(self.profiles_path, hp.n_cpu, self.calibrated_step_s, self.cpu_allowance())
+        if hp.engine == "cpu":
+            self.calibrated_step_s = calibrate_cpu_step(hp.n_cpu)
+            write_profiles(self.profiles_path, hp.n_cpu, self.calibrated_step_s, self.cpu_allowance())
         validator_section = {
             "challenge_interval_s": hp.challenge_interval_s, "concurrency": 1, "samples": hp.samples,
-            "n_cpu": hp.n_cpu, "profiles_file": str(self.profiles_path), "openings_timeout_s": hp.openings_timeout_s,
+            "n_cpu": hp.n_cpu, "openings_timeout_s": hp.openings_timeout_s,
+            # GPU runs are judged by the shipped (measured) profiles, CPU runs by this machine's calibration
+            **({"profiles_file": str(self.profiles_path)} if hp.engine == "cpu" else {}),
             "commit_slack_s": hp.commit_slack_s, "tolerance": hp.tolerance, "probation_challenges": 1,
             "rtt_margin_s": hp.rtt_margin_s,
         }
@@ -178,12 +181,15 @@ class Harness:
                 bootstrap = [addr]
         miner_addrs = []
         kinds = ["honest"] * hp.miners + hp.miner_cheaters()
+        devices = self.gpu_devices(len(kinds) + hp.remote_executors) if hp.engine == "gpu" else []
         for i, kind in enumerate(kinds):
             need = CHEAT_KINDS.get(kind.split(":")[0], ("miner", 1))[1]
             miner = {
                 "engine": hp.engine, "cpu_executors": max(hp.executors_per_miner, need), "cpu_memory_bytes": hp.cpu_memory_bytes,
                 "roster_interval_s": 2.0, "host_fingerprint": f"harness-host-{i}", "heartbeat_timeout_s": 6.0,
             }
+            if devices:
+                miner["gpu_devices"] = [devices[i]]  # one GPU per miner process: an engine takes its whole GPU
             if kind != "honest":
                 miner["cheat"] = kind if kind != "partial-pool" else f"partial-pool:{hp.partial_pool_keep}"
                 if kind == "corrupt-rows":
@@ -196,12 +202,23 @@ class Harness:
             target = miner_addrs[i % max(1, hp.miners)]
             e = self._node(f"executor-{i}", "executor", {
                 "executor": {"miner": target, "engine": hp.engine, "cpu_memory_bytes": hp.cpu_memory_bytes,
-                             "heartbeat_interval_s": 1.0, "host_fingerprint": f"harness-remote-{i}"},
+                             "heartbeat_interval_s": 1.0, "host_fingerprint": f"harness-remote-{i}",
+                             **({"gpu_device": devices[len(kinds) + i]} if devices else {})},
                 "net": {"bootstrap": [target]},
             })
             e.extra["miner_addr"] = target
             e.start()
             self._wait_listen(e)
+
+    def gpu_devices(self, needed: int) -> list[int]:
+        """One GPU per miner and remote executor (an engine allocates its whole GPU at start)."""
+        from node.roles.node import visible_gpus
+
+        devices = visible_gpus()
+        if len(devices) < needed:
+            raise RuntimeError(f"--engine gpu runs one GPU per miner and remote executor: {needed} needed, "
+                               f"{len(devices)} visible (try --miners {max(1, len(devices))} --remote-executors 0)")
+        return devices[:needed]
 
     def cpu_allowance(self) -> float:
         """The CPU profile's allowance: the configured one, times how many challenges share each
@@ -303,7 +320,10 @@ def harness_main(args: argparse.Namespace) -> int:
                       f"{hp.remote_executors} remote executors, cheaters: {', '.join(hp.cheater_list()) or 'none'}; "
                       f"engine {hp.engine}; workdir {workdir}")
         harness.start()
-        console.print(f"calibrated the CPU engine: {harness.calibrated_step_s * 1e3:.2f} ms/step at n={hp.n_cpu}; all {len(harness.nodes)} nodes started")
+        if hp.engine == "cpu":
+            console.print(f"calibrated the CPU engine: {harness.calibrated_step_s * 1e3:.2f} ms/step at n={hp.n_cpu}; all {len(harness.nodes)} nodes started")
+        else:
+            console.print(f"all {len(harness.nodes)} nodes started; GPU executors are judged by configs/gpu_profiles.toml")
         mesh_s = harness.wait_mesh(60.0)
         console.print(f"mesh ready in {mesh_s:.1f} s: every validator knows all {harness.expected_executors()} executors; challenging for {hp.duration:.0f} s")
         t0 = time.monotonic()

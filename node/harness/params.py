@@ -48,6 +48,9 @@ class HarnessParams:
         unknown = [c for c in self.cheater_list() if c.split(":")[0] not in CHEAT_KINDS]
         if unknown:
             raise ValueError(f"unknown cheater kind(s) {', '.join(unknown)}; known: {', '.join(CHEAT_KINDS)}")
+        cpu_only = {"corrupt-rows", "zero-chain", "partial-pool", "grind-refs"}  # cheats built on the numpy engine
+        if self.engine == "gpu" and (bad := [c for c in self.cheater_list() if c.split(":")[0] in cpu_only]):
+            raise ValueError(f"cheater kind(s) {', '.join(bad)} run on the CPU engine only (they rewrite its states)")
         if self.remote_executors and not self.miners:
             raise ValueError("remote executors need an honest miner to register with")
 
