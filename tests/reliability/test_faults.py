@@ -5,8 +5,6 @@ The validator killed mid-write and restarted is tests/procs/test_restart.py."""
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from pathlib import Path
 
 import pytest
