@@ -11,6 +11,10 @@ Three step variants, bit-identical (all are checked against the numpy reference 
 - ``fused``: kernels/step_mma.cu, int8 mma.sync with the epilogue applied from the accumulators;
 - ``wgmma``: kernels/step_wgmma.cu, the same fusion on Hopper's wgmma (sm_90 only), enabled only
   after its product matched cuBLAS bit for bit on this device (``_calibrate_wgmma``).
+- ``panels``: the cuBLAS path with each step's GEMM split into ``panels`` row panels on the chain
+  stream; each panel's epilogue runs on a second stream as soon as its GEMM is done (events), so the
+  memory-bound epilogue overlaps the next panel's compute-bound GEMM. The pipeline drains each step
+  (the next GEMM needs the whole new state).
 ``auto`` picks the one measured faster on Hopper (see BENCHMARKS.md, "GPU engine").
 """
 
@@ -28,17 +32,17 @@ from node.pow import merkle, philox
 from node.pow.engine import ChallengeParams, EngineCapacityError, pool_bytes
 
 from node.gpu.kernels import (FUSED_SMEM_BYTES, FUSED_TILE, WGMMA_LBO, WGMMA_SBO, WGMMA_SMEM_BYTES, WGMMA_TILE_M,
-                              WGMMA_TILE_N, PowKernels, pow_kernels)
+                              WGMMA_TILE_N, PowKernels, load_module, pow_kernels)
 
 __all__ = ["GpuEngine", "GpuTrace", "VARIANTS", "DEFAULT_RESERVE_BYTES", "CublasInt8"]
 
-VARIANTS = ("cublas", "fused", "wgmma")
+VARIANTS = ("cublas", "fused", "wgmma", "panels")
 # Left free beside the budget: CUDA context, cuBLAS workspace, NVRTC. The validator fills 90% of
 # the declared budget with the pool, so the working buffers of a step fit in the other 10%.
 DEFAULT_RESERVE_BYTES = 1 << 30
 # Measured on the lent H100 (BENCHMARKS.md): the variant "auto" uses, and the smallest n at which
 # hashing on a second stream beat hashing in line (at n=4096 it slowed the GEMM more than it hid).
-AUTO_VARIANT = "cublas"
+AUTO_VARIANT = "cublas"  # "panels" (P = 2, 4, 8) measured 0.4-16% slower: BENCHMARKS.md, "Panelled ..."
 OVERLAP_MIN_N = 8192
 AUTO_SMALL_OVERLAP: bool | str = "tree"  # below OVERLAP_MIN_N: only the tree on the second stream
 AUTO_FUSE_LEAVES = False  # epilogue_rows (epilogue + leaf hashing in one kernel): being measured
@@ -76,6 +80,17 @@ class CublasInt8:
             self._one.ctypes.data, Bt.data.ptr, self.CUDA_R_8I, n,
             X.data.ptr, self.CUDA_R_8I, n,
             self._zero.ctypes.data, C.data.ptr, self.CUDA_R_32I, n,
+            self.COMPUTE_32I, self.GEMM_DEFAULT,
+        )
+
+    def rows(self, x_ptr: int, rows: int, bt_ptr: int, c_ptr: int, n: int) -> None:
+        """``C[rows] = X[rows] . B`` for a panel of ``rows`` consecutive rows (raw device pointers
+        to the panel's first row of X and of C; B is n x n). Column-major: C^T (n x rows) = B^T X^T."""
+        self._cublas.gemmEx(
+            self._handle, self.OP_T, self.OP_N, n, rows, n,
+            self._one.ctypes.data, bt_ptr, self.CUDA_R_8I, n,
+            x_ptr, self.CUDA_R_8I, n,
+            self._zero.ctypes.data, c_ptr, self.CUDA_R_32I, n,
             self.COMPUTE_32I, self.GEMM_DEFAULT,
         )
 
@@ -128,6 +143,9 @@ class GpuEngine:
         preallocate: bool = True,
         hash_low_priority: bool = True,
         fuse_leaves: bool | None = None,
+        panels: int = 4,
+        epilogue_low_priority: bool = False,
+        panel_epilogue_inline: bool = False,
     ) -> None:
         if variant not in VARIANTS + ("auto",):
             raise ValueError(f"variant must be one of {VARIANTS + ('auto',)}, got {variant!r}")
@@ -138,6 +156,12 @@ class GpuEngine:
         self.overlap = overlap
         self.hash_low_priority = hash_low_priority
         self.fuse_leaves = fuse_leaves
+        # Variant "panels": row panels per step (a power of two), and the epilogue stream's priority.
+        self.panels = panels
+        self.epilogue_low_priority = epilogue_low_priority
+        # Variant "panels" with each panel's epilogue on the chain stream (no overlap): measures the
+        # split GEMM alone (cuBLAS picked a faster kernel for 4096 x 8192 x 8192 than for 8192^3).
+        self.panel_epilogue_inline = panel_epilogue_inline
         self._arena: Any = None
         self._arena_busy = False
         with cp.cuda.Device(device_id):
@@ -153,6 +177,9 @@ class GpuEngine:
             self._stream = cp.cuda.Stream(non_blocking=True, priority=-8)
             self._hash_stream_low = cp.cuda.Stream(non_blocking=True, priority=0)
             self._hash_stream_same = cp.cuda.Stream(non_blocking=True, priority=-8)
+            self._epi_stream = cp.cuda.Stream(non_blocking=True, priority=-8)
+            self._epi_stream_low = cp.cuda.Stream(non_blocking=True, priority=0)
+            self._epilogue_panel_k = load_module("pow", device_id).get_function("epilogue_panel")
             self._gemm = CublasInt8()
             self.wgmma_desc: tuple[int, int] | None = self._calibrate_wgmma()
         if memory_budget_bytes is not None:
@@ -349,13 +376,13 @@ class GpuEngine:
                 hash_stream = self._hash_stream_low if self.hash_low_priority else self._hash_stream_same
                 main, hs = self._stream, (hash_stream if overlap else self._stream)
                 bufs, owner = self._carve([(T + 1) * n2, (T + 1) * n * 32, (T + 1) * 32, m * n2, n2,
-                                    4 * n2 if variant == "cublas" else 0, _G * _RF * 8, 4 * n, 2 * max(1, n // 512) * 32])
+                                    4 * n2 if variant in ("cublas", "panels") else 0, _G * _RF * 8, 4 * n, 2 * max(1, n // 512) * 32])
                 states = bufs[0].view(cp.int8).reshape(T + 1, n, n)
                 nodes = bufs[1].reshape(T + 1, n, 32)
                 dig = bufs[2].reshape(T + 1, 32)
                 Bts = bufs[3].view(cp.int8).reshape(m, n, n)
                 tmp = bufs[4].view(cp.int8).reshape(n, n)
-                A = bufs[5].view(cp.int32).reshape(n, n) if variant == "cublas" else None
+                A = bufs[5].view(cp.int32).reshape(n, n) if variant in ("cublas", "panels") else None
                 refs = bufs[6].view(cp.uint32)
                 salt = bufs[7].view(cp.uint32)
                 scratch = bufs[8].reshape(2, max(1, n // 512), 32)
@@ -381,7 +408,10 @@ class GpuEngine:
                     done.record(hs)
                     hashed[s] = done
 
-                for t in range(T):
+                if variant == "panels":
+                    self._chain_panels(states, nodes, dig, Bts, A, refs, salt, scratch, key, overlap, hs, hashed,
+                                       progress, state_hook)
+                for t in range(T if variant != "panels" else 0):
                     if variant == "cublas":
                         self._gemm(states[t], Bts[t % m], A)
                         if late and t >= 1:
@@ -439,6 +469,92 @@ class GpuEngine:
         timing = {"steps_s": steps_s, "step_s": steps_s / T, "total_s": total_s}
         return GpuTrace(params, self.device_id, states, nodes, digests, merkle.trace_root(digests), timing, variant,
                         _owner=owner)
+
+    def _epilogue_panel(self, A: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray, out: cp.ndarray,
+                        row0: int, rows: int) -> None:
+        n = A.shape[0]
+        groups = rows * n // 16
+        self._epilogue_panel_k(((groups + 255) // 256,), (256,), (A, pool, refs, salt, out, _u32(n), _u32(row0), _u32(rows)))
+
+    def _hash_rows_panel(self, X: cp.ndarray, nodes: cp.ndarray, row0: int, rows: int) -> None:
+        """Row nodes of rows [row0, row0 + rows) of state ``X`` (a panel's leaves are consecutive)."""
+        n = X.shape[1]
+        cs = merkle.chunk_size(n)
+        per_row = n // cs
+        nleaves = rows * per_row
+        threads = 128
+        self._k.row_nodes(((nleaves + threads - 1) // threads,), (threads,),
+                          (X[row0:row0 + rows], nodes[row0:row0 + rows], _u32(nleaves), _u32(cs), _u32(per_row)),
+                          shared_mem=threads * 32)
+
+    def _chain_panels(self, states: cp.ndarray, nodes: cp.ndarray, dig: cp.ndarray, Bts: cp.ndarray, A: cp.ndarray,
+                      refs: cp.ndarray, salt: cp.ndarray, scratch: cp.ndarray, key: tuple[int, int],
+                      overlap: bool | str, hs: Any, hashed: list[Any],
+                      progress: Callable[[int, int], None] | None, state_hook: Callable[[int, Any], None] | None) -> None:
+        """The chain of variant "panels" (see the module docstring). Per step t, on the chain stream:
+        the P panel GEMMs, an event after each. On the epilogue stream: wait for d_{t-1}, the step's
+        references and salts, then each panel's epilogue once its GEMM's event has fired (and, with
+        ``overlap="tree"``, that panel's row nodes). The chain stream waits for the last epilogue
+        before the next GEMM. Hashing: ``True`` the whole digest on the hashing stream, ``"tree"``
+        leaves per panel on the epilogue stream and the tree on the hashing stream, ``"tree-main"``
+        the leaves on the chain stream once the step is drained and the tree on the hashing stream,
+        ``False`` in line."""
+        T, m, n = states.shape[0] - 1, Bts.shape[0], states.shape[1]
+        P = max(1, min(int(self.panels), n // 16))
+        if n % P:
+            raise ValueError(f"panels={P} does not divide n={n}")
+        rows = n // P
+        main = self._stream
+        epi = self._epi_stream_low if self.epilogue_low_priority else self._epi_stream
+        if self.panel_epilogue_inline:
+            epi = main
+        tree_only = overlap in ("tree", "tree-main")
+        panel_leaves = overlap == "tree" and hs is not main and state_hook is None
+        gemm_done = [cp.cuda.Event(disable_timing=True) for _ in range(P)]  # re-recorded each step
+        n2, x_base, a_base = n * n, states.data.ptr, A.data.ptr
+        bt_ptrs = [Bts[r].data.ptr for r in range(m)]
+        for t in range(T):
+            bt, x0 = bt_ptrs[t % m], x_base + t * n2
+            for p in range(P):
+                self._gemm.rows(x0 + p * rows * n, rows, bt, a_base + 4 * p * rows * n, n)
+                gemm_done[p].record(main)
+            if t >= 2 and hashed[t - 1] is not None:
+                epi.wait_event(hashed[t - 1])  # d_{t-1} for the references
+            out, out_nodes = states[t + 1], nodes[t + 1]
+            with epi:
+                # Writes refs/salt: the last step's epilogues, the only readers, are earlier on this stream.
+                self.step_prep(dig[t - 1] if t else dig[0], t, n, key, refs, salt)
+                for p in range(P):
+                    epi.wait_event(gemm_done[p])
+                    self._epilogue_panel(A, states, refs, salt, out, p * rows, rows)
+                    if panel_leaves:
+                        self._hash_rows_panel(out, out_nodes, p * rows, rows)
+            written = cp.cuda.Event(disable_timing=True)
+            written.record(epi)
+            main.wait_event(written)  # the next GEMM reads the whole new state (and A is reused)
+            if state_hook is not None:
+                state_hook(t + 1, states[t + 1])
+            if hs is main:
+                self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
+            else:
+                if panel_leaves:
+                    hs.wait_event(written)
+                else:
+                    if tree_only:
+                        self.hash_rows(states[t + 1], nodes[t + 1])
+                    ready = cp.cuda.Event(disable_timing=True)
+                    ready.record(main)
+                    hs.wait_event(ready)
+                with hs:
+                    if tree_only:
+                        self.hash_tree(nodes[t + 1], dig[t + 1], scratch)
+                    else:
+                        self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
+                done = cp.cuda.Event(disable_timing=True)
+                done.record(hs)
+                hashed[t + 1] = done
+            if progress is not None:
+                progress(t + 1, T)
 
     def release(self, trace: GpuTrace) -> None:  # type: ignore[override]
         """The trace's pool goes back to the engine's arena (reused by the next challenge)."""

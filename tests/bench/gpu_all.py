@@ -23,13 +23,94 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import cupy as cp  # noqa: E402
 
-from node.gpu.bench import CONFIGS, bench_n, copy_bandwidth, memory_fill_run  # noqa: E402
+from node.gpu.bench import CONFIGS, bench_n, copy_bandwidth, memory_fill_run, time_events  # noqa: E402
 from node.gpu.engine import GpuEngine  # noqa: E402
 from node.gpu.facts import gpu_facts  # noqa: E402
 from node.pow.cpu_engine import CpuEngine  # noqa: E402
 from node.pow.engine import ChallengeParams, EngineCapacityError  # noqa: E402
 from node.pow.openings import build_openings, encode_openings  # noqa: E402
 
+# Variant "panels" (GEMM in P row panels, each panel's epilogue on a second stream once its GEMM is
+# done): (label, overlap, P, epilogue stream at low priority). Overlap "tree" here: each panel's
+# leaves hashed on the epilogue stream after its epilogue, the tree on the low-priority stream;
+# "tree-main": the leaves on the chain stream once the step's epilogues are done (as cublas-tree).
+# The last field: True = epilogue stream at low priority, "inline" = epilogues on the chain stream
+# (no overlap: only the GEMM is split).
+PANEL_CONFIGS = [("panels2", True, 2, False), ("panels4", True, 4, False), ("panels8", True, 8, False),
+                 ("panels2-tree", "tree", 2, False), ("panels4-tree", "tree", 4, False), ("panels8-tree", "tree", 8, False),
+                 ("panels2-treemain", "tree-main", 2, False), ("panels4-treemain", "tree-main", 4, False),
+                 ("panels4-epilow", True, 4, True), ("panels4-serial", False, 4, False),
+                 ("panels2-inline", True, 2, "inline"), ("panels4-inline", True, 4, "inline"),
+                 ("panels2-inline-treemain", "tree-main", 2, "inline")]
+ALL_LABELS = [lab for lab, _, _ in CONFIGS] + [lab for lab, _, _, _ in PANEL_CONFIGS]
+
+
+def apply_config(engine: GpuEngine, label: str) -> str:
+    """Set the engine up as ``label`` (one of CONFIGS or PANEL_CONFIGS); returns its variant."""
+    engine.hash_low_priority = not label.endswith("-sameprio")
+    engine.epilogue_low_priority = engine.panel_epilogue_inline = False
+    for lab, v, overlap in CONFIGS:
+        if lab == label:
+            engine.variant, engine.overlap, engine.fuse_leaves = v, overlap, "-fl" in label
+            return v
+    for lab, overlap, P, low in PANEL_CONFIGS:
+        if lab == label:
+            engine.variant, engine.overlap, engine.fuse_leaves = "panels", overlap, False
+            engine.panels, engine.epilogue_low_priority = P, low is True
+            engine.panel_epilogue_inline = low == "inline"
+            return "panels"
+    raise KeyError(label)
+
+
+def reset_config(engine: GpuEngine) -> None:
+    engine.variant, engine.overlap, engine.fuse_leaves = "auto", None, None
+    engine.hash_low_priority, engine.epilogue_low_priority, engine.panels = True, False, 4
+    engine.panel_epilogue_inline = False
+
+
+def bench_panels(engine: GpuEngine, n: int, r: dict, steps: int, m: int = 4, reps: int = 20) -> None:
+    """Into bench_n's result ``r``: the P panel GEMMs alone, back to back (``gemm_panels_s``), and
+    the chain step of every PANEL_CONFIGS entry, timed as bench_n times the others."""
+    engine.close()
+    r["gemm_panels_s"] = {}
+    with cp.cuda.Device(engine.device_id), engine._stream:
+        X = [cp.random.randint(-128, 128, size=(n, n), dtype=cp.int32).astype(cp.int8) for _ in range(3)]
+        Bt = [cp.random.randint(-128, 128, size=(n, n), dtype=cp.int32).astype(cp.int8) for _ in range(3)]
+        A = cp.empty((n, n), dtype=cp.int32)
+        for P in (2, 4, 8):
+            rows = n // P
+
+            def panels(rep: int, P: int = P, rows: int = rows) -> None:
+                for p in range(P):
+                    engine._gemm.rows(X[rep % 3].data.ptr + p * rows * n, rows, Bt[rep % 3].data.ptr,
+                                      A.data.ptr + 4 * p * rows * n, n)
+            r["gemm_panels_s"][str(P)] = time_events(panels, reps)
+        # The panel GEMMs together give cuBLAS's product exactly.
+        ref = cp.empty_like(A)
+        engine._gemm(X[0], Bt[0], ref)
+        A.fill(0x7F)
+        for p in range(8):
+            engine._gemm.rows(X[0].data.ptr + p * (n // 8) * n, n // 8, Bt[0].data.ptr, A.data.ptr + 4 * p * (n // 8) * n, n)
+        r["gemm_panels_exact"] = bool(cp.array_equal(A, ref))
+        del X, Bt, A, ref
+    cp.get_default_memory_pool().free_all_blocks()
+    for label, _, _, _ in PANEL_CONFIGS:
+        apply_config(engine, label)
+        params = ChallengeParams(bytes([n & 0xFF]) * 32, bytes(32), bytes(32), n, steps, m)
+        engine.release(engine.prove(ChallengeParams(bytes(32), bytes(32), bytes(32), n, 2, m)))  # warm-up
+        best = None
+        for _ in range(2):
+            tr = engine.prove(params)
+            best = tr.timing if best is None or tr.timing["step_s"] < best["step_s"] else best
+            engine.release(tr)
+        r["step_s"][label] = best["step_s"]
+        r["chain_total_s"][label] = best["total_s"]
+        r["step_over_gemm"][label] = best["step_s"] / r["gemm_cublas_s"]
+        r["tops_step"][label] = r["ops_per_gemm"] / best["step_s"] / 1e12
+    reset_config(engine)
+
+
+EXACT_LABELS = ALL_LABELS
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "pow-v1-vectors.json").read_text())
 
 
@@ -41,9 +122,8 @@ def check_exact(engine: GpuEngine, cpu: CpuEngine, params: ChallengeParams, k: i
                 want_digests: list[str] | None = None, want_root: str | None = None) -> dict:
     cpu_tr = cpu.prove(params)
     res = {"n": params.n, "T": params.T, "m": params.m}
-    for label, v, overlap in CONFIGS:
-        engine.variant, engine.overlap = v, overlap
-        engine.fuse_leaves = "-fl" in label
+    for label in EXACT_LABELS:
+        v = apply_config(engine, label)
         if engine.variant_for(params.n) != v:
             continue
         tr = engine.prove(params)
@@ -55,7 +135,7 @@ def check_exact(engine: GpuEngine, cpu: CpuEngine, params: ChallengeParams, k: i
         states_ok = bool(np.array_equal(cp.asnumpy(tr.states), cpu_tr.states)) if params.n <= 2048 else None
         res[label] = {"digests_root": ok, "openings": op_ok, "states": states_ok}
         engine.release(tr)
-    engine.variant, engine.overlap, engine.fuse_leaves = "auto", None, None
+    reset_config(engine)
     return res
 
 
@@ -65,7 +145,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="correctness only at small n, short timing")
     ap.add_argument("--skip-exact", action="store_true")
     ap.add_argument("--sizes", default="4096,8192")
+    ap.add_argument("--only-panels", action="store_true",
+                    help="bit-exactness of the panels configs only, and no 90%% challenge")
     a = ap.parse_args()
+    global EXACT_LABELS
+    EXACT_LABELS = [lab for lab, _, _, _ in PANEL_CONFIGS] if a.only_panels else ALL_LABELS
     result: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cupy": cp.__version__}
     t0 = time.perf_counter()
     facts = gpu_facts(0)
@@ -116,6 +200,11 @@ def main() -> int:
         result["hook_changes_digest"] = honest.digests[:2] == bad.digests[:2] and honest.digests[2] != bad.digests[2]
         engine.release(honest)
         engine.release(bad)
+        apply_config(engine, "panels4-tree")  # the hook is live on the panels path too
+        bad = engine.prove(p, state_hook=flip)
+        result["hook_changes_digest_panels"] = bad.digests[:2] == honest.digests[:2] and bad.digests[2] != honest.digests[2]
+        engine.release(bad)
+        reset_config(engine)
         try:
             engine.check_fits(ChallengeParams(bytes(32), bytes(32), bytes(32), 16384, 10**6, 1))
             result["capacity_error"] = "not raised"
@@ -123,7 +212,7 @@ def main() -> int:
             result["capacity_error"] = str(exc)
         del cpu
     result["exact"] = exact
-    flat = [x.get(lab, {}) for x in exact for lab, _, _ in CONFIGS]
+    flat = [x.get(lab, {}) for x in exact for lab in ALL_LABELS]
     result["all_exact"] = bool(exact) and all(all(val in (True, None) for val in f.values()) for f in flat)
     log("ALL EXACT:", result["all_exact"])
     save()
@@ -135,16 +224,16 @@ def main() -> int:
         result["bench"] = []
         for n in sizes:
             r = bench_n(engine, n, steps=16 if a.quick else 48)
+            bench_panels(engine, n, r, steps=16 if a.quick else 48)
             result["bench"].append(r)
             log("bench", json.dumps(r))
             save()
         # 90% of the declared memory, as the validator sizes a challenge.
         result["fill"] = []
-        for r in result["bench"]:
+        for r in ([] if a.only_panels else result["bench"]):
             label = min(r["step_s"], key=r["step_s"].get)
             best = r["step_s"][label]
-            engine.variant, engine.overlap = next((v, o) for lab, v, o in CONFIGS if lab == label)
-            engine.fuse_leaves = "-fl" in label
+            apply_config(engine, label)
             engine.close()
             f = memory_fill_run(engine, r["n"], best)
             f["config"] = label
@@ -153,7 +242,7 @@ def main() -> int:
             save()
             if a.quick:
                 break
-        engine.variant, engine.overlap, engine.fuse_leaves = "auto", None, None
+        reset_config(engine)
     except Exception:
         result["timing_error"] = traceback.format_exc()
         log(result["timing_error"])
@@ -168,6 +257,7 @@ def main() -> int:
         if "gemm_wgmma_s" in r:
             line += f" | wgmma {r['gemm_wgmma_s'] * 1e6:.1f} us ({r['tops_wgmma']:.0f} TOPS, exact={r.get('gemm_wgmma_exact')})"
         line += f" | epi {r['epilogue_s'] * 1e6:.1f} us | hash {r['hash_s'] * 1e6:.1f} us"
+        line += " | panel GEMMs " + ", ".join(f"P={P}: {s * 1e6:.1f}" for P, s in r.get("gemm_panels_s", {}).items())
         log(line)
         for v, s in r["step_s"].items():
             log(f"   step[{v}] {s * 1e6:.1f} us = {r['step_over_gemm'][v]:.3f} x cuBLAS GEMM ({r['tops_step'][v]:.0f} TOPS)")
