@@ -63,6 +63,12 @@ class _Active:
     done: trio.Event = field(default_factory=trio.Event)
 
 
+# A committed challenge whose reveal never came (its validator died, or the link was cut) is
+# dropped this long after the validator itself would have given up, so the executor does not
+# answer BUSY for a challenge nobody is waiting on (validators count such a BUSY as stale).
+ABANDON_GRACE_MS = 1_000
+
+
 class PoolBudget:
     """The device memory an executor's pools may take. Honest executors own one each; an engine
     shared by two identities (the shared-GPU cheat) shares one, so co-scheduled challenges wait."""
@@ -213,7 +219,7 @@ class ExecutorService:
             T=body.steps,
             m=body.b_matrices,
         )
-        active = _Active(env, body, params, now, body.commit_deadline_ms + body.openings_timeout_ms + 30_000)
+        active = _Active(env, body, params, now, body.commit_deadline_ms + body.openings_timeout_ms + ABANDON_GRACE_MS)
         self._active[body.challenge_id] = active
         t0 = time.perf_counter()
         try:

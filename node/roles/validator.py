@@ -59,6 +59,9 @@ log = logging.getLogger("gpow.validator")
 # Verdict reasons that mean the miner delivered a forged, replayed or false signed answer.
 FORGED_ANSWERS = frozenset({R.FALSE_PROOF, R.REPLAY, R.WRONG_SIGNER, R.WRONG_EXECUTOR, R.BAD_SIGNATURE})
 ROSTER_LISTING_TTL_S = 60.0  # a miner whose roster has not listed an executor for this long no longer counts
+# A BUSY naming a challenge that its own validator has given up on is stale; this much later than
+# the executor's own cut-off (ABANDON_GRACE_MS), so clock skew does not fail an honest executor.
+STALE_BUSY_GRACE_MS = 5_000
 
 
 @dataclass
@@ -696,7 +699,7 @@ class ValidatorService:
             # It is running a challenge addressed to another identity: two ids, one engine.
             rec.reasons = [R.DUPLICATE_GPU]
             return ChallengeOutcome(rec)
-        if busy.challenge_hash != challenge_hash(raw) or other.body.commit_deadline_ms + other.body.openings_timeout_ms < self.wall_ms():
+        if busy.challenge_hash != challenge_hash(raw) or other.body.commit_deadline_ms + other.body.openings_timeout_ms + STALE_BUSY_GRACE_MS < self.wall_ms():
             rec.reasons = [R.MISSING_COMMITMENT + ":stale-busy"]
             return ChallengeOutcome(rec)
         self.stats.busy += 1
