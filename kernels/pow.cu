@@ -285,15 +285,10 @@ __device__ __forceinline__ u32 mix32(u32 u) {
 
 __device__ __forceinline__ u32 sbyte(u32 w, int b) { return (u32)(int)(signed char)(w >> (8 * b)); }
 
-// X_next[i][c] = mix(A[i][c] + sum_r X_{j_r}[(i + o_r) mod n][c] + sigma[i]); thread per 16 columns.
-extern "C" __global__ void epilogue(const int* __restrict__ A, const signed char* __restrict__ pool,
-                                    const u32* __restrict__ refs, const u32* __restrict__ salt,
-                                    signed char* __restrict__ out, u32 n) {
-    u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;  // 16-column group
-    u64 groups = (u64)n * n / 16;
-    if (idx >= groups) return;
-    u32 i = (u32)(idx / (n / 16));
-    u32 c = (u32)(idx % (n / 16)) * 16;
+// One thread's share of a step's epilogue: 16 columns of row i (band, references and salt of row i).
+__device__ __forceinline__ void epilogue16(const int* __restrict__ A, const signed char* __restrict__ pool,
+                                           const u32* __restrict__ refs, const u32* __restrict__ salt,
+                                           signed char* __restrict__ out, u32 n, u32 i, u32 c) {
     u32 g = i / (n / G_BANDS);
     u64 nn = (u64)n * n;
     uint4 rr[RF];
@@ -323,6 +318,18 @@ extern "C" __global__ void epilogue(const int* __restrict__ A, const signed char
         res[q] = word;
     }
     *(uint4*)(out + (u64)i * n + c) = make_uint4(res[0], res[1], res[2], res[3]);
+}
+
+// X_next[i][c] = mix(A[i][c] + sum_r X_{j_r}[(i + o_r) mod n][c] + sigma[i]); thread per 16 columns.
+extern "C" __global__ void epilogue(const int* __restrict__ A, const signed char* __restrict__ pool,
+                                    const u32* __restrict__ refs, const u32* __restrict__ salt,
+                                    signed char* __restrict__ out, u32 n) {
+    u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;  // 16-column group
+    u64 groups = (u64)n * n / 16;
+    if (idx >= groups) return;
+    u32 i = (u32)(idx / (n / 16));
+    u32 c = (u32)(idx % (n / 16)) * 16;
+    epilogue16(A, pool, refs, salt, out, n, i, c);
 }
 
 // Bt[c][k] = B[k][c]: the B matrix transposed once per chain (the tensor-core kernel wants the
@@ -446,33 +453,5 @@ extern "C" __global__ void epilogue_panel(const int* __restrict__ A, const signe
     if (idx >= (u64)nrows * n / 16) return;
     u32 i = row0 + (u32)(idx / (n / 16));
     u32 c = (u32)(idx % (n / 16)) * 16;
-    u32 g = i / (n / G_BANDS);
-    u64 nn = (u64)n * n;
-    uint4 rr[RF];
-#pragma unroll
-    for (int r = 0; r < RF; ++r) {
-        u32 j = refs[2 * (g * RF + r)], o = refs[2 * (g * RF + r) + 1];
-        rr[r] = __ldg((const uint4*)(pool + (u64)j * nn + (u64)((i + o) & (n - 1)) * n + c));
-    }
-    const int4* a4 = (const int4*)(A + (u64)i * n + c);
-    u32 s = salt[i];
-    u32 res[4];
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-        int4 a = __ldg(a4 + q);
-        u32 av[4] = {(u32)a.x, (u32)a.y, (u32)a.z, (u32)a.w};
-        u32 word = 0;
-#pragma unroll
-        for (int b = 0; b < 4; ++b) {
-            u32 v = av[b] + s;
-#pragma unroll
-            for (int r = 0; r < RF; ++r) {
-                u32 rw = q == 0 ? rr[r].x : q == 1 ? rr[r].y : q == 2 ? rr[r].z : rr[r].w;
-                v += sbyte(rw, b);
-            }
-            word |= mix32(v) << (8 * b);
-        }
-        res[q] = word;
-    }
-    *(uint4*)(out + (u64)i * n + c) = make_uint4(res[0], res[1], res[2], res[3]);
+    epilogue16(A, pool, refs, salt, out, n, i, c);
 }
