@@ -58,6 +58,7 @@ class GossipParams:
     equivocation_penalty: float = 10.0  # P7 counter added to an origin that signs two messages with one seq
     max_equivocation_evidence: int = 256  # pairs kept as evidence
     max_seq_index: int = 100_000  # (origin, seq) -> id entries kept for equivocation checks
+    seq_index_ttl_s: float = 300.0  # how long each is kept: longer than a message stays fresh (2 x clock skew)
 
     # ---- peer score: topic part (applied to every topic with topic_weight) ------------------
     topic_weight: float = 1.0
@@ -110,8 +111,8 @@ class GossipParams:
             raise ValueError(f"gossip: D_out must be < D_lo and <= D/2, got {self.D_out}")
         if not (0 < self.mcache_gossip <= self.mcache_len):
             raise ValueError("gossip: need 0 < mcache_gossip <= mcache_len")
-        if self.heartbeat_s <= 0 or self.decay_interval_s <= 0:
-            raise ValueError("gossip: heartbeat_s and decay_interval_s must be positive")
+        if self.heartbeat_s <= 0 or self.decay_interval_s <= 0 or self.seq_index_ttl_s <= 0:
+            raise ValueError("gossip: heartbeat_s, decay_interval_s and seq_index_ttl_s must be positive")
         if not (self.graylist_threshold <= self.publish_threshold <= self.gossip_threshold <= 0):
             raise ValueError("gossip: need graylist_threshold <= publish_threshold <= gossip_threshold <= 0")
         if self.accept_px_threshold < 0 or self.opportunistic_graft_threshold < 0:

@@ -204,7 +204,9 @@ class Router:
         self.n_promises = 0
         self.peerhave: dict[str, int] = {}  # IHAVEs received per peer this heartbeat
         self.iasked: dict[str, int] = {}  # ids we asked for per peer this heartbeat
-        self.seq_index: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        # (origin, seq) -> (message id, expiry), in insertion order. Kept for seq_index_ttl_s, longer
+        # than a message stays fresh (both of an equivocating pair must arrive fresh), and capped in count.
+        self.seq_index: OrderedDict[tuple[str, int], tuple[bytes, float]] = OrderedDict()
         self.evidence: deque[Equivocation] = deque(maxlen=params.max_equivocation_evidence)
         self.score = PeerScore(params, self.subscriptions)
         self.heartbeat_ticks = 0
@@ -598,12 +600,13 @@ class Router:
     def _index_seq(self, origin: str, seq: int, msg_id: bytes, data: bytes, now: float) -> bool:
         """Record (origin, seq) -> id; True (and evidence kept) if it names a different message."""
         key = (origin, seq)
-        prior = self.seq_index.get(key)
-        if prior is None:
-            self.seq_index[key] = msg_id
+        entry = self.seq_index.get(key)
+        if entry is None:
+            self.seq_index[key] = (msg_id, now + self.p.seq_index_ttl_s)
             while len(self.seq_index) > self.p.max_seq_index:
                 self.seq_index.popitem(last=False)
             return False
+        prior = entry[0]
         if prior == msg_id:
             return False
         cached = self.mcache.get(prior)
@@ -794,6 +797,11 @@ class Router:
             if exp > now:
                 break
             self.seen.popitem(last=False)
+        while self.seq_index:
+            _, (_, exp) = next(iter(self.seq_index.items()))
+            if exp > now:
+                break
+            self.seq_index.popitem(last=False)
         while self.pending:
             mid, pend = next(iter(self.pending.items()))
             if pend.at + self.p.validation_timeout_s > now:

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from node.net.errors import LinkClosed
+from node.net.errors import LinkClosed, LinkIntegrityError
 from node.net.framing import goodbye_frame
 from node.net.params import NetParams
 from node.net.reqresp import PendingRequests
+from node.net.secure import SecureSocket
 
 if TYPE_CHECKING:
     from node.identity import Identity
@@ -27,7 +28,7 @@ log = logging.getLogger("gpow.net")
 
 
 class Connection:
-    def __init__(self, ws: WebSocketConnection, *, peer_id: str, role: str, outbound: bool,
+    def __init__(self, ws: SecureSocket, *, peer_id: str, role: str, outbound: bool,
                  listen_addrs: list[str], ip: str, connected_ms: int, params: NetParams) -> None:
         self.ws = ws
         self.peer_id = peer_id
@@ -49,6 +50,7 @@ class Connection:
         self.out_slots = trio.Semaphore(params.max_inflight_requests_per_peer)
         self.inflight_in = 0
         self.bad_frames = 0
+        self.integrity_failure: str | None = None
         self.last_recv = trio.current_time()
         self.frames_in = self.frames_out = self.bytes_in = self.bytes_out = 0
         self.rtt_s: float | None = None
@@ -158,7 +160,7 @@ class Connection:
             self._goodbye_sent = True
             try:
                 await self.ws.send_message(goodbye_frame(reason))
-            except ConnectionClosed:
+            except (ConnectionClosed, LinkIntegrityError):
                 pass
         await self.ws.aclose()
 
@@ -186,6 +188,11 @@ class Connection:
                 data = await self.ws.get_message()
             except ConnectionClosed:
                 return
+            except LinkIntegrityError as exc:
+                self.integrity_failure = str(exc)
+                log.warning("link integrity failure", extra={"fields": {"peer": self.peer_id, "error": str(exc)}})
+                self.close(f"integrity failure: {exc}")
+                return
             self.last_recv = trio.current_time()
             self.frames_in += 1
             self.bytes_in += len(data)
@@ -199,11 +206,12 @@ class Connection:
 
 async def open_raw_link(nursery: trio.Nursery, url: str, identity: "Identity", *, network: str, role: str = "raw",
                         listen_addrs: list[str] | None = None, expected_peer_id: str | None = None,
-                        timeout: float = 5.0, max_message_size: int = 64 * 1024 * 1024) -> tuple[WebSocketConnection, "HandshakeResult"]:
-    """Dial ``url`` and complete the handshake, returning the bare websocket and the result.
+                        timeout: float = 5.0, max_message_size: int = 64 * 1024 * 1024) -> tuple[SecureSocket, "HandshakeResult"]:
+    """Dial ``url`` and complete the handshake, returning the link's secure socket and the result.
 
-    For tests and adversarial tools (cheater nodes) that need to speak raw link frames over an
-    authenticated link; a real node uses Host.dial. Raises HandshakeRefused.
+    For tests and adversarial tools that need to speak raw link frames over an authenticated link
+    (the socket seals them; its ``raw`` websocket sends bytes unsealed); a real node uses Host.dial.
+    Raises HandshakeRefused.
     """
     import secrets
     import time
@@ -233,4 +241,4 @@ async def open_raw_link(nursery: trio.Nursery, url: str, identity: "Identity", *
         await ws.aclose()
         raise HandshakeRefused("closed", f"link ended during the handshake: {exc!r}", by_remote=True) from None
     assert hs.result is not None
-    return ws, hs.result
+    return SecureSocket(ws, hs.result.session), hs.result

@@ -36,3 +36,8 @@ class HandshakeRefused(NetError):
 
 class LinkClosed(NetError):
     """Internal: a send on a link that is closing or closed."""
+
+
+class LinkIntegrityError(NetError):
+    """A frame on an established link failed to open under the link's session key: it was tampered
+    with, injected, replayed or reordered on the way. The link cannot continue and is closed."""

@@ -10,6 +10,11 @@ link is authenticated when a side has received a valid HelloAuth:
 - ``your_peer_id`` must be our id, so a HelloAuth made for someone else cannot be relayed to us;
 - ``my_nonce`` and the envelope sender must match the Hello we received on this link.
 
+Each Hello also carries an ephemeral X25519 key; the two give the link's session keys
+(``HandshakeResult.session``), and every frame after the handshake is sealed with them
+(node.net.secure). The key is inside the signed Hello and the HelloAuth signs the fresh nonces, so
+a man in the middle can neither swap the keys nor replay an old Hello with a key it knows.
+
 Refusals raise HandshakeRefused with a short code and a reason; the I/O driver sends the reason
 to the other side in a Goodbye link frame. A Goodbye received during the handshake is a refusal
 by the remote.
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from node.identity import Identity
 from node.net.errors import HandshakeRefused
 from node.net.framing import LINK_TYPES
+from node.net.secure import KeyExchange, SessionKeys
 from node.wire import constants as C
 from node.wire.codec import from_wire, unpack_strict
 from node.wire.envelope import Envelope, decode_envelope, encode_envelope
@@ -47,6 +53,7 @@ class HandshakeResult:
     listen_addrs: list[str]
     agent: str
     network: str
+    session: SessionKeys  # the link's keys: every frame after the handshake is sealed with them
 
 
 class Handshake:
@@ -65,6 +72,7 @@ class Handshake:
         expected_peer_id: str | None = None,
         max_skew_ms: int = C.DEFAULT_MAX_CLOCK_SKEW_MS,
         agent: str = "gpow",
+        kx_seed: bytes | None = None,
     ) -> None:
         if len(nonce) != C.NONCE_BYTES:
             raise ValueError(f"nonce must be {C.NONCE_BYTES} bytes")
@@ -81,8 +89,11 @@ class Handshake:
         self.remote_hello: Envelope | None = None
         self.result: HandshakeResult | None = None
         self.failure: HandshakeRefused | None = None
+        self._kx = KeyExchange(kx_seed)  # ephemeral: a fresh key per handshake gives forward secrecy
+        self._session: SessionKeys | None = None
         self._hello_bytes = self._seal(
-            Hello(network=network, role=role, listen_addrs=self.listen_addrs, nonce=nonce, agent=agent), now_ms
+            Hello(network=network, role=role, listen_addrs=self.listen_addrs, nonce=nonce, kx=self._kx.public,
+                  agent=agent), now_ms
         )
 
     @property
@@ -148,6 +159,10 @@ class Handshake:
             raise self._fail("unexpected-peer", f"dialled {self.expected_peer_id} but the peer is {env.sender}")
         if hello.nonce == self.nonce:
             raise self._fail("replay", "the peer echoed our own nonce")
+        try:
+            self._session = self._kx.session(hello.kx)
+        except ValueError as exc:
+            raise self._fail("key-exchange", str(exc)) from None
         self.remote_hello = env
         self.state = State.WAIT_AUTH
         auth = HelloAuth(my_nonce=self.nonce, your_nonce=hello.nonce, your_peer_id=env.sender)
@@ -167,9 +182,10 @@ class Handshake:
         if auth.my_nonce != self.remote_hello.body.nonce:
             raise self._fail("replay", "hello-auth names a different nonce than the peer's hello")
         hello: Hello = self.remote_hello.body
+        assert self._session is not None
         self.state = State.DONE
         self.result = HandshakeResult(peer_id=env.sender, role=hello.role, listen_addrs=list(hello.listen_addrs),
-                                      agent=hello.agent, network=hello.network)
+                                      agent=hello.agent, network=hello.network, session=self._session)
         return []
 
 

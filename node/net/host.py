@@ -33,11 +33,12 @@ from node.gossip.driver import GossipDriver
 from node.gossip.params import GossipParams
 from node.identity import Identity
 from node.net.connection import Connection
-from node.net.errors import HandshakeRefused, LinkClosed, NetError, PeerUnreachable, RequestFailed, RequestTimeout
+from node.net.errors import HandshakeRefused, LinkClosed, LinkIntegrityError, NetError, PeerUnreachable, RequestFailed, RequestTimeout
 from node.net.framing import FRAME_OVERHEAD, decode_frame, encode_frame, goodbye_frame
 from node.net.handshake import Handshake, HandshakeResult
 from node.net.params import NetParams
 from node.net.peerstore import PeerStore, backoff_delay
+from node.net.secure import SecureSocket
 from node.net.reqresp import error_text
 from node.wire.envelope import encode_envelope
 from node.wire.errors import OversizedMessage, WireError
@@ -101,6 +102,7 @@ class Host:
         self._dialing: dict[str, _Dial] = {}  # addr -> dial in progress
         self._dialing_peers: set[str] = set()
         self._handshaking_in = 0
+        self._handshaking_from: Counter[str] = Counter()  # inbound handshakes in progress, per remote IP
         self._boot: dict[str, _BootState] = {}
         self._addr_peer: dict[str, str] = {}  # dialled address -> the peer id that answered
         self._closing = False
@@ -289,20 +291,31 @@ class Host:
     async def _on_ws_request(self, request: WebSocketRequest) -> None:
         try:
             p = self.params
+            ip = _endpoint_ip(request.remote)
             inbound = sum(1 for c in self._conns.values() if not c.outbound) + self._handshaking_in
-            if self._closing or inbound >= p.max_inbound:
-                self.stats["inbound_rejected"] += 1
-                await request.reject(503, body=b"too many peers" if not self._closing else b"shutting down")
+            limited = p.per_ip_limited(ip)
+            from_ip = (sum(1 for c in self._conns.values() if not c.outbound and c.ip == ip)
+                       + self._handshaking_from[ip]) if limited else 0
+            if self._closing or inbound >= p.max_inbound or from_ip >= p.max_inbound_per_ip:
+                why = ("shutting down" if self._closing else "too many peers" if inbound >= p.max_inbound
+                       else f"too many links from {ip}")
+                self.stats["inbound_rejected" if inbound >= p.max_inbound or self._closing else "inbound_rejected_per_ip"] += 1
+                log.debug("inbound link rejected", extra={"fields": {"ip": ip, "reason": why}})
+                await request.reject(503, body=why.encode())
                 return
             ws = await request.accept()
             self._handshaking_in += 1
+            self._handshaking_from[ip] += 1
             try:
                 res = await self._handshake(ws, outbound=False, expected=None)
             except HandshakeRefused:
                 return
             finally:
                 self._handshaking_in -= 1
-            conn = self._new_conn(ws, res, outbound=False, ip=_endpoint_ip(request.remote))
+                self._handshaking_from[ip] -= 1
+                if self._handshaking_from[ip] <= 0:
+                    del self._handshaking_from[ip]
+            conn = self._new_conn(ws, res, outbound=False, ip=ip)
             if await self._register(conn):
                 await self._run_conn(conn)
         except (ConnectionClosed, HandshakeError, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -311,7 +324,7 @@ class Host:
             log.exception("inbound link failed")
 
     def _new_conn(self, ws: WebSocketConnection, res: HandshakeResult, *, outbound: bool, ip: str) -> Connection:
-        return Connection(ws, peer_id=res.peer_id, role=res.role, outbound=outbound, listen_addrs=res.listen_addrs,
+        return Connection(SecureSocket(ws, res.session), peer_id=res.peer_id, role=res.role, outbound=outbound, listen_addrs=res.listen_addrs,
                           ip=ip, connected_ms=self._wall_ms(), params=self.params)
 
     def _dialer(self, conn: Connection) -> str:
@@ -335,7 +348,7 @@ class Host:
             with trio.move_on_after(1.0):
                 try:
                     await conn.ws.send_message(goodbye_frame(refuse))
-                except ConnectionClosed:
+                except (ConnectionClosed, LinkIntegrityError):
                     pass
                 await conn.ws.aclose()
             return False
@@ -369,6 +382,11 @@ class Host:
         if conn.close_code == 1009:
             self.stats["bad_frames.oversized"] += 1
             self._penalize(pid, 5.0, "oversized frame (websocket limit)")
+        if conn.integrity_failure is not None:
+            # Not necessarily the peer's doing (someone on the path may have injected the frame),
+            # but the link is lost either way; the penalty is the same as for an oversized frame.
+            self.stats["links_closed_integrity"] += 1
+            self._penalize(pid, 5.0, "link integrity failure")
         if self._conns.get(pid) is not conn:
             return  # replaced by a newer link to the same peer
         del self._conns[pid]

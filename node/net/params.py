@@ -13,6 +13,8 @@ class NetParams:
     bootstrap: list[str] = field(default_factory=list)  # ws://HOST:PORT kept connected (redialled with backoff)
     network: str = "gpow-local"  # peers on another network are refused at handshake
     max_inbound: int = 64  # accepted links beyond this are rejected (HTTP 503) before the handshake
+    max_inbound_per_ip: int = 8  # the same, per remote IP address: one host cannot take every inbound slot
+    inbound_per_ip_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # networks (CIDR) without the per-IP limit
     max_outbound: int = 24  # dials beyond this wait
     target_peers: int = 8  # the host dials learned peers until it has this many links
     dial_timeout_s: float = 5.0  # TCP + websocket upgrade
@@ -48,6 +50,12 @@ class NetParams:
             bad = [a for a in getattr(self, key) if not valid_ws_addr(a)]
             if bad:
                 raise ValueError(f"net: {key} entries must look like ws://HOST:PORT, got {bad}")
+        import ipaddress
+
+        try:
+            self._exempt_nets = [ipaddress.ip_network(n, strict=False) for n in self.inbound_per_ip_exempt]
+        except ValueError as exc:
+            raise ValueError(f"net: inbound_per_ip_exempt entries must be CIDR networks: {exc}") from None
         if len(self.advertise_addrs) > 8:
             raise ValueError("net: at most 8 advertise_addrs")
         for key in ("dial_timeout_s", "handshake_timeout_s", "reconnect_min_s", "ping_interval_s", "request_timeout_s",
@@ -58,7 +66,7 @@ class NetParams:
             raise ValueError("net: reconnect_max_s must be >= reconnect_min_s")
         if self.dead_after_s <= self.ping_interval_s:
             raise ValueError("net: dead_after_s must be longer than ping_interval_s")
-        for key in ("max_inbound", "max_outbound", "send_queue_frames", "max_inflight_requests_per_peer",
+        for key in ("max_inbound", "max_inbound_per_ip", "max_outbound", "send_queue_frames", "max_inflight_requests_per_peer",
                     "peer_store_max", "max_bad_frames", "slow_peer_drops_before_disconnect"):
             if getattr(self, key) < 1:
                 raise ValueError(f"net: {key} must be at least 1")
@@ -66,3 +74,13 @@ class NetParams:
             raise ValueError("net: target_peers must be >= 0 and pex_records 0..63")
         if self.max_frame_bytes < 16 * 1024 or self.send_queue_bytes < self.max_frame_bytes // 64:
             raise ValueError("net: max_frame_bytes must be >= 16 KiB and send_queue_bytes not tiny")
+
+    def per_ip_limited(self, ip: str) -> bool:
+        """Whether inbound links from ``ip`` count against max_inbound_per_ip."""
+        import ipaddress
+
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return True
+        return not any(addr in net for net in self._exempt_nets)

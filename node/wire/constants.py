@@ -32,6 +32,7 @@ PROTO_REGISTER = "gpow/executor-register/1"
 PROTO_PING = "gpow/ping/1"
 
 NONCE_BYTES = 32
+KX_PUBLIC_BYTES = 32  # X25519 key of the link's key exchange (node.net.secure)
 HASH_BYTES = 32
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64

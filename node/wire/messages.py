@@ -43,6 +43,8 @@ class Hello:
     role: str = fld(max_len=16)
     listen_addrs: list[str] = fld(max_len=8)
     nonce: bytes = fld(length=C.NONCE_BYTES)
+    # Ephemeral X25519 key for the link's session keys (node.net.secure); signed with the rest.
+    kx: bytes = fld(length=C.KX_PUBLIC_BYTES)
     agent: str = fld(max_len=64, default="gpow")
 
 

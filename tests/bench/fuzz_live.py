@@ -97,7 +97,7 @@ LINK_TYPE_NAMES = ["goodbye", "ping", "pong", "peer-exchange", "gossip", "reques
 POST_KINDS = {
     "random-bytes": 8, "text-frame": 1, "valid": 14, "mutated-frame": 12, "mutated-inner": 14, "wrong-type-frame": 6,
     "wrong-type-envelope": 6, "wrong-type-body": 10, "forged": 12, "replay": 5, "deep-nesting": 4, "huge-length": 4,
-    "oversized": 0.3, "ws-oversized": 0.05,
+    "oversized": 0.3, "ws-oversized": 0.05, "unsealed": 0.5,
 }
 PRE_KINDS = {
     "random-bytes": 3, "text-frame": 1, "hello-valid-then-quit": 1, "hello-mutated": 4, "hello-truncated": 2,
@@ -336,6 +336,8 @@ class InputMaker:
             return kind, r.randbytes(r.choice([0, 1, 2, 8, 64, 512, 4096]))
         if kind == "text-frame":
             return kind, r.choice(["hello", "{}", "\x00" * 10, "é" * 100])
+        if kind == "unsealed":  # a valid frame sent around the link's encryption, as an injector on the path would
+            return kind, self._link_frame(t)
         if kind == "valid":
             if r.random() < 0.5:
                 data = self._link_frame(t)
@@ -430,7 +432,7 @@ class InputMaker:
         kind = _pick(r, PRE_KINDS)
         self.kinds[f"pre:{kind}"] += 1
         now = self.now_ms()
-        hello = Hello(network=NETWORK, role="miner", listen_addrs=[], nonce=r.randbytes(32))
+        hello = Hello(network=NETWORK, role="miner", listen_addrs=[], nonce=r.randbytes(32), kx=r.randbytes(32))
         valid = encode_envelope(hello, me, seq=r.randrange(1, 2**62), now_ms=now)
         if kind == "random-bytes":
             return kind, r.randbytes(r.choice([0, 1, 16, 300, 4096]))
@@ -585,9 +587,9 @@ class Fuzzer:
                 for _ in range(length):
                     if ws.closed is not None or not self._take():
                         break
-                    _, data = maker.post(t)
+                    kind, data = maker.post(t)
                     try:
-                        await ws.send_message(data)
+                        await (ws.raw if kind == "unsealed" else ws).send_message(data)
                     except ConnectionClosed:
                         break
                 with trio.move_on_after(0.2):

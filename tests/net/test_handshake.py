@@ -65,7 +65,7 @@ def test_expected_peer_id_differs() -> None:
 def test_hello_claiming_another_peer_id_is_refused() -> None:
     """A Hello whose envelope names a victim's peer id but is signed with the attacker's key."""
     victim, attacker, me = Identity.generate(), Identity.generate(), Identity.generate()
-    honest = encode_envelope(Hello(network="net-a", role="miner", listen_addrs=[], nonce=os.urandom(32)),
+    honest = encode_envelope(Hello(network="net-a", role="miner", listen_addrs=[], nonce=os.urandom(32), kx=os.urandom(32)),
                              attacker, seq=1, now_ms=NOW)
     env = decode_envelope(honest)
     import msgpack
@@ -118,7 +118,7 @@ def test_relayed_hello_auth_made_for_someone_else_is_refused() -> None:
     b_for_m = make(b_id)
     # M talks to B using A's nonce so B signs it, but B signs for M's peer id.
     a_hello = decode_envelope(a.initial_frames()[0]).body
-    m_hello = encode_envelope(Hello(network="net-a", role="miner", listen_addrs=[], nonce=a_hello.nonce),
+    m_hello = encode_envelope(Hello(network="net-a", role="miner", listen_addrs=[], nonce=a_hello.nonce, kx=os.urandom(32)),
                               m_id, seq=1, now_ms=NOW)
     b_auth = b_for_m.receive(m_hello, NOW)[0]
     a.receive(b_for_m.initial_frames()[0], NOW)  # B's Hello, relayed

@@ -436,7 +436,7 @@ async def test_a_large_frame_arriving_slowly_keeps_the_link_alive() -> None:
         async with trio.open_nursery() as n:
             raw = Identity.generate()
             ws, _ = await open_raw_link(n, b.listen_addr, raw, network=NETWORK)
-            frame = encode_frame(Request(req_id=3, protocol="echo", payload=bytes(range(256)) * 600))
+            frame = ws.channel.seal(encode_frame(Request(req_id=3, protocol="echo", payload=bytes(range(256)) * 600)))
             chunks = [frame[i:i + 8000] for i in range(0, len(frame), 8000)]
             for i, chunk in enumerate(chunks):  # about 2 s in all, over three times dead_after_s
                 await ws._send(BytesMessage(data=chunk, message_finished=i == len(chunks) - 1))

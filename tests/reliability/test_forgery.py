@@ -143,7 +143,7 @@ async def test_hello_whose_peer_id_does_not_match_its_key_is_refused(tmp_path: P
     async with trio.open_nursery() as nursery:
         m = await start_node(nursery, make_cfg(tmp_path, "m", "miner", []))
         me, victim = Identity.generate(), Identity.generate()
-        hello = forge(Hello(network=NETWORK, role="validator", listen_addrs=[], nonce=os.urandom(32)), victim, me)
+        hello = forge(Hello(network=NETWORK, role="validator", listen_addrs=[], nonce=os.urandom(32), kx=os.urandom(32)), victim, me)
         async with open_websocket_url(m.host.listen_addr) as ws:
             await ws.send_message(hello)
             with pytest.raises(ConnectionClosed):

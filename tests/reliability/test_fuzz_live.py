@@ -21,7 +21,7 @@ async def test_fuzzed_inputs_on_every_entry_point_leave_the_honest_pair_working(
     # every kind of input was tried, before and after the handshake
     kinds = r["kinds"]
     for k in ("random-bytes", "valid", "mutated-frame", "mutated-inner", "wrong-type-frame", "wrong-type-envelope",
-              "wrong-type-body", "forged", "replay", "deep-nesting", "huge-length"):
+              "wrong-type-body", "forged", "replay", "deep-nesting", "huge-length", "unsealed"):
         assert kinds.get(k, 0) > 0, (k, kinds)
     assert sum(v for k, v in kinds.items() if k.startswith("pre:") and ":" not in k[4:]) > 50
     assert r["fields_wrong_typed"] > 40
@@ -34,5 +34,6 @@ async def test_fuzzed_inputs_on_every_entry_point_leave_the_honest_pair_working(
         assert {"bad_frames.malformed", "bad_frames.schema"} <= set(host), host
         assert any(k.startswith("handshake_refused.") for k in host), host
         assert r[node]["gossip_internal_errors"] == 0
+    assert sum(r[node]["host"].get("links_closed_integrity", 0) for node in ("validator", "miner")) > 0
     assert set(r["validator"]["gossip_invalid"]) & {"bad-signature", "schema", "malformed", "validator"}
     assert error_log.texts() == []

@@ -176,6 +176,59 @@ async def test_connection_flood_is_capped_by_max_inbound():
         n.cancel_scope.cancel()
 
 
+async def _flood(n: trio.Nursery, addr: str, count: int) -> tuple[list, dict]:
+    opened: list = []
+    outcome = {"refused": 0}
+
+    async def flood_one() -> None:
+        try:
+            async with trio.open_nursery() as cn:
+                opened.append(await connect_websocket_url(cn, addr))
+                await trio.sleep_forever()
+        except BaseException as exc:  # 503 surfaces from the client's reader task, in a group
+            if isinstance(exc, trio.Cancelled):
+                raise
+            outcome["refused"] += 1
+
+    for _ in range(count):
+        n.start_soon(flood_one)
+        await trio.sleep(0.01)
+    await wait_for(lambda: len(opened) + outcome["refused"] == count, 5, "every flood connection to be answered")
+    return opened, outcome
+
+
+async def test_connection_flood_from_one_ip_is_capped_per_ip():
+    """With loopback not exempt, one address holds at most max_inbound_per_ip inbound links (the
+    honest peer, on the same address, holds one); the rest are refused before any work, counted
+    apart from the global limit, and the honest link is served throughout."""
+    async with victim_and_honest(max_inbound=64, max_inbound_per_ip=3, inbound_per_ip_exempt=[],
+                                 handshake_timeout_s=1.0) as (v, h), trio.open_nursery() as n:
+        opened, outcome = await _flood(n, v.listen_addr, 20)
+        assert len(opened) == 2 and outcome["refused"] == 18
+        assert v.stats["inbound_rejected_per_ip"] == 18 and v.stats["inbound_rejected"] == 0
+        await served(h, v)
+        n.cancel_scope.cancel()
+
+
+async def test_loopback_is_exempt_from_the_per_ip_limit_by_default():
+    async with victim_and_honest(max_inbound=64, max_inbound_per_ip=2, handshake_timeout_s=1.0) as (v, h), \
+            trio.open_nursery() as n:
+        opened, outcome = await _flood(n, v.listen_addr, 6)
+        assert len(opened) == 6 and outcome["refused"] == 0
+        await served(h, v)
+        n.cancel_scope.cancel()
+
+
+def test_per_ip_exemptions_are_checked() -> None:
+    from node.net.params import NetParams
+
+    p = NetParams(inbound_per_ip_exempt=["10.0.0.0/8"])
+    assert not p.per_ip_limited("10.1.2.3") and p.per_ip_limited("192.168.1.1") and p.per_ip_limited("127.0.0.1")
+    assert not NetParams().per_ip_limited("127.0.0.1") and not NetParams().per_ip_limited("::1")
+    with pytest.raises(ValueError, match="inbound_per_ip_exempt"):
+        NetParams(inbound_per_ip_exempt=["not-a-network"])
+
+
 async def test_subscription_flood_is_capped_per_peer():
     async with victim_and_honest(max_bad_frames=1000) as (v, h), trio.open_nursery() as n:
         raw = Identity.generate()

@@ -467,6 +467,18 @@ def test_evidence_and_seq_index_bounded() -> None:
     assert len(r.seq_index) <= 10 and len(r.evidence) == 3
 
 
+def test_seq_index_entries_expire_after_their_ttl() -> None:
+    p = GossipParams(seq_index_ttl_s=300.0)
+    r = Router("me", p, random.Random(0))
+    r._index_seq("x", 1, b"\x01" * 32, b"d", 0.0)
+    r._index_seq("x", 2, b"\x02" * 32, b"d", 200.0)
+    r.heartbeat(299.0)
+    assert r._index_seq("x", 1, b"\x03" * 32, b"e", 299.0)  # still remembered: equivocation
+    r.heartbeat(301.0)
+    assert list(r.seq_index) == [("x", 2)]  # the first expired, the second (indexed at 200 s) stays
+    assert not r._index_seq("x", 1, b"\x04" * 32, b"f", 301.0)  # by now it would be stale anyway
+
+
 def test_ip_colocation_penalises_many_peers_from_one_ip() -> None:
     p = GossipParams()
     r = Router("me", p, random.Random(0))

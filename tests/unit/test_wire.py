@@ -37,7 +37,8 @@ NOW = 1_700_000_000_000
 
 def sample_messages():
     return [
-        Hello(network="gpow-test", role="miner", listen_addrs=["ws://127.0.0.1:9000"], nonce=b"\x01" * 32),
+        Hello(network="gpow-test", role="miner", listen_addrs=["ws://127.0.0.1:9000"], nonce=b"\x01" * 32,
+              kx=b"\x02" * 32),
         Ping(nonce=7),
         GossipRPC(
             subscriptions=[SubOpt(topic="t", subscribe=True)],
