@@ -114,6 +114,49 @@ __device__ __forceinline__ void node_hash(u8* dst, const u8* l, const u8* r) {
     store_hash(dst, h);
 }
 
+// The closing block of a leaf H(0x00 || chunk) of cs bytes: the chunk's last byte (the top byte of
+// `prev`, shifted by the one-byte prefix), the 0x80 pad, zeros and the bit length.
+__device__ __forceinline__ void sha_leaf_close(u32* h, u32 prev, u32 cs) {
+    u32 w[16];
+    w[0] = (prev & 0xFF000000u) | 0x00800000u;
+#pragma unroll
+    for (int k = 1; k < 15; ++k) w[k] = 0;
+    w[15] = (cs + 1) * 8u;
+    sha_compress(h, w);
+}
+
+// Leaf hashes -> row nodes: with per_row == 1 the leaf is the row node; otherwise each row's
+// group of per_row consecutive threads folds its leaves pairwise in shared memory (32 bytes per
+// thread), level by level, and the group's first thread stores the row node. Every thread of the
+// block must call it (it synchronises).
+__device__ __forceinline__ void row_group_fold(const u32* h, u8* sh, u8* __restrict__ nodes, u32 leaf, bool live,
+                                               u32 per_row) {
+    if (per_row == 1) {
+        if (live) store_hash(nodes + (u64)leaf * 32, h);
+        return;
+    }
+    if (live) store_hash(sh + threadIdx.x * 32, h);
+    __syncthreads();
+    for (u32 span = 1; span < per_row; span <<= 1) {
+        u32 lane = threadIdx.x % per_row;
+        bool act = live && (lane % (2 * span) == 0);
+        u8 tmp[32];
+        if (act) node_hash(tmp, sh + threadIdx.x * 32, sh + (threadIdx.x + span) * 32);
+        __syncthreads();
+        if (act) {
+#pragma unroll
+            for (int b = 0; b < 32; ++b) sh[threadIdx.x * 32 + b] = tmp[b];
+        }
+        __syncthreads();
+    }
+    if (live && threadIdx.x % per_row == 0) {
+        const uint4* src = (const uint4*)(sh + threadIdx.x * 32);
+        uint4* d = (uint4*)(nodes + (u64)(leaf / per_row) * 32);
+        d[0] = src[0];
+        d[1] = src[1];
+    }
+}
+
 // Row nodes of one state: thread per leaf of cs bytes (H(0x00 || chunk)), then the per-row
 // subtree of `per_row` = n/cs leaves (a power of two <= 16) reduced in shared memory.
 // blockDim.x is a multiple of per_row; leaves of one row sit in consecutive threads.
@@ -153,38 +196,9 @@ extern "C" __global__ void row_nodes(const u8* __restrict__ X, u8* __restrict__ 
 #pragma unroll
             for (int q = 0; q < 4; ++q) cur[q] = nxt[q];
         }
-        w[0] = (prev & 0xFF000000u) | 0x00800000u;
-#pragma unroll
-        for (int k = 1; k < 15; ++k) w[k] = 0;
-        w[15] = (cs + 1) * 8u;
-        sha_compress(h, w);
+        sha_leaf_close(h, prev, cs);
     }
-    if (per_row == 1) {
-        if (live) store_hash(nodes + (u64)leaf * 32, h);
-        return;
-    }
-    if (live) store_hash(sh + threadIdx.x * 32, h);
-    __syncthreads();
-    // Pair up within each row's group of per_row threads: level by level.
-    for (u32 span = 1; span < per_row; span <<= 1) {
-        u32 lane = threadIdx.x % per_row;
-        bool act = live && (lane % (2 * span) == 0);
-        u8 tmp[32];
-        if (act) node_hash(tmp, sh + threadIdx.x * 32, sh + (threadIdx.x + span) * 32);
-        __syncthreads();
-        if (act) {
-#pragma unroll
-            for (int b = 0; b < 32; ++b) sh[threadIdx.x * 32 + b] = tmp[b];
-        }
-        __syncthreads();
-    }
-    if (live && threadIdx.x % per_row == 0) {
-        u32 row = leaf / per_row;
-        const uint4* s = (const uint4*)(sh + threadIdx.x * 32);
-        uint4* d = (uint4*)(nodes + (u64)row * 32);
-        d[0] = s[0];
-        d[1] = s[1];
-    }
+    row_group_fold(h, sh, nodes, leaf, live, per_row);
 }
 
 // One block reduces 2*blockDim.x consecutive nodes (a power of two) of `in` to one node, written
@@ -410,36 +424,9 @@ extern "C" __global__ void epilogue_rows(const int* __restrict__ A, const signed
             }
             sha_compress(h, w);
         }
-        w[0] = (prev & 0xFF000000u) | 0x00800000u;
-#pragma unroll
-        for (int k = 1; k < 15; ++k) w[k] = 0;
-        w[15] = (cs + 1) * 8u;
-        sha_compress(h, w);
+        sha_leaf_close(h, prev, cs);
     }
-    if (per_row == 1) {
-        if (live) store_hash(nodes + (u64)leaf * 32, h);
-        return;
-    }
-    if (live) store_hash(sh + threadIdx.x * 32, h);
-    __syncthreads();
-    for (u32 span = 1; span < per_row; span <<= 1) {
-        u32 lane = threadIdx.x % per_row;
-        bool act = live && (lane % (2 * span) == 0);
-        u8 tmp[32];
-        if (act) node_hash(tmp, sh + threadIdx.x * 32, sh + (threadIdx.x + span) * 32);
-        __syncthreads();
-        if (act) {
-#pragma unroll
-            for (int b = 0; b < 32; ++b) sh[threadIdx.x * 32 + b] = tmp[b];
-        }
-        __syncthreads();
-    }
-    if (live && threadIdx.x % per_row == 0) {
-        const uint4* src = (const uint4*)(sh + threadIdx.x * 32);
-        uint4* d = (uint4*)(nodes + (u64)(leaf / per_row) * 32);
-        d[0] = src[0];
-        d[1] = src[1];
-    }
+    row_group_fold(h, sh, nodes, leaf, live, per_row);
 }
 
 // The cuBLAS-path epilogue over one panel of rows [row0, row0 + nrows) (variant "panels": each

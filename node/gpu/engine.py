@@ -262,6 +262,22 @@ class GpuEngine:
         n = B.shape[0]
         self._k.transpose_i8((n // 32, n // 32), (32, 8), (B, Bt, _u32(n)))
 
+    def _hash_behind(self, after: Any, hs: Any, X: cp.ndarray, nodes: cp.ndarray, digest: cp.ndarray,
+                     scratch: cp.ndarray, *, tree_only: bool) -> Any:
+        """Hash state X on stream ``hs`` once all work queued so far on stream ``after`` is done
+        (tree_only: its row nodes are already there). Returns the event that marks its digest."""
+        ready = cp.cuda.Event(disable_timing=True)
+        ready.record(after)
+        hs.wait_event(ready)
+        with hs:
+            if tree_only:
+                self.hash_tree(nodes, digest, scratch)
+            else:
+                self.hash_state(X, nodes, digest, scratch)
+        done = cp.cuda.Event(disable_timing=True)
+        done.record(hs)
+        return done
+
     def hash_state(self, X: cp.ndarray, nodes: cp.ndarray, digest: cp.ndarray, scratch: cp.ndarray) -> None:
         """Row nodes of state ``X`` into ``nodes`` (n, 32) and ``d`` into ``digest`` (32,)."""
         self.hash_rows(X, nodes)
@@ -439,17 +455,8 @@ class GpuEngine:
                     else:
                         if overlap == "tree" and not fl:
                             self.hash_rows(states[t + 1], nodes[t + 1])
-                        written = cp.cuda.Event(disable_timing=True)
-                        written.record(main)
-                        hs.wait_event(written)
-                        with hs:
-                            if overlap == "tree" or fl:
-                                self.hash_tree(nodes[t + 1], dig[t + 1], scratch)
-                            else:
-                                self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
-                        done = cp.cuda.Event(disable_timing=True)
-                        done.record(hs)
-                        hashed[t + 1] = done
+                        hashed[t + 1] = self._hash_behind(main, hs, states[t + 1], nodes[t + 1], dig[t + 1], scratch,
+                                                          tree_only=overlap == "tree" or fl)
                     if progress is not None:
                         progress(t + 1, T)  # enqueued; the device may still be running it
                 if hashed[T] is not None:
@@ -537,22 +544,10 @@ class GpuEngine:
             if hs is main:
                 self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
             else:
-                if panel_leaves:
-                    hs.wait_event(written)
-                else:
-                    if tree_only:
-                        self.hash_rows(states[t + 1], nodes[t + 1])
-                    ready = cp.cuda.Event(disable_timing=True)
-                    ready.record(main)
-                    hs.wait_event(ready)
-                with hs:
-                    if tree_only:
-                        self.hash_tree(nodes[t + 1], dig[t + 1], scratch)
-                    else:
-                        self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
-                done = cp.cuda.Event(disable_timing=True)
-                done.record(hs)
-                hashed[t + 1] = done
+                if tree_only and not panel_leaves:
+                    self.hash_rows(states[t + 1], nodes[t + 1])
+                hashed[t + 1] = self._hash_behind(epi if panel_leaves else main, hs, states[t + 1], nodes[t + 1],
+                                                  dig[t + 1], scratch, tree_only=tree_only)
             if progress is not None:
                 progress(t + 1, T)
 

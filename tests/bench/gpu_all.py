@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import cupy as cp  # noqa: E402
 
-from node.gpu.bench import CONFIGS, bench_n, copy_bandwidth, memory_fill_run, time_events  # noqa: E402
+from node.gpu.bench import CONFIGS, bench_n, best_chain_timing, copy_bandwidth, memory_fill_run, time_events  # noqa: E402
 from node.gpu.engine import GpuEngine  # noqa: E402
 from node.gpu.facts import gpu_facts  # noqa: E402
 from node.pow.cpu_engine import CpuEngine  # noqa: E402
@@ -96,13 +96,7 @@ def bench_panels(engine: GpuEngine, n: int, r: dict, steps: int, m: int = 4, rep
     cp.get_default_memory_pool().free_all_blocks()
     for label, _, _, _ in PANEL_CONFIGS:
         apply_config(engine, label)
-        params = ChallengeParams(bytes([n & 0xFF]) * 32, bytes(32), bytes(32), n, steps, m)
-        engine.release(engine.prove(ChallengeParams(bytes(32), bytes(32), bytes(32), n, 2, m)))  # warm-up
-        best = None
-        for _ in range(2):
-            tr = engine.prove(params)
-            best = tr.timing if best is None or tr.timing["step_s"] < best["step_s"] else best
-            engine.release(tr)
+        best = best_chain_timing(engine, n, steps, m)
         r["step_s"][label] = best["step_s"]
         r["chain_total_s"][label] = best["total_s"]
         r["step_over_gemm"][label] = best["step_s"] / r["gemm_cublas_s"]
