@@ -43,7 +43,7 @@ def test_harness_runs_reports_and_cleans_up(tmp_path: Path):
     report, workdir = tmp_path / "r.json", tmp_path / "w"
     proc = subprocess.run(
         [sys.executable, "-m", "node", "harness", "--validators", "2", "--miners", "2", "--remote-executors", "1",
-         "--duration", "8", "--cheaters", "corrupt-rows", "--report", str(report), "--workdir", str(workdir)],
+         "--duration", "12", "--cheaters", "corrupt-rows", "--report", str(report), "--workdir", str(workdir)],
         capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
