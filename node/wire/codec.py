@@ -78,15 +78,15 @@ def unpack_strict(data: bytes, *, max_bytes: int = C.DEFAULT_MAX_MESSAGE_BYTES) 
         raise MalformedMessage("trailing bytes after the message") from None
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError, UnicodeDecodeError) as exc:
         raise MalformedMessage(f"not valid msgpack: {exc.__class__.__name__}: {exc}") from None
-    _check_depth(value)
+    _check_shape(value)
+    # Keys are in sorted order at every level (checked above), so the decoded value re-packs to
+    # the canonical bytes as it stands: equal bytes mean minimal int widths, bin for bytes, etc.
     try:
-        again = msgpack.packb(_canonical(value), use_bin_type=True)
-    except SchemaViolation:
-        raise
+        again = msgpack.packb(value, use_bin_type=True)
     except (TypeError, ValueError) as exc:
         raise MalformedMessage(f"not encodable: {exc}") from None
     if again != data:
-        raise MalformedMessage("message is not in canonical msgpack form (key order, int width or types)")
+        raise MalformedMessage("message is not in canonical msgpack form (int width or types)")
     return value
 
 
@@ -94,16 +94,42 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise MalformedMessage(f"msgpack ext type {code} is not allowed")
 
 
-def _check_depth(value: Any) -> None:
+def _check_shape(value: Any) -> None:
+    """One pass over a decoded value: nesting depth, string map keys in sorted order, no floats."""
     stack = [(value, 0)]
+    pop, push = stack.pop, stack.append
     while stack:
-        v, d = stack.pop()
-        if d > C.MAX_NESTING:
-            raise MalformedMessage(f"nesting deeper than {C.MAX_NESTING}")
-        if isinstance(v, dict):
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, d + 1) for x in v)
+        v, d = pop()
+        t = type(v)
+        if t is dict:
+            if d > C.MAX_NESTING or (v and d >= C.MAX_NESTING):  # itself or its items too deep
+                raise MalformedMessage(f"nesting deeper than {C.MAX_NESTING}")
+            keys = list(v)
+            prev = None
+            for k in keys:
+                if type(k) is not str:
+                    raise MalformedMessage(f"map keys must be strings, got {_tname(k)}")
+                if prev is not None and k <= prev:
+                    raise MalformedMessage("message is not in canonical msgpack form (map keys out of order)")
+                prev = k
+            for x in v.values():
+                if type(x) in _CONTAINERS:
+                    push((x, d + 1))
+                elif type(x) is float:
+                    raise SchemaViolation("floats are not allowed on the wire; use integers")
+        elif t is list:
+            if d > C.MAX_NESTING or (v and d >= C.MAX_NESTING):
+                raise MalformedMessage(f"nesting deeper than {C.MAX_NESTING}")
+            for x in v:
+                if type(x) in _CONTAINERS:
+                    push((x, d + 1))
+                elif type(x) is float:
+                    raise SchemaViolation("floats are not allowed on the wire; use integers")
+        elif t is float:
+            raise SchemaViolation("floats are not allowed on the wire; use integers")
+
+
+_CONTAINERS = (dict, list)
 
 
 # ---- schema: decoded maps -> dataclasses, with types and ranges checked -------------------------
@@ -119,23 +145,37 @@ def _hints(cls: type) -> dict[str, Any]:
     return h
 
 
+# Per dataclass: (field names, [(name, type hint, metadata, optional)]), built once.
+_SCHEMAS: dict[type, tuple[frozenset[str], list[tuple[str, Any, Any, bool]]]] = {}
+
+
+def _schema(cls: type) -> tuple[frozenset[str], list[tuple[str, Any, Any, bool]]]:
+    sc = _SCHEMAS.get(cls)
+    if sc is None:
+        hints = _hints(cls)
+        fs = dataclasses.fields(cls)
+        sc = (frozenset(f.name for f in fs),
+              [(f.name, hints[f.name], f.metadata,
+                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING) for f in fs])
+        _SCHEMAS[cls] = sc
+    return sc
+
+
 def from_wire(cls: type[T], value: Any, where: str = "") -> T:
     """Build dataclass ``cls`` from a decoded map, checking every field's type and range."""
     where = where or cls.__name__
     if not isinstance(value, dict):
         raise SchemaViolation(f"{where}: expected a map, got {_tname(value)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(value) - set(fields)
-    if unknown:
-        raise SchemaViolation(f"{where}: unknown field(s) {sorted(unknown)}")
-    hints = _hints(cls)
+    names, fields = _schema(cls)
+    if not names.issuperset(value):
+        raise SchemaViolation(f"{where}: unknown field(s) {sorted(set(value) - names)}")
     kwargs = {}
-    for name, f in fields.items():
+    for name, hint, meta, optional in fields:
         if name not in value:
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            if optional:
                 continue
             raise SchemaViolation(f"{where}.{name}: missing")
-        kwargs[name] = _convert(hints[name], value[name], f"{where}.{name}", f.metadata)
+        kwargs[name] = _convert(hint, value[name], f"{where}.{name}", meta)
     return cls(**kwargs)
 
 

@@ -47,7 +47,8 @@ from node.net.params import NetParams  # noqa: E402
 from node.wire.envelope import Envelope  # noqa: E402
 from node.wire.messages import Register  # noqa: E402
 
-LIBP2P_PY = "/work/libp2p-venv/bin/python"
+# py-libp2p lives in its own venv (its pins clash with ours): python3 -m venv V && V/bin/pip install libp2p
+LIBP2P_PY = os.environ.get("GPOW_LIBP2P_PYTHON", "/work/libp2p-venv/bin/python")
 
 
 async def wait_for(cond, timeout: float, step: float = 0.05) -> None:

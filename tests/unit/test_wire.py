@@ -131,6 +131,32 @@ def test_typed_errors_name_what_was_wrong():
         decode_envelope(msgpack.packb({1: 2}))
 
 
+def test_canonical_check_limits() -> None:
+    """Exactly MAX_NESTING levels pass, one more does not; keys are strings in sorted order; no floats;
+    the smallest integer encoding only."""
+    from node.wire.codec import unpack_strict
+    from node.wire.constants import MAX_NESTING
+
+    def nested(levels: int) -> object:
+        v: object = 1
+        for _ in range(levels):
+            v = [v]
+        return v
+
+    assert unpack_strict(msgpack.packb(nested(MAX_NESTING))) == nested(MAX_NESTING)
+    with pytest.raises(MalformedMessage, match="nesting"):
+        unpack_strict(msgpack.packb(nested(MAX_NESTING + 1)))
+    assert unpack_strict(msgpack.packb({"a": 1, "b": {"c": [], "d": {}}})) == {"a": 1, "b": {"c": [], "d": {}}}
+    with pytest.raises(MalformedMessage, match="out of order"):
+        unpack_strict(msgpack.packb({"b": 1, "a": 2}))
+    with pytest.raises(MalformedMessage, match="strings"):
+        unpack_strict(msgpack.packb({b"a": 1}, use_bin_type=True))
+    with pytest.raises(SchemaViolation, match="floats"):
+        unpack_strict(msgpack.packb({"a": [1.5]}))
+    with pytest.raises(MalformedMessage, match="canonical"):
+        unpack_strict(b"\xcd\x00\x05")  # 5 as uint16
+
+
 def test_expect_restricts_types():
     raw = encode_envelope(Ping(nonce=1), ALICE, seq=1, now_ms=NOW)
     with pytest.raises(UnknownMessageType, match="not expected"):
