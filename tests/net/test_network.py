@@ -40,10 +40,13 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def wait_for(cond, timeout: float = 10.0, step: float = 0.05) -> None:
-    with trio.fail_after(timeout):
+async def wait_for(cond, timeout: float = 10.0, step: float = 0.05, why=None) -> None:
+    """Poll ``cond``; on timeout fail with ``why()`` (the state that explains it), if given."""
+    with trio.move_on_after(timeout):
         while not cond():
             await trio.sleep(step)
+        return
+    raise AssertionError(f"not reached within {timeout:g} s" + (f": {why()}" if why is not None else ""))
 
 
 async def start_network(nursery: trio.Nursery, n: int, bootstrap_of, **kw) -> list[Host]:
@@ -125,7 +128,17 @@ async def test_thirty_nodes_every_app_sees_each_message_exactly_once() -> None:
         def complete() -> bool:
             return all(set(seen[h.peer_id]) == {m for m in expected if m[0] != h.peer_id} for h in hosts)
 
-        await wait_for(complete)
+        def missing() -> str:
+            lines = []
+            for i, h in enumerate(hosts):
+                lack = {m for m in expected if m[0] != h.peer_id} - set(seen[h.peer_id])
+                if lack:
+                    st = h.gossip.stats_dict()
+                    lines.append(f"host {i}: {len(lack)} missing, peers {len(h.connected_peers())}, "
+                                 f"mesh {st['mesh'].get(TOPIC, 0)}, stats {dict(h.stats)}")
+            return "; ".join(lines)
+
+        await wait_for(complete, why=missing)
         await trio.sleep(1.0)  # several heartbeats: IHAVE/IWANT gossip must not cause redelivery
         for h in hosts:
             assert all(c == 1 for c in seen[h.peer_id].values()), h.peer_id
