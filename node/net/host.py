@@ -71,6 +71,36 @@ class _BootState:
     peer_id: str | None = None
 
 
+class _GuardedWebSocketServer(WebSocketServer):
+    """trio-websocket can raise wsproto's LocalProtocolError out of one connection's reader task:
+    a message over the size limit is answered with a 1009 close, and if the node is already closing
+    that link (a handshake that timed out, a link being dropped) wsproto refuses to send a second
+    close. Unhandled, the error ends serve_listeners and the node with it (found by the 100k fuzz
+    run; python-trio/trio-websocket#175 is the same class of bug). Here it ends that connection."""
+
+    async def _handle_connection(self, stream: trio.abc.Stream) -> None:
+        try:
+            await super()._handle_connection(stream)
+        except Exception as exc:  # an ExceptionGroup holding Cancelled is not an Exception: it propagates
+            leaves = _leaf_exceptions(exc)
+            if self.on_error is not None:
+                self.on_error()
+            log.warning("websocket connection failed inside trio-websocket",
+                        extra={"fields": {"error": "; ".join(f"{type(e).__name__}: {e}" for e in leaves)[:300]}})
+
+    on_error: Callable[[], None] | None = None
+
+
+def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaf_exceptions(sub)]
+    return [exc]
+
+
+# The override above names a private method: fail at import, not silently, if an upgrade renames it.
+assert callable(getattr(WebSocketServer, "_handle_connection", None)), "trio-websocket: _handle_connection is gone"
+
+
 def _endpoint_ip(ep: Any) -> str:
     return str(getattr(ep, "address", ep))
 
@@ -143,10 +173,11 @@ class Host:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                server = WebSocketServer(self._on_ws_request, listeners, handler_nursery=nursery,
+                server = _GuardedWebSocketServer(self._on_ws_request, listeners, handler_nursery=nursery,
                                          message_queue_size=2, max_message_size=self._ws_max,
                                          receive_buffer_size=_RECV_BUFFER,
                                          connect_timeout=p.handshake_timeout_s, disconnect_timeout=1.0)
+                server.on_error = lambda: self.stats.update(["ws_internal_errors"])
                 await nursery.start(server.run)
                 self.listen_addr = f"ws://{p.listen_host}:{listeners[0].socket.getsockname()[1]}"
                 self._listen_addrs = list(p.advertise_addrs) or [self.listen_addr]

@@ -455,3 +455,36 @@ def test_net_params_are_checked() -> None:
                      (dict(pex_records=64), "pex_records"), (dict(listen_port=70000), "listen_port")]:
         with pytest.raises(ValueError, match=word):
             NetParams(**kw)
+
+
+def _masked_binary_frame_header(length: int) -> bytes:
+    """A client's binary websocket frame header (FIN, opcode 2, masked with key 0000: payload as is)."""
+    if length < 126:
+        return bytes([0x82, 0x80 | length]) + b"\0\0\0\0"
+    if length < 1 << 16:
+        return bytes([0x82, 0x80 | 126]) + length.to_bytes(2, "big") + b"\0\0\0\0"
+    return bytes([0x82, 0x80 | 127]) + length.to_bytes(8, "big") + b"\0\0\0\0"
+
+
+async def test_an_oversized_message_arriving_while_the_node_closes_the_link_does_not_kill_the_node() -> None:
+    """Found by the 100k fuzz run: trio-websocket answers a message over its size limit with a 1009
+    close; when the node is already closing that link (here: the handshake timed out while the
+    message was still arriving), wsproto raises LocalProtocolError from the connection's reader
+    task, which used to end the whole websocket server and with it the node. Now it ends one link."""
+    async with hosts(2, max_frame_bytes=16 * 1024, handshake_timeout_s=0.3) as (a, b):
+        b.set_handler("echo", echo)
+        await a.dial(b.listen_addr)
+        limit = b._ws_max
+        for _ in range(3):
+            async with open_websocket_url(b.listen_addr) as ws:
+                stream = ws._stream  # below wsproto: the bytes of one frame, sent in two parts
+                await stream.send_all(_masked_binary_frame_header(limit + 4096) + b"\0" * (limit - 4096))
+                await trio.sleep(0.6)  # the node gives up on the handshake and starts closing
+                with trio.move_on_after(1):
+                    try:
+                        await stream.send_all(b"\0" * 8192)  # now the message is over the limit
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                await trio.sleep(0.2)
+        assert await a.request(b.peer_id, "echo", b"alive", timeout=3) == b"evila"
+        assert b.stats["handshake_refused.timeout"] >= 3 and b.stats["ws_internal_errors"] >= 1
