@@ -615,7 +615,7 @@ def error_counters(net: dict) -> dict[str, Any]:
     """The error counters of one node's status (host.stats_dict()), grouped by type."""
     host = {k: v for k, v in net.items() if isinstance(v, int) and any(
         k.startswith(p) for p in ("bad_frames", "handshake_refused", "links_closed", "links_refused", "inbound_rejected",
-                                  "requests_handler_error", "requests_refused", "requests_unknown_protocol",
+                                  "requests_handler_error", "requests_refused", "ws_internal_errors", "requests_unknown_protocol",
                                   "peer_records_bad", "pex_ignored", "gossip_dropped", "responses_unsolicited",
                                   "handshakes_ok", "links_opened"))}
     g = net.get("gossip", {})
