@@ -262,7 +262,8 @@ def table(results: list[SystemResult], plan: LoadPlan) -> str:
         if fx and _get(fx, "missing_deliveries"):
             fixed += f" ({_get(fx, 'missing_deliveries')} deliveries missing)"
         atmax = f"{_get(mx, 'p50_ms')} / {_get(mx, 'p99_ms')}" if mx else "-"
-        rows.append(f"| {r.nodes} | {r.system} | {r.max_sustained_rate:g} | {fixed} | {atmax} | {r.error[:120]} |")
+        rows.append(f"| {r.nodes} | {r.system} | {r.max_sustained_rate:g} | {fixed} | {atmax} | "
+                    f"{(r.error or r.extra.get('setup_note', ''))[:120]} |")
     return "\n".join(rows)
 
 

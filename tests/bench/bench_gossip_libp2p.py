@@ -78,9 +78,19 @@ async def bench(n: int, plan: LoadPlan, size: int) -> SystemResult:
         for t in topo:
             for j in t:
                 want[j] += 1
+        note = ""
         try:
             await wait_for(lambda: all(len(ps.peers) >= want[i] for i, ps in enumerate(pubsubs)), 60)
-            await wait_for(lambda: all(len(r.mesh.get(TOPIC, ())) >= min(4, want[i]) for i, r in enumerate(routers)), 60)
+            try:
+                await wait_for(lambda: all(len(r.mesh.get(TOPIC, ())) >= min(4, want[i]) for i, r in enumerate(routers)), 30)
+            except trio.TooSlowError:
+                # py-libp2p at 30 nodes: a node's mesh can stay one short for minutes (it logs
+                # "GRAFT flood detected"). Measure anyway when every mesh has a peer: a message
+                # that then misses a node fails that rate step, as for any system.
+                sizes = [len(r.mesh.get(TOPIC, ())) for r in routers]
+                if min(sizes) < 1:
+                    raise
+                note = f"mesh short of min(D_lo, links) after 30 s at {sum(1 for i, m in enumerate(sizes) if m < min(4, want[i]))} node(s); measured anyway"
         except trio.TooSlowError:
             # recorded, not raised: the report says how far the network got
             res.error = ("no full network within 60 s: pubsub peers/expected "
@@ -99,7 +109,7 @@ async def bench(n: int, plan: LoadPlan, size: int) -> SystemResult:
             rec_box[0] = r
 
         await run_plan(res, n, publish, set_rec, plan)
-        res.extra = {"mesh_sizes": sorted(len(r.mesh.get(TOPIC, ())) for r in routers)}
+        res.extra = {"mesh_sizes": sorted(len(r.mesh.get(TOPIC, ())) for r in routers), **({"setup_note": note} if note else {})}
         nursery.cancel_scope.cancel()  # stops the readers and every host service
     return res
 
