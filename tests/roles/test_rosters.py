@@ -3,6 +3,7 @@ by two miners at once is flagged, and one that moves cleanly between miners is n
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -66,3 +67,22 @@ def test_executor_in_two_rosters_is_flagged_and_a_clean_move_is_not(validator: V
     validator._on_roster(roster(miner_a, [attestation(other, miner_a.peer_id, "GPU-2")], version=2))
     assert not validator.listed_twice(ex.peer_id)
     assert validator.executors[ex.peer_id].miner_id == miner_b.peer_id
+
+
+def test_probation_challenges_are_short_but_keep_enough_samples(validator: ValidatorService):
+    """New executors get small challenges (T <= 32) but at least 8 samples: with 4, a cheater that
+    corrupts 20% of its rows would pass 41% of its probation checks."""
+    miner, ex = Identity.generate(), Identity.generate()
+    env = roster(miner, [attestation(ex, miner.peer_id, "GPU-9")])
+    assert validator._validate_roster(env) == "accept"
+    validator._on_roster(env)
+    e = validator.executors[ex.peer_id]
+    p = validator.params
+    n, steps, k = validator.size_challenge(e)
+    assert p.samples == 32 and steps <= 32 and k == 8
+    validator.params = dataclasses.replace(p, samples=16)  # the harness's k: 4 before, 8 now
+    assert validator.size_challenge(e)[2] == 8
+    validator.params = p
+    e.challenges = p.probation_challenges  # probation over: full size
+    n2, steps2, k2 = validator.size_challenge(e)
+    assert k2 == p.samples and steps2 >= steps and n2 == n
