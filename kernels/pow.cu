@@ -5,17 +5,13 @@
 // Byte conventions: states are int8 row-major; hashes are kept as their 32 raw bytes (the
 // big-endian SHA-256 words byte-swapped into little-endian loads/stores).
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
-typedef unsigned char u8;
+// Types, G_BANDS, RF, mix32 and sbyte: kernels/common.cuh (prepended by the loader).
 
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u
 #define PHILOX_W0 0x9E3779B9u
 #define PHILOX_W1 0xBB67AE85u
 #define TAG_SALT 0x544C4153u
-#define G_BANDS 64
-#define RF 4
 
 __device__ __forceinline__ uint4 philox4x32_10(u32 c0, u32 c1, u32 c2, u32 c3, u32 k0, u32 k1) {
 #pragma unroll
@@ -286,31 +282,17 @@ extern "C" __global__ void step_prep(const u8* __restrict__ d_prev, u32 t, u32 n
     }
 }
 
-// ---- the element mixer and the cuBLAS-path epilogue --------------------------------------------
-
-__device__ __forceinline__ u32 mix32(u32 u) {
-    u ^= u >> 16;
-    u *= 0x7FEB352Du;
-    u ^= u >> 15;
-    u *= 0x846CA68Bu;
-    u ^= u >> 16;
-    return u & 0xFFu;
-}
-
-__device__ __forceinline__ u32 sbyte(u32 w, int b) { return (u32)(int)(signed char)(w >> (8 * b)); }
+// ---- the cuBLAS-path epilogue (the mixer is in common.cuh) -------------------------------------
 
 // One thread's share of a step's epilogue: 16 columns of row i (band, references and salt of row i).
 __device__ __forceinline__ void epilogue16(const int* __restrict__ A, const signed char* __restrict__ pool,
                                            const u32* __restrict__ refs, const u32* __restrict__ salt,
                                            signed char* __restrict__ out, u32 n, u32 i, u32 c) {
-    u32 g = i / (n / G_BANDS);
-    u64 nn = (u64)n * n;
+    const signed char* rows[RF];
+    band_ref_rows(rows, pool, refs, i, n / G_BANDS, n);
     uint4 rr[RF];
 #pragma unroll
-    for (int r = 0; r < RF; ++r) {
-        u32 j = refs[2 * (g * RF + r)], o = refs[2 * (g * RF + r) + 1];
-        rr[r] = __ldg((const uint4*)(pool + (u64)j * nn + (u64)((i + o) & (n - 1)) * n + c));
-    }
+    for (int r = 0; r < RF; ++r) rr[r] = __ldg((const uint4*)(rows[r] + c));
     const int4* a4 = (const int4*)(A + (u64)i * n + c);
     u32 s = salt[i];
     u32 res[4];
@@ -376,14 +358,11 @@ extern "C" __global__ void epilogue_rows(const int* __restrict__ A, const signed
     if (live) {
         const u32 i = leaf / per_row;
         const u32 c0 = (leaf % per_row) * cs;
-        const u32 g = i / (n / G_BANDS);
-        const u64 nn = (u64)n * n;
+        const signed char* rows[RF];
+        band_ref_rows(rows, pool, refs, i, n / G_BANDS, n);
         const uint4* rp[RF];
 #pragma unroll
-        for (int r = 0; r < RF; ++r) {
-            u32 j = refs[2 * (g * RF + r)], o = refs[2 * (g * RF + r) + 1];
-            rp[r] = (const uint4*)(pool + (u64)j * nn + (u64)((i + o) & (n - 1)) * n + c0);
-        }
+        for (int r = 0; r < RF; ++r) rp[r] = (const uint4*)(rows[r] + c0);
         const int4* ap = (const int4*)(A + (u64)i * n + c0);
         uint4* op = (uint4*)(out + (u64)i * n + c0);
         const u32 s = salt[i];

@@ -9,8 +9,7 @@
 // cp.async pipeline. Shared rows are padded to 80 bytes: the fragment loads (8 rows x 4 words per
 // warp) then hit 32 distinct banks.
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+// Types, G_BANDS, RF, mix32 and the pair epilogue: kernels/common.cuh (prepended by the loader).
 
 #define BM 128
 #define BN 128
@@ -18,8 +17,6 @@ typedef unsigned long long u64;
 #define PITCH 80
 #define STAGES 4
 #define NTHREADS 256
-#define G_BANDS 64
-#define RF 4
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
     u32 s = (u32)__cvta_generic_to_shared(smem);
@@ -34,15 +31,6 @@ __device__ __forceinline__ void mma_s8(int* c, u32 a0, u32 a1, u32 a2, u32 a3, u
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
         : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ u32 mix32(u32 u) {
-    u ^= u >> 16;
-    u *= 0x7FEB352Du;
-    u ^= u >> 15;
-    u *= 0x846CA68Bu;
-    u ^= u >> 16;
-    return u & 0xFFu;
 }
 
 // Copy one BM x BK slice of X and one BN x BK slice of Bt into a stage (16 bytes per cp.async).
@@ -132,7 +120,6 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) step_mma(
 
     // Epilogue straight from the accumulators: thread holds rows (g, g+8) of each m16 tile and
     // columns (2 tig, 2 tig + 1) of each n8 tile.
-    const u64 nn = (u64)n * n;
     const u32 band_rows = n / G_BANDS;
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt) {
@@ -147,26 +134,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) step_mma(
                 }
                 continue;
             }
-            const u32 g = i / band_rows;
             const signed char* rp[RF];
-#pragma unroll
-            for (int r = 0; r < RF; ++r) {
-                u32 j = __ldg(refs + 2 * (g * RF + r)), o = __ldg(refs + 2 * (g * RF + r) + 1);
-                rp[r] = pool + (u64)j * nn + (u64)((i + o) & (n - 1)) * n;
-            }
+            band_ref_rows(rp, pool, refs, i, band_rows, n);
             const u32 s = __ldg(salt + i);
 #pragma unroll
             for (int nt = 0; nt < 4; ++nt) {
                 u32 c = n0 + warp_n * 32 + nt * 8 + tig * 2;
-                u32 v0 = (u32)acc[mt][nt][half * 2] + s, v1 = (u32)acc[mt][nt][half * 2 + 1] + s;
-#pragma unroll
-                for (int r = 0; r < RF; ++r) {
-                    unsigned short w = __ldg((const unsigned short*)(rp[r] + c));
-                    v0 += (u32)(int)(signed char)(w & 0xFF);
-                    v1 += (u32)(int)(signed char)(w >> 8);
-                }
-                unsigned short o2 = (unsigned short)(mix32(v0) | (mix32(v1) << 8));
-                *(unsigned short*)(out + (u64)i * n + c) = o2;
+                store_mixed_pair(out, rp, i, c, n, acc[mt][nt][half * 2], acc[mt][nt][half * 2 + 1], s);
             }
         }
     }

@@ -14,8 +14,7 @@
 // strides are written into the matrix descriptors as kernel parameters (lbo, sbo), so the host can
 // check the hardware's reading of them against cuBLAS before trusting the kernel.
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+// Types, G_BANDS, RF, mix32 and the pair epilogue: kernels/common.cuh (prepended by the loader).
 
 #define BM 128
 #define BN 256
@@ -25,8 +24,6 @@ typedef unsigned long long u64;
 #define SBO_BYTES ((BK / 16) * 128)
 #define GROUP_M 8
 #define NTHREADS 256
-#define G_BANDS 64
-#define RF 4
 #define A_BYTES (BM * BK)
 #define B_BYTES (BN * BK)
 #define STAGE_BYTES (A_BYTES + B_BYTES)
@@ -43,15 +40,6 @@ __device__ __forceinline__ u64 make_desc(u32 saddr, u32 lbo, u32 sbo) {
     d |= (u64)((lbo & 0x3FFFF) >> 4) << 16;
     d |= (u64)((sbo & 0x3FFFF) >> 4) << 32;
     return d;  // base offset 0, swizzle mode 0 (none)
-}
-
-__device__ __forceinline__ u32 mix32(u32 u) {
-    u ^= u >> 16;
-    u *= 0x7FEB352Du;
-    u ^= u >> 15;
-    u *= 0x846CA68Bu;
-    u ^= u >> 16;
-    return u & 0xFFu;
 }
 
 // Chunk (row r, 16-byte column c) of a tile sits at (r / 8) * SBO_BYTES + c * 128 + (r % 8) * 16.
@@ -137,7 +125,6 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) step_wgmma(
 
     // Accumulator layout (per warp of the warpgroup, like mma.sync's m16n8 repeated over N):
     // d[4j], d[4j+1]: row 16 wq + gid, columns 8 j + 2 tig (+1); d[4j+2], d[4j+3]: row + 8.
-    const u64 nn = (u64)n * n;
     const u32 band_rows = n / G_BANDS;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -150,25 +137,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1) step_wgmma(
             }
             continue;
         }
-        const u32 g = i / band_rows;
         const signed char* rp[RF];
-#pragma unroll
-        for (int r = 0; r < RF; ++r) {
-            u32 j = __ldg(refs + 2 * (g * RF + r)), o = __ldg(refs + 2 * (g * RF + r) + 1);
-            rp[r] = pool + (u64)j * nn + (u64)((i + o) & (n - 1)) * n;
-        }
+        band_ref_rows(rp, pool, refs, i, band_rows, n);
         const u32 s = __ldg(salt + i);
 #pragma unroll
         for (int j = 0; j < 32; ++j) {
             u32 c = n0 + j * 8 + tig * 2;
-            u32 v0 = (u32)d[4 * j + 2 * half] + s, v1 = (u32)d[4 * j + 2 * half + 1] + s;
-#pragma unroll
-            for (int r = 0; r < RF; ++r) {
-                unsigned short w = __ldg((const unsigned short*)(rp[r] + c));
-                v0 += (u32)(int)(signed char)(w & 0xFF);
-                v1 += (u32)(int)(signed char)(w >> 8);
-            }
-            *(unsigned short*)(out + (u64)i * n + c) = (unsigned short)(mix32(v0) | (mix32(v1) << 8));
+            store_mixed_pair(out, rp, i, c, n, d[4 * j + 2 * half], d[4 * j + 2 * half + 1], s);
         }
     }
 }

@@ -40,7 +40,7 @@ def load_module(name: str, device_id: int, extra: tuple[str, ...] = ()) -> Any:
     key = (name, device_id, arch + "|" + " ".join(extra))
     mod = _modules.get(key)
     if mod is None:
-        src = (KERNEL_DIR / f"{name}.cu").read_text()
+        src = (KERNEL_DIR / "common.cuh").read_text() + "\n" + (KERNEL_DIR / f"{name}.cu").read_text()
         with cp.cuda.Device(device_id):
             mod = cp.RawModule(code=src, options=("-std=c++17",) + extra)
             mod.compile()
