@@ -16,8 +16,8 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -50,11 +50,16 @@ CHEAT_KINDS = {
 def calibrate_cpu_step(n: int, steps: int = 48) -> float:
     """Seconds per step of the numpy engine on this machine, one thread, best of three."""
     from node.pow.cpu_engine import CpuEngine
+
+    return wall_step_seconds(CpuEngine(), n, steps)
+
+
+def wall_step_seconds(engine: Any, n: int, steps: int, runs: int = 3) -> float:
+    """Wall-clock seconds per step of ``engine.prove`` (the whole call over T), best of ``runs``."""
     from node.pow.engine import ChallengeParams
 
-    engine = CpuEngine()
     best = float("inf")
-    for i in range(3):
+    for i in range(runs):
         params = ChallengeParams(seed=bytes([i]) * 32, validator=bytes(32), executor=bytes(32), n=n, T=steps, m=4)
         t0 = time.perf_counter()
         trace = engine.prove(params)

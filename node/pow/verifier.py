@@ -106,7 +106,7 @@ def verify(
     first failure ends the check (the verdict is the same, it is just cheaper for a false proof);
     otherwise every failure is collected.
     """
-    n, T, m = params.n, params.T, params.m
+    n, T = params.n, params.T
     log_n = n.bit_length() - 1
     timings = {"philox": 0.0, "products": 0.0, "hashing": 0.0}
     failures: list[Failure] = []

@@ -14,7 +14,7 @@ import numpy as np
 
 from node.pow import merkle, philox
 from node.pow.chain import gather_refs, step, step_refs
-from node.pow.cpu_engine import CpuEngine, CpuTrace
+from node.pow.cpu_engine import CpuEngine
 from node.pow.engine import ChallengeParams, Engine, EngineCapacityError, Trace, pool_bytes
 from node.roles.behaviours import Behaviour
 

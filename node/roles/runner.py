@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 

@@ -37,7 +37,6 @@ from node.roles.rounds import assign
 from node.roles.verdicts import VerdictRecord
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
-from node.wire.codec import pack_canonical
 from node.wire.envelope import Envelope, Signer
 from node.wire.messages import (
     Busy,

@@ -16,14 +16,13 @@ import dataclasses
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import trio
 
 from node.config import NodeConfig
 from node.identity import Identity
-from node.pow.engine import ChallengeParams
+from node.harness.main import wall_step_seconds
 from node.roles.node import Node, make_cpu_engine
 
 
@@ -37,13 +36,7 @@ def measure_step(engine_kind: str, n: int, memory: int, steps: int = 64) -> tupl
         declared = engine.memory_budget_bytes()
     else:
         engine, model, declared = make_cpu_engine(memory), "cpu-reference", memory
-    best = float("inf")
-    for i in range(3):
-        params = ChallengeParams(seed=bytes([i]) * 32, validator=bytes(32), executor=bytes(32), n=n, T=steps, m=4)
-        t0 = time.perf_counter()
-        trace = engine.prove(params)
-        best = min(best, (time.perf_counter() - t0) / steps)
-        engine.release(trace)
+    best = wall_step_seconds(engine, n, steps)
     del engine
     return model, best, declared
 
