@@ -7,6 +7,8 @@ the id can check a signature without asking anyone for the key.
 
 from __future__ import annotations
 
+import functools
+
 import os
 import stat
 from dataclasses import dataclass
@@ -104,8 +106,8 @@ class Identity:
     def public_key(self) -> bytes:
         return bytes(self.signing_key.verify_key)
 
-    @property
-    def peer_id(self) -> str:
+    @functools.cached_property
+    def peer_id(self) -> str:  # computed once: every message a node signs names it
         return peer_id_from_public_key(self.public_key)
 
     def sign(self, message: bytes) -> bytes:

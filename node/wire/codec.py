@@ -34,11 +34,21 @@ def fld(*, min: int | None = None, max: int | None = None, max_len: int | None =
     return dataclasses.field(**kwargs)
 
 
+_SCALARS = frozenset({int, str, bytes, bool, type(None)})
+_FIELD_ORDER: dict[type, tuple[str, ...]] = {}  # dataclass -> its field names, sorted
+
+
 def _canonical(value: Any, depth: int = 0) -> Any:
     if depth > C.MAX_NESTING:
         raise SchemaViolation(f"nesting deeper than {C.MAX_NESTING}")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _canonical(getattr(value, f.name), depth + 1) for f in sorted(dataclasses.fields(value), key=lambda f: f.name)}
+    t = type(value)
+    if t in _SCALARS:
+        return value
+    names = _FIELD_ORDER.get(t)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_ORDER[t] = tuple(sorted(f.name for f in dataclasses.fields(value)))
+    if names is not None:
+        return {k: _canonical(getattr(value, k), depth + 1) for k in names}
     if isinstance(value, dict):
         return {k: _canonical(value[k], depth + 1) for k in sorted(value)}
     if isinstance(value, (list, tuple)):

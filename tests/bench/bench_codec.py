@@ -1,10 +1,12 @@
-"""Strict decoding cost per message: the link frame of a gossip RPC and a signed envelope.
+"""Wire codec cost per message: encoding and strict decoding of a gossip RPC link frame and of a
+signed envelope.
 
     python tests/bench/bench_codec.py [--iterations 20000] [--payload 900]
 
-Times ``decode_frame`` on a GossipRPC frame carrying one published message (a signed envelope
+Times ``encode_frame`` / ``decode_frame`` on a GossipRPC frame carrying one published message (a signed envelope
 padded to about 1 KiB) and six IHAVE ids, and ``decode_envelope`` (strict decode + Ed25519
-verification) on a small signed envelope. One core, wall clock, mean over the iterations.
+verification) and ``encode_envelope`` (canonical encoding + Ed25519 signing) on a small signed
+envelope. One core, wall clock, mean over the iterations.
 This is a benchmark, not a test: pytest collects test_*.py only.
 """
 
@@ -34,8 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     rpc = GossipRPC(publish=[PublishedMessage(topic="gpow/verdict/1", data=env + os.urandom(a.payload))],
                     ihave=[IHave(topic="gpow/verdict/1", ids=[os.urandom(32) for _ in range(6)])])
     frame = encode_frame(rpc)
-    for name, fn, size in (("decode_frame (gossip RPC)", lambda: decode_frame(frame, max_bytes=1 << 22), len(frame)),
-                           ("decode_envelope (incl. Ed25519 verify)", lambda: decode_envelope(env), len(env))):
+    cases = (("encode_frame (gossip RPC)", lambda: encode_frame(rpc), len(frame)),
+             ("decode_frame (gossip RPC)", lambda: decode_frame(frame, max_bytes=1 << 22), len(frame)),
+             ("encode_envelope (incl. Ed25519 sign)", lambda: encode_envelope(Ping(nonce=5), me, seq=1, now_ms=1), len(env)),
+             ("decode_envelope (incl. Ed25519 verify)", lambda: decode_envelope(env), len(env)))
+    for name, fn, size in cases:
         fn()
         t = time.perf_counter()
         for _ in range(a.iterations):
