@@ -85,8 +85,19 @@ async def bench_gpow(n: int, plan: LoadPlan, size: int) -> SystemResult:
                 want[j] += 1
         await wait_for(lambda: all(len(h.connected_peers()) >= want[i] for i, h in enumerate(hosts)), 30)
         lo = GossipParams().D_lo
-        await wait_for(lambda: all(h.gossip.stats_dict()["mesh"].get(TOPIC, 0) >= min(lo, want[i])
-                                   for i, h in enumerate(hosts)), 30)
+
+        def meshes() -> list[int]:
+            return [h.gossip.stats_dict()["mesh"].get(TOPIC, 0) for h in hosts]
+
+        try:
+            await wait_for(lambda: all(m >= min(lo, want[i]) for i, m in enumerate(meshes())), 30)
+        except trio.TooSlowError:
+            # The same rule as for py-libp2p: a node whose few links include a hub that pruned it
+            # (the hub keeps D of its many links) waits out the prune backoff. Measure anyway when
+            # every mesh has a peer; a message that then misses a node fails that rate step.
+            short = sum(1 for i, m in enumerate(meshes()) if m < min(lo, want[i]))
+            await wait_for(lambda: min(meshes()) >= 1, 30)
+            res.extra["setup_note"] = f"mesh short of min(D_lo, links) after 30 s at {short} node(s); measured anyway"
         res.setup_s = round(time.perf_counter() - t_setup, 2)
 
         # pad the body so the whole signed envelope is `size` bytes
@@ -103,6 +114,7 @@ async def bench_gpow(n: int, plan: LoadPlan, size: int) -> SystemResult:
         g = [h.gossip.stats_dict() for h in hosts]
         hs = [h.stats_dict() for h in hosts]
         res.extra = {
+            **res.extra,
             "envelope_bytes": len(hosts[0].gossip.signer.seal(Register(attestation=b"\0" * pad))),
             "mesh_sizes": sorted(x["mesh"].get(TOPIC, 0) for x in g),
             "router_duplicates": sum(x["duplicates"] for x in g),
