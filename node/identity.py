@@ -8,7 +8,6 @@ the id can check a signature without asking anyone for the key.
 from __future__ import annotations
 
 import functools
-
 import os
 import stat
 from dataclasses import dataclass

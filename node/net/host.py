@@ -38,8 +38,8 @@ from node.net.framing import FRAME_OVERHEAD, decode_frame, encode_frame, goodbye
 from node.net.handshake import Handshake, HandshakeResult
 from node.net.params import NetParams
 from node.net.peerstore import PeerStore, backoff_delay
-from node.net.secure import SecureSocket
 from node.net.reqresp import error_text
+from node.net.secure import SecureSocket
 from node.wire.envelope import encode_envelope
 from node.wire.errors import OversizedMessage, WireError
 from node.wire.messages import GossipRPC, Goodbye, PeerExchange, PeerRecord, Ping, Pong, Request, Response
@@ -78,6 +78,8 @@ class _GuardedWebSocketServer(WebSocketServer):
     close. Unhandled, the error ends serve_listeners and the node with it (found by the 100k fuzz
     run; python-trio/trio-websocket#175 is the same class of bug). Here it ends that connection."""
 
+    on_error: Callable[[], None] | None = None  # the host counts these
+
     async def _handle_connection(self, stream: trio.abc.Stream) -> None:
         try:
             await super()._handle_connection(stream)
@@ -87,8 +89,6 @@ class _GuardedWebSocketServer(WebSocketServer):
                 self.on_error()
             log.warning("websocket connection failed inside trio-websocket",
                         extra={"fields": {"error": "; ".join(f"{type(e).__name__}: {e}" for e in leaves)[:300]}})
-
-    on_error: Callable[[], None] | None = None
 
 
 def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
@@ -324,15 +324,18 @@ class Host:
             p = self.params
             ip = _endpoint_ip(request.remote)
             inbound = sum(1 for c in self._conns.values() if not c.outbound) + self._handshaking_in
-            limited = p.per_ip_limited(ip)
-            from_ip = (sum(1 for c in self._conns.values() if not c.outbound and c.ip == ip)
-                       + self._handshaking_from[ip]) if limited else 0
-            if self._closing or inbound >= p.max_inbound or from_ip >= p.max_inbound_per_ip:
-                why = ("shutting down" if self._closing else "too many peers" if inbound >= p.max_inbound
-                       else f"too many links from {ip}")
-                self.stats["inbound_rejected" if inbound >= p.max_inbound or self._closing else "inbound_rejected_per_ip"] += 1
-                log.debug("inbound link rejected", extra={"fields": {"ip": ip, "reason": why}})
-                await request.reject(503, body=why.encode())
+            refuse: tuple[str, str] | None = None  # (counter, reason)
+            if self._closing:
+                refuse = ("inbound_rejected", "shutting down")
+            elif inbound >= p.max_inbound:
+                refuse = ("inbound_rejected", "too many peers")
+            elif p.per_ip_limited(ip) and (self._handshaking_from[ip] + sum(
+                    1 for c in self._conns.values() if not c.outbound and c.ip == ip)) >= p.max_inbound_per_ip:
+                refuse = ("inbound_rejected_per_ip", f"too many links from {ip}")
+            if refuse is not None:
+                self.stats[refuse[0]] += 1
+                log.debug("inbound link rejected", extra={"fields": {"ip": ip, "reason": refuse[1]}})
+                await request.reject(503, body=refuse[1].encode())
                 return
             ws = await request.accept()
             self._handshaking_in += 1
@@ -355,8 +358,8 @@ class Host:
             log.exception("inbound link failed")
 
     def _new_conn(self, ws: WebSocketConnection, res: HandshakeResult, *, outbound: bool, ip: str) -> Connection:
-        return Connection(SecureSocket(ws, res.session), peer_id=res.peer_id, role=res.role, outbound=outbound, listen_addrs=res.listen_addrs,
-                          ip=ip, connected_ms=self._wall_ms(), params=self.params)
+        return Connection(SecureSocket(ws, res.session), peer_id=res.peer_id, role=res.role, outbound=outbound,
+                          listen_addrs=res.listen_addrs, ip=ip, connected_ms=self._wall_ms(), params=self.params)
 
     def _dialer(self, conn: Connection) -> str:
         return self.peer_id if conn.outbound else conn.peer_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 
@@ -50,8 +51,6 @@ class NetParams:
             bad = [a for a in getattr(self, key) if not valid_ws_addr(a)]
             if bad:
                 raise ValueError(f"net: {key} entries must look like ws://HOST:PORT, got {bad}")
-        import ipaddress
-
         try:
             self._exempt_nets = [ipaddress.ip_network(n, strict=False) for n in self.inbound_per_ip_exempt]
         except ValueError as exc:
@@ -77,8 +76,6 @@ class NetParams:
 
     def per_ip_limited(self, ip: str) -> bool:
         """Whether inbound links from ``ip`` count against max_inbound_per_ip."""
-        import ipaddress
-
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:

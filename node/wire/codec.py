@@ -106,40 +106,33 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 
 def _check_shape(value: Any) -> None:
     """One pass over a decoded value: nesting depth, string map keys in sorted order, no floats."""
+    if type(value) is float:
+        raise SchemaViolation("floats are not allowed on the wire; use integers")
+    if type(value) not in (dict, list):
+        return
     stack = [(value, 0)]
     pop, push = stack.pop, stack.append
     while stack:
-        v, d = pop()
-        t = type(v)
-        if t is dict:
-            if d > C.MAX_NESTING or (v and d >= C.MAX_NESTING):  # itself or its items too deep
-                raise MalformedMessage(f"nesting deeper than {C.MAX_NESTING}")
-            keys = list(v)
+        v, d = pop()  # only maps and lists are pushed
+        if v and d >= C.MAX_NESTING:  # its items would be deeper than the limit
+            raise MalformedMessage(f"nesting deeper than {C.MAX_NESTING}")
+        if type(v) is dict:
             prev = None
-            for k in keys:
+            for k in v:
                 if type(k) is not str:
                     raise MalformedMessage(f"map keys must be strings, got {_tname(k)}")
                 if prev is not None and k <= prev:
                     raise MalformedMessage("message is not in canonical msgpack form (map keys out of order)")
                 prev = k
-            for x in v.values():
-                if type(x) in _CONTAINERS:
-                    push((x, d + 1))
-                elif type(x) is float:
-                    raise SchemaViolation("floats are not allowed on the wire; use integers")
-        elif t is list:
-            if d > C.MAX_NESTING or (v and d >= C.MAX_NESTING):
-                raise MalformedMessage(f"nesting deeper than {C.MAX_NESTING}")
-            for x in v:
-                if type(x) in _CONTAINERS:
-                    push((x, d + 1))
-                elif type(x) is float:
-                    raise SchemaViolation("floats are not allowed on the wire; use integers")
-        elif t is float:
-            raise SchemaViolation("floats are not allowed on the wire; use integers")
-
-
-_CONTAINERS = (dict, list)
+            items = v.values()
+        else:
+            items = v
+        for x in items:
+            tx = type(x)
+            if tx is dict or tx is list:
+                push((x, d + 1))
+            elif tx is float:
+                raise SchemaViolation("floats are not allowed on the wire; use integers")
 
 
 # ---- schema: decoded maps -> dataclasses, with types and ranges checked -------------------------
