@@ -41,7 +41,7 @@ class ValidatorParams:
     audit: bool = True  # re-verify a sample of other validators' verdicts
     audits_per_minute: int = 6  # at most this many re-verifications of other validators' verdicts
     ban_seconds: int = 3600  # a false answer bans the executor and its miner this long
-    probation_challenges: int = 2  # new executors get this many small challenges first
+    probation_challenges: int = 2  # new executors get this many small challenges first (T <= 32, k/4 but >= 8 samples)
     cheat: str = ""  # testing only: "lying-validator:always-pass" or "lying-validator:always-fail"
 
 
