@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--miner", help="ws://HOST:PORT of the miner an executor registers with")
     r.add_argument("--network", help="network id (overrides [net].network)")
     r.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    r.set_defaults(func=_lazy("node.roles.runner:run_main"))
+    r.set_defaults(func=_lazy("node.app.runner:run_main"))
 
     pw = sub.add_parser("pow", help="prove and verify the chain proof-of-work standalone")
     pws = pw.add_subparsers(dest="pow_command", metavar="SUBCOMMAND", required=True)
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="the node's config file")
     s.add_argument("--data-dir", help="the node's data dir (overrides the config)")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=_lazy("node.roles.status:status_main"))
+    s.set_defaults(func=_lazy("node.app.status:status_main"))
     return p
 
 

@@ -217,7 +217,7 @@ class Harness:
 
     def gpu_devices(self, needed: int) -> list[int]:
         """One GPU per miner and remote executor (an engine allocates its whole GPU at start)."""
-        from node.roles.node import visible_gpus
+        from node.app.node import visible_gpus
 
         devices = visible_gpus()
         if len(devices) < needed:

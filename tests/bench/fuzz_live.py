@@ -666,8 +666,8 @@ async def run_inprocess(tmp: Path, *, inputs: int, seed: int, workers: int = 4) 
     """Fuzz an in-process validator and miner; return the report (see ``main`` for the checks)."""
     import dataclasses
 
-    from node.config import NodeConfig, build_section
-    from node.roles.node import Node
+    from node.app.config import NodeConfig, build_section
+    from node.app.node import Node
 
     write_profiles(tmp / "profiles.toml")
     vid = Identity.from_seed(random.Random(seed).randbytes(32))

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import trio
 
-from node.config import NodeConfig
+from node.app.config import NodeConfig
 from node.identity import Identity
 from node.harness.main import wall_step_seconds
-from node.roles.node import Node, make_cpu_engine
+from node.app.node import Node, make_cpu_engine
 
 
 def measure_step(engine_kind: str, n: int, memory: int, steps: int = 64) -> tuple[str, float, int]:

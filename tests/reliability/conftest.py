@@ -15,9 +15,9 @@ from typing import Callable, Iterator
 import pytest
 import trio
 
-from node.config import NodeConfig
+from node.app.config import NodeConfig
 from node.identity import Identity
-from node.roles.node import Node
+from node.app.node import Node
 
 ROOT = Path(__file__).resolve().parents[2]
 NETWORK = "gpow-reliability"

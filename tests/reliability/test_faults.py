@@ -15,7 +15,7 @@ from node.harness.processes import NodeProcess
 from node.net.errors import PeerUnreachable
 from node.net.host import Host
 from node.roles import verdicts as R
-from node.roles.node import Node
+from node.app.node import Node
 
 from .conftest import NETWORK, ErrorLog, make_cfg, start_node, wait_for
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.config import NodeConfig
+from node.app.config import NodeConfig
 from node.identity import Identity, write_key_file
 from node.roles.admission import sign_main
-from node.roles.node import Node
+from node.app.node import Node
 
 pytestmark = pytest.mark.slow
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.config import NodeConfig
+from node.app.config import NodeConfig
 from node.harness.main import calibrate_cpu_step, write_profiles
 from node.harness.report import EXPECTED_REASONS
 from node.identity import Identity
-from node.roles.node import Node
+from node.app.node import Node
 
 pytestmark = pytest.mark.slow
 

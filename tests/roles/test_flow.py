@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.config import NodeConfig
+from node.app.config import NodeConfig
 from node.identity import Identity
-from node.roles.node import Node
+from node.app.node import Node
 
 pytestmark = pytest.mark.slow
 

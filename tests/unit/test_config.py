@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import _SECTIONS, ConfigError, NodeConfig, apply_overrides, load_config
+from node.app.config import _SECTIONS, ConfigError, NodeConfig, apply_overrides, load_config
 from node.harness.params import HarnessParams, load_harness_params
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -205,7 +205,7 @@ def test_params_are_plain_toml_values() -> None:
     import dataclasses
     import tomllib
 
-    from node.config import build_section
+    from node.app.config import build_section
 
     fields = dataclasses.fields(GossipParams)
     assert all(f.type in ("int", "float", "bool", "str", int, float, bool, str) for f in fields)

@@ -97,7 +97,7 @@ def test_changing_the_reported_uuid_releases_the_old_one():
 def test_cpu_placeholder_uuids_never_collide():
     reg = GpuIdentityRegistry()
     ids = [f"12D3KooWexecutor{i:04d}" for i in range(5)]
-    for eid in ids:  # as node.roles.node._cpu_facts builds them: per executor id
+    for eid in ids:  # as node.app.node._cpu_facts builds them: per executor id
         reg.observe(eid, "m1", f"CPU-{eid[-16:]}", "", "same-host", 1000)
     assert all(reg.duplicates_of(e) == set() for e in ids)
 

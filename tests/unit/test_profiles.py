@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.roles.node import default_profiles_path
+from node.app.node import default_profiles_path
 from node.roles.profiles import Profile, ProfileBook, ProfileError, performance_factor
 
 ENTRY = 'model = "{model}"\nmemory_bytes = 1000\nn = {n}\nstep_seconds = {step}\nmeasured = {measured}\nsource = "{source}"\n'

@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from node.config import ConfigError, NodeConfig, apply_overrides, load_config
+from node.app.config import ConfigError, NodeConfig, apply_overrides, load_config
 from node.identity import Identity, IdentityError, load_key_file, write_key_file
 
 log = logging.getLogger("gpow.node")
@@ -108,7 +108,7 @@ def _startup_error(group: BaseExceptionGroup) -> BaseException | None:
 
 async def run_node(cfg: NodeConfig, identity: Identity, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run one node until cancelled or signalled. ``task_status`` reports the Node once it listens."""
-    from node.roles.node import Node
+    from node.app.node import Node
 
     node = Node(cfg, identity)
     async with trio.open_nursery() as nursery:

@@ -11,10 +11,10 @@ from typing import Any
 
 import trio
 
-from node.config import NodeConfig
+from node.app.config import NodeConfig
 from node.identity import Identity, load_or_create_key_file
 from node.roles.behaviours import make_behaviour
-from node.roles.runner import NodeStartError
+from node.app.runner import NodeStartError
 from node.roles.executor import ExecutorService, GpuFacts, PoolBudget, host_fingerprint
 
 log = logging.getLogger("gpow.node")
@@ -197,7 +197,7 @@ class Node:
             await nursery.start(self.service.run)
             nursery.start_soon(self._write_status_forever)
             if self.cfg.node.metrics_port:
-                from node.roles.metrics import serve_metrics
+                from node.app.metrics import serve_metrics
 
                 await nursery.start(serve_metrics, self, self.cfg.node.metrics_port)
             log.info("node started", extra={"fields": {"role": self.role, "peer_id": self.identity.peer_id, "listen": self.host.listen_addr}})

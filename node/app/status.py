@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from node.config import ConfigError, load_config
+from node.app.config import ConfigError, load_config
 
 
 def status_main(args: argparse.Namespace) -> int:

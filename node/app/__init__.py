@@ -1,0 +1,1 @@
+"""The composition root: config -> objects -> one nursery (node, runner, status, metrics)."""
