@@ -7,15 +7,20 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
 from node.app.config import NodeConfig
 from node.identity import Identity, load_or_create_key_file
-from node.roles.behaviours import make_behaviour
-from node.app.runner import NodeStartError
-from node.roles.executor import ExecutorService, GpuFacts, PoolBudget, host_fingerprint
+from node.app.errors import NodeStartError
+from node.roles.answerer import Answerer
+from node.roles.executor import ExecutorService, GpuFacts, host_fingerprint
+
+if TYPE_CHECKING:
+    from node.roles.miner import MinerService
+    from node.roles.validator import ValidatorService
 
 log = logging.getLogger("gpow.node")
 
@@ -23,11 +28,12 @@ CPU_MODEL = "cpu-reference"
 
 
 def default_profiles_path() -> Path:
-    here = Path(__file__).resolve().parents[2] / "configs" / "gpu_profiles.toml"
-    return here
+    from node.resources import profiles_path  # package data: works from a wheel too
+
+    return profiles_path()
 
 
-def _cpu_facts(memory_bytes: int, executor_id: str, host_fp: str, model: str = CPU_MODEL) -> GpuFacts:
+def cpu_facts(memory_bytes: int, executor_id: str, host_fp: str, model: str = CPU_MODEL) -> GpuFacts:
     return GpuFacts(
         engine="cpu", gpu_model=model, memory_bytes=memory_bytes,
         gpu_uuid=f"CPU-{executor_id[-16:]}", pci_bus_id="", host_fingerprint=host_fp,
@@ -42,17 +48,22 @@ def make_cpu_engine(memory_bytes: int):
     return CpuEngine(memory_budget_bytes=2 * memory_bytes + 64 * 1024 * 1024)
 
 
-def make_gpu_executors(identities: list[Identity], miner_id: str, devices: list[int], **kw: Any) -> list[ExecutorService]:
+def make_gpu_executors(
+    identities: list[Identity], miner_id: str, devices: list[int], *,
+    answerer: Callable[[int], Answerer] = lambda index: Answerer(),
+    executor_class: Callable[[int], type[ExecutorService]] = lambda index: ExecutorService,
+    **kw: Any,
+) -> list[ExecutorService]:
     from node.gpu.engine import GpuEngine
     from node.gpu.facts import gpu_facts
 
     out = []
-    for ident, dev in zip(identities, devices):
+    for i, (ident, dev) in enumerate(zip(identities, devices)):
         engine = GpuEngine(device_id=dev)
         f = gpu_facts(dev)
         facts = GpuFacts(engine="gpu", gpu_model=f.model, memory_bytes=engine.memory_budget_bytes(), gpu_uuid=f.uuid,
                          pci_bus_id=f.pci_bus_id, host_fingerprint=host_fingerprint())
-        out.append(ExecutorService(ident, miner_id, engine, facts, **kw))
+        out.append(executor_class(i)(ident, miner_id, engine, facts, answerer=answerer(i), **kw))
     return out
 
 
@@ -65,18 +76,37 @@ def visible_gpus() -> list[int]:
         return []
 
 
+@dataclass(frozen=True)
+class NodeParts:
+    """The parts a node is assembled from that callers may replace: each local executor's answerer
+    and class, the whole set of a miner's local executors, and the role services' classes.
+
+    ``gpow run`` uses the defaults. Tests and the harness pass their own to build nodes that
+    misbehave in one named way, from outside the product's code."""
+
+    answerer: Callable[[int], Answerer] = lambda index: Answerer()
+    executor_class: Callable[[int], type[ExecutorService]] = lambda index: ExecutorService
+    local_executors: "Callable[[Node], list[ExecutorService]] | None" = None  # None: per GPU / cpu_executors
+    miner_class: "type[MinerService] | None" = None
+    validator_class: "type[ValidatorService] | None" = None
+
+
 class Node:
-    def __init__(self, cfg: NodeConfig, identity: Identity):
+    def __init__(self, cfg: NodeConfig, identity: Identity, parts: NodeParts | None = None):
         from node.net.host import Host
 
+        self.parts = parts or NodeParts()
         self.cfg = cfg
         self.identity = identity
         self.role = cfg.node.role
         self.data_dir = Path(cfg.node.data_dir)
-        self.host = Host(identity, cfg.net, self.role, cfg.gossip)
+        self.host = Host(identity, cfg.net, self.role)
+        from node.gossip.driver import GossipDriver
+
+        self.gossip = GossipDriver(self.host, cfg.gossip)  # gossip sits on the host (go: NewGossipSub(ctx, host))
         from node.roles.agreement import Agreement
 
-        self.agreement = Agreement(self.host, cfg.admission, cfg.rounds)
+        self.agreement = Agreement(self.host, cfg.admission, cfg.rounds, gossip=self.gossip)
         self.admission = self.agreement.book
         self.service: Any = None
         self.ledger = None
@@ -85,63 +115,33 @@ class Node:
 
     # ---- role construction -------------------------------------------------------------------
 
-    def _build_miner(self):
+    def _build_miner(self) -> "MinerService":
         from node.roles.miner import MinerService
 
         mp = self.cfg.miner
-        host_fp = mp.host_fingerprint or host_fingerprint()
-        cheat = mp.cheat
-        executors: list[ExecutorService] = []
+        executors = self.parts.local_executors(self) if self.parts.local_executors else self._local_executors()
+        cls = self.parts.miner_class or MinerService
+        return cls(self.host, executors, gossip=self.gossip, roster_interval_s=mp.roster_interval_s, heartbeat_timeout_s=mp.heartbeat_timeout_s)
+
+    def _local_executors(self) -> list[ExecutorService]:
+        """One executor per visible GPU (``engine = "gpu"``), else ``cpu_executors`` CPU executors."""
+        mp, parts = self.cfg.miner, self.parts
         if mp.engine == "gpu":
             devices = mp.gpu_devices or visible_gpus()
             if not devices:
                 raise NodeStartError("engine = gpu but no CUDA device is visible (use --engine cpu for development)")
-            if cheat == "shared-gpu":
-                executors = self._shared_gpu_executors(devices[0])
-            else:
-                idents = [load_or_create_key_file(self.data_dir / f"executor-{d}.key") for d in devices]
-                executors = make_gpu_executors(idents, self.identity.peer_id, devices, admission=self.admission,
-                                               behaviour=make_behaviour(cheat))
-        else:
-            count = max(mp.cpu_executors, 2 if cheat in ("shared-gpu", "wrong-executor") else 1)
-            shared_engine = make_cpu_engine(mp.cpu_memory_bytes) if cheat == "shared-gpu" else None
-            shared_lock = trio.Lock() if shared_engine else None
-            shared_budget = PoolBudget(mp.cpu_memory_bytes) if shared_engine else None
-            for i in range(count):
-                ident = load_or_create_key_file(self.data_dir / f"executor-{i}.key")
-                behaviour_spec = cheat if cheat and cheat not in ("shared-gpu", "wrong-executor") else ""
-                if cheat == "wrong-executor" and i == 1:
-                    behaviour_spec = "wrong-executor"
-                executors.append(
-                    ExecutorService(
-                        ident, self.identity.peer_id,
-                        shared_engine or make_cpu_engine(mp.cpu_memory_bytes),
-                        _cpu_facts(mp.cpu_memory_bytes, ident.peer_id, host_fp),
-                        admission=self.admission,
-                        behaviour=make_behaviour(behaviour_spec),
-                        lock=shared_lock, budget=shared_budget,
-                    )
-                )
-        route_cheat = "wrong-executor" if cheat == "wrong-executor" else ""
-        return MinerService(self.host, executors, roster_interval_s=mp.roster_interval_s,
-                            heartbeat_timeout_s=mp.heartbeat_timeout_s, route_cheat=route_cheat)
-
-    def _shared_gpu_executors(self, device: int) -> list[ExecutorService]:
-        """Testing only: two executor identities backed by one GPU (one engine, one lock, one
-        memory budget); the second reports a made-up GPU UUID, as a cheater would."""
-        from node.gpu.engine import GpuEngine
-        from node.gpu.facts import gpu_facts
-
-        engine, f = GpuEngine(device_id=device), gpu_facts(device)
-        lock, budget = trio.Lock(), PoolBudget(engine.memory_budget_bytes())
+            idents = [load_or_create_key_file(self.data_dir / f"executor-{d}.key") for d in devices]
+            return make_gpu_executors(idents, self.identity.peer_id, devices, admission=self.admission,
+                                      answerer=parts.answerer, executor_class=parts.executor_class)
+        host_fp = mp.host_fingerprint or host_fingerprint()
         out = []
-        for i in range(2):
-            ident = load_or_create_key_file(self.data_dir / f"executor-shared-{i}.key")
-            facts = GpuFacts(engine="gpu", gpu_model=f.model, memory_bytes=engine.memory_budget_bytes(),
-                             gpu_uuid=f.uuid if i == 0 else f"GPU-{ident.peer_id[-12:]}", pci_bus_id=f.pci_bus_id,
-                             host_fingerprint=host_fingerprint())
-            out.append(ExecutorService(ident, self.identity.peer_id, engine, facts, admission=self.admission,
-                                       lock=lock, budget=budget))
+        for i in range(mp.cpu_executors):
+            ident = load_or_create_key_file(self.data_dir / f"executor-{i}.key")
+            out.append(parts.executor_class(i)(
+                ident, self.identity.peer_id, make_cpu_engine(mp.cpu_memory_bytes),
+                cpu_facts(mp.cpu_memory_bytes, ident.peer_id, host_fp),
+                admission=self.admission, answerer=parts.answerer(i),
+            ))
         return out
 
     def _build_validator(self):
@@ -152,20 +152,23 @@ class Node:
         vp = self.cfg.validator
         self.ledger = Ledger(self.data_dir / "ledger.sqlite3")
         profiles = ProfileBook.load(Path(vp.profiles_file) if vp.profiles_file else default_profiles_path())
-        return ValidatorService(self.host, vp, self.ledger, profiles, data_dir=self.data_dir, agreement=self.agreement)
+        cls = self.parts.validator_class or ValidatorService
+        return cls(self.host, vp, self.ledger, profiles, gossip=self.gossip, data_dir=self.data_dir, agreement=self.agreement)
 
     def _build_executor(self):
         from node.roles.miner import RemoteExecutorNode
 
         ep = self.cfg.executor
+        parts = self.parts
         if ep.engine == "gpu":
-            (service,) = make_gpu_executors([self.identity], "", [ep.gpu_device], admission=self.admission)
+            (service,) = make_gpu_executors([self.identity], "", [ep.gpu_device], admission=self.admission,
+                                            answerer=parts.answerer, executor_class=parts.executor_class)
         else:
             host_fp = ep.host_fingerprint or host_fingerprint()
-            service = ExecutorService(
+            service = parts.executor_class(0)(
                 self.identity, "", make_cpu_engine(ep.cpu_memory_bytes),
-                _cpu_facts(ep.cpu_memory_bytes, self.identity.peer_id, host_fp),
-                admission=self.admission, behaviour=make_behaviour(ep.cheat),
+                cpu_facts(ep.cpu_memory_bytes, self.identity.peer_id, host_fp),
+                admission=self.admission, answerer=parts.answerer(0),
             )
         self._remote = RemoteExecutorNode(self.host, service, self._miner_peer, heartbeat_interval_s=ep.heartbeat_interval_s)
         return self._remote
@@ -187,6 +190,7 @@ class Node:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.host.run)
+            await nursery.start(self.gossip.run)
             await nursery.start(self.agreement.run)
             if self.role == "miner":
                 self.service = self._build_miner()

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cupy as cp
 
+from node.resources import shipped_path
+
 __all__ = ["KERNEL_DIR", "PowKernels", "load_module", "pow_kernels", "FUSED_SMEM_BYTES", "FUSED_TILE",
            "WGMMA_TILE_M", "WGMMA_TILE_N", "WGMMA_SMEM_BYTES", "WGMMA_LBO", "WGMMA_SBO"]
 
-KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
+KERNEL_DIR = shipped_path("kernels", "common.cuh").parent  # package data (node/resources.py): works from a wheel
 
 # Must match kernels/step_mma.cu: STAGES * (BM + BN) * PITCH bytes of dynamic shared memory.
 FUSED_TILE = 128
