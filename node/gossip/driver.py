@@ -1,6 +1,9 @@
-"""The thin trio driver around the sans-IO gossipsub router.
+"""The thin trio driver around the sans-IO gossipsub router, built on a host.
 
-It turns router actions into calls on the host (``send``, ``disconnect``, ``px_sink``), decodes
+As go's ``NewGossipSub(ctx, host)``: ``GossipDriver(host, params)`` registers itself with the host
+(``host.attach``) for peer connected/disconnected events, incoming gossip RPCs, the peer gate and
+penalties, and sends through the host (``send_gossip``, ``disconnect``, peer records). Imports
+point one way: gossip -> net, never back. It turns router actions into those host calls, decodes
 and validates messages synchronously (``decode_envelope`` + the topic's validators), calls the
 topic handlers once per message id, and runs the heartbeat with ``trio.sleep`` so a MockClock
 drives it in tests. Nothing a peer sends makes ``on_rpc`` raise: bad input is counted by reason,
@@ -12,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import trio
 
@@ -31,6 +34,22 @@ _RESULTS = ("accept", "reject", "ignore")
 _MAX_REASONS = 64  # distinct reason keys kept in a counter dict
 
 
+class GossipHost(Protocol):
+    """What the driver needs of the host below it (node.net.host.Host is one)."""
+
+    identity: Identity
+
+    def attach(self, events: Any) -> None: ...
+
+    def send_gossip(self, peer_id: str, rpc: GossipRPC) -> bool: ...
+
+    def disconnect(self, peer_id: str, reason: str) -> None: ...
+
+    def records_for(self, peer_ids: list[str]) -> list[bytes]: ...
+
+    def add_peer_records(self, records: list[bytes]) -> None: ...
+
+
 class _Topic:
     __slots__ = ("handlers", "validators", "check_freshness")
 
@@ -43,30 +62,29 @@ class _Topic:
 class GossipDriver:
     def __init__(
         self,
-        identity: Identity,
+        host: GossipHost,
         params: GossipParams,
         *,
-        send: Callable[[str, GossipRPC], bool],
-        disconnect: Callable[[str, str], None],
-        px_source: Callable[[list[str]], list[bytes]] | None = None,
-        px_sink: Callable[[list[bytes]], None] | None = None,
         wall_ms: Callable[[], int] | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.identity = identity
+        self.host = host
+        self.identity = identity = host.identity
         self.params = params
-        self._send = send
-        self._disconnect = disconnect
-        self._px_sink = px_sink
-        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self._send = host.send_gossip
+        self._disconnect = host.disconnect
+        self._px_sink: Callable[[list[bytes]], None] | None = host.add_peer_records
+        self._wall_ms = wall_ms or getattr(host, "wall_ms", None) or (lambda: int(time.time() * 1000))
         self.signer = Signer(identity, self._wall_ms)
-        self.router = Router(identity.peer_id, params, rng or random.Random(), px_source=px_source)
+        self.router = Router(identity.peer_id, params, rng or getattr(host, "rng", None) or random.Random(),
+                             px_source=host.records_for)
         self._topics: dict[str, _Topic] = {}
         self._counters: dict[str, int] = {}
         self._invalid: dict[str, int] = {}  # rejected (penalised) inputs by reason
         self._ignored: dict[str, int] = {}  # ignored (not penalised) messages by reason
         self._penalties: dict[str, int] = {}
         self._last_now = 0.0
+        host.attach(self)
 
     def _now(self) -> float:
         """Trio's clock (MockClock in tests). Outside a trio run (set-up code) the last time seen:
@@ -90,10 +108,10 @@ class GossipDriver:
 
     # ---- peers ---------------------------------------------------------------------------------
 
-    def add_peer(self, peer_id: str, *, outbound: bool, ip: str) -> None:
+    def peer_connected(self, peer_id: str, *, outbound: bool, ip: str) -> None:
         self._process(self.router.add_peer(peer_id, outbound, ip, self._now()))
 
-    def remove_peer(self, peer_id: str) -> None:
+    def peer_disconnected(self, peer_id: str) -> None:
         self.router.remove_peer(peer_id, self._now())
 
     # ---- incoming ------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """The Host: a node's network presence.
 
 It listens (trio-websocket server), dials (bootstrap, learned peers, on-demand for requests),
-authenticates every link with the handshake, keeps one link per peer pair, carries link frames
-(gossip RPCs, requests/responses, pings, peer exchange) and owns the GossipDriver.
+authenticates every link with the handshake, keeps one link per peer pair and carries link frames
+(gossip RPCs, requests/responses, pings, peer exchange). Gossip sits above the host, as go's
+``NewGossipSub(ctx, host)`` does: the gossip layer registers itself as the host's ``PeerEvents``
+(peer connected/disconnected, gossip RPCs in, the peer gate and penalties) and sends through
+``send_gossip``; nothing here imports it.
 
 Robustness rules: every frame from a peer is size-checked before decoding and decoded strictly;
 a bad frame is counted, logged, reported to gossip scoring, and repeated garbage closes the link.
@@ -17,7 +20,7 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import trio
 from trio_websocket import (
@@ -29,8 +32,6 @@ from trio_websocket import (
     connect_websocket_url,
 )
 
-from node.gossip.driver import GossipDriver
-from node.gossip.params import GossipParams
 from node.identity import Identity
 from node.net.connection import Connection
 from node.net.errors import HandshakeRefused, LinkClosed, LinkIntegrityError, NetError, PeerUnreachable, RequestFailed, RequestTimeout
@@ -52,6 +53,51 @@ Handler = Callable[[str, bytes], Awaitable[bytes]]
 _LOUD_BAD_FRAMES = 3
 # Socket reads of 64 KiB: large frames (openings) arrive in a few hundred reads, not thousands.
 _RECV_BUFFER = 64 * 1024
+
+
+class PeerEvents(Protocol):
+    """What a protocol layer above the host (the gossip router) registers with ``Host.attach``.
+
+    The host calls these from its own tasks; none of them may block. ``accepts_from`` is the peer
+    gate (a peer below it gets no new link and its gossip RPCs are dropped); ``penalize`` is where
+    the host reports a peer's misbehaviour on the link (bad frames, oversized frames)."""
+
+    def peer_connected(self, peer_id: str, *, outbound: bool, ip: str) -> None: ...
+
+    def peer_disconnected(self, peer_id: str) -> None: ...
+
+    def on_rpc(self, peer_id: str, rpc: GossipRPC) -> None: ...
+
+    def accepts_from(self, peer_id: str) -> bool: ...
+
+    def penalize(self, peer_id: str, amount: float, reason: str) -> None: ...
+
+    def stats_dict(self) -> dict: ...
+
+
+class _NoEvents:
+    """Before anything is attached: every peer accepted, penalties only counted."""
+
+    def __init__(self, stats: Counter[str]) -> None:
+        self._stats = stats
+
+    def peer_connected(self, peer_id: str, *, outbound: bool, ip: str) -> None:
+        pass
+
+    def peer_disconnected(self, peer_id: str) -> None:
+        pass
+
+    def on_rpc(self, peer_id: str, rpc: GossipRPC) -> None:
+        self._stats["gossip_rpcs_unhandled"] += 1
+
+    def accepts_from(self, peer_id: str) -> bool:
+        return True
+
+    def penalize(self, peer_id: str, amount: float, reason: str) -> None:
+        self._stats["penalties_unscored"] += 1
+
+    def stats_dict(self) -> dict:
+        return {}
 
 
 @dataclass
@@ -112,20 +158,20 @@ class _Dial:
 
 
 class Host:
-    def __init__(self, identity: Identity, net_params: NetParams, role: str, gossip_params: GossipParams, *,
+    def __init__(self, identity: Identity, net_params: NetParams, role: str, *,
                  wall_ms: Callable[[], int] | None = None, rng: random.Random | None = None) -> None:
         self.identity = identity
         self.params = net_params
         self.role = role
         self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._rng = rng or random.Random()
+        self.stats: Counter[str] = Counter()
+        self._events: PeerEvents = _NoEvents(self.stats)
         p = net_params
         self.listen_addr = f"ws://{p.listen_host}:{p.listen_port}"
         self._listen_addrs: list[str] = list(p.advertise_addrs) or [self.listen_addr]
         self.peerstore = PeerStore(identity.peer_id, max_size=p.peer_store_max,
                                    max_skew_ms=int(p.max_clock_skew_s * 1000), rng=self._rng)
-        self.gossip = GossipDriver(identity, gossip_params, send=self._gossip_send, disconnect=self._gossip_disconnect,
-                                   px_source=self._px_source, px_sink=self._px_sink, wall_ms=self._wall_ms, rng=self._rng)
         self._conns: dict[str, Connection] = {}
         self._handlers: dict[str, Handler] = {}
         self._nursery: trio.Nursery | None = None
@@ -139,7 +185,6 @@ class Host:
         self._seq = self._wall_ms() * 1000
         self._record = b""
         self._record_expires_ms = 0
-        self.stats: Counter[str] = Counter()
         # The websocket layer refuses (close 1009) anything past this before buffering it whole;
         # frames between max_frame_bytes and this are refused by our own check and counted.
         self._ws_max = p.max_frame_bytes + 64 * 1024
@@ -152,6 +197,30 @@ class Host:
 
     def set_handler(self, protocol: str, handler: Handler) -> None:
         self._handlers[protocol] = handler
+
+    @property
+    def rng(self) -> random.Random:
+        return self._rng
+
+    def wall_ms(self) -> int:
+        return self._wall_ms()
+
+    def attach(self, events: PeerEvents) -> None:
+        """Register the layer above (one: the gossip driver). Peers already connected are
+        reported to it at once, so it may attach before or after ``run`` starts."""
+        self._events = events
+        for pid, c in list(self._conns.items()):
+            events.peer_connected(pid, outbound=c.outbound, ip=c.ip)
+
+    def accepts_from(self, peer_id: str) -> bool:
+        return self._events.accepts_from(peer_id)
+
+    def penalize(self, peer_id: str, amount: float, reason: str) -> None:
+        """Report a peer's misbehaviour to the attached scorer (gossip peer score)."""
+        try:
+            self._events.penalize(peer_id, amount, reason)
+        except Exception:
+            log.exception("penalize failed")
 
     def reachable(self, peer_id: str) -> bool:
         """Connected, or an address is known to dial it (learned by handshake or peer exchange)."""
@@ -182,7 +251,6 @@ class Host:
                 self.listen_addr = f"ws://{p.listen_host}:{listeners[0].socket.getsockname()[1]}"
                 self._listen_addrs = list(p.advertise_addrs) or [self.listen_addr]
                 self._refresh_record()
-                await nursery.start(self.gossip.run)
                 nursery.start_soon(self._maintain_loop)
                 nursery.start_soon(self._keepalive_loop)
                 nursery.start_soon(self._pex_loop)
@@ -264,9 +332,11 @@ class Host:
             out["rtt_ms_max"] = round(rtts[-1] * 1000, 2)
         out.update(sorted(self.stats.items()))
         try:
-            out["gossip"] = self.gossip.stats_dict()
+            g = self._events.stats_dict()
         except Exception as exc:  # stats must never take the status writer down
-            out["gossip"] = {"error": repr(exc)}
+            g = {"error": repr(exc)}
+        if g:
+            out["gossip"] = g
         return out
 
     # ---- handshake (I/O driver of node.net.handshake) ---------------------------------------
@@ -372,7 +442,7 @@ class Host:
         refuse = None
         if self._closing:
             refuse = "shutting down"
-        elif not self.gossip.accepts_from(pid):  # a retained score below the graylist: no new link
+        elif not self.accepts_from(pid):  # a retained score below the graylist: no new link
             refuse = "graylisted"
             self.stats["links_refused_graylisted"] += 1
         elif old is not None and old.closing_reason is None and self._dialer(conn) >= self._dialer(old):
@@ -391,7 +461,10 @@ class Host:
             self.stats["links_replaced"] += 1
             old.close("duplicate connection (keeping the link dialled by the lower peer id)")
         else:
-            self.gossip.add_peer(pid, outbound=conn.outbound, ip=conn.ip)
+            try:
+                self._events.peer_connected(pid, outbound=conn.outbound, ip=conn.ip)
+            except Exception:
+                log.exception("peer_connected hook failed")
         now_ms = self._wall_ms()
         connected = set(self._conns)
         self.peerstore.add_hint(pid, conn.listen_addrs, conn.role, now_ms, protected=connected)
@@ -425,9 +498,9 @@ class Host:
             return  # replaced by a newer link to the same peer
         del self._conns[pid]
         try:
-            self.gossip.remove_peer(pid)
+            self._events.peer_disconnected(pid)
         except Exception:
-            log.exception("gossip.remove_peer failed")
+            log.exception("peer_disconnected hook failed")
         e = self.peerstore.get(pid)
         if e is not None:  # do not hammer a peer that just went away: first retry after the min backoff
             e.next_dial_at = trio.current_time() + backoff_delay(1, self.params.reconnect_min_s,
@@ -447,11 +520,11 @@ class Host:
             self._bad_frame(conn, exc)
             return
         if isinstance(msg, GossipRPC):
-            if not self.gossip.accepts_from(conn.peer_id):
+            if not self.accepts_from(conn.peer_id):
                 self.stats["gossip_dropped_graylisted"] += 1
                 return
             self.stats["gossip_rpcs_in"] += 1
-            self.gossip.on_rpc(conn.peer_id, msg)
+            self._events.on_rpc(conn.peer_id, msg)
         elif isinstance(msg, Request):
             self._on_request(conn, msg)
         elif isinstance(msg, Response):
@@ -471,10 +544,7 @@ class Host:
             conn.close(f"peer said goodbye: {msg.reason}")
 
     def _penalize(self, peer_id: str, amount: float, reason: str) -> None:
-        try:
-            self.gossip.penalize(peer_id, amount, reason)
-        except Exception:
-            log.exception("gossip.penalize failed")
+        self.penalize(peer_id, amount, reason)
 
     def _bad_frame(self, conn: Connection, exc: WireError) -> None:
         conn.bad_frames += 1
@@ -681,7 +751,7 @@ class Host:
         exclude = connected | self._dialing_peers | {self.peer_id}
         for e in self.peerstore.dial_candidates(now, exclude, want):
             addr = e.addrs[e.failures % len(e.addrs)]
-            if addr in self._dialing or addr in own or not self.gossip.accepts_from(e.peer_id):
+            if addr in self._dialing or addr in own or not self.accepts_from(e.peer_id):
                 continue
             e.next_dial_at = now + p.reconnect_min_s
             self._nursery.start_soon(self._background_dial, addr, e.peer_id, None)
@@ -758,15 +828,18 @@ class Host:
         if bad and source is not None:
             self._penalize(source, 0.5 * bad, "bad peer records")
 
-    def _px_source(self, peer_ids: list[str]) -> list[bytes]:
+    def records_for(self, peer_ids: list[str]) -> list[bytes]:
+        """Signed peer records we hold for these peers (gossip PRUNE peer exchange)."""
         return self.peerstore.records_for(peer_ids)
 
-    def _px_sink(self, records: list[bytes]) -> None:
+    def add_peer_records(self, records: list[bytes]) -> None:
+        """Signed peer records learned outside peer exchange (gossip PRUNE)."""
         self._add_records(records, None)
 
-    # ---- gossip wiring -----------------------------------------------------------------------
+    # ---- for the gossip layer ----------------------------------------------------------------
 
-    def _gossip_send(self, peer_id: str, rpc: GossipRPC) -> bool:
+    def send_gossip(self, peer_id: str, rpc: GossipRPC) -> bool:
+        """Queue one gossip RPC; False when it was dropped (no link, queue full, oversized)."""
         conn = self._conns.get(peer_id)
         if conn is None or conn.closing_reason is not None:
             return False
@@ -782,7 +855,8 @@ class Host:
             self.stats["links_closed_slow"] += 1
         return False
 
-    def _gossip_disconnect(self, peer_id: str, reason: str) -> None:
+    def disconnect(self, peer_id: str, reason: str) -> None:
+        """Close the link to a peer (gossip: graylisted too long)."""
         conn = self._conns.get(peer_id)
         if conn is not None:
             self.stats["links_closed_by_gossip"] += 1

@@ -30,8 +30,10 @@ PULL_SET_S = 1.0  # how often a node with an authority but no set yet asks its p
 
 
 class Agreement:
-    def __init__(self, host, admission: AdmissionParams, rounds: RoundParams, *, wall_ms: Callable[[], int] | None = None) -> None:
+    def __init__(self, host, admission: AdmissionParams, rounds: RoundParams, *, gossip,
+                 wall_ms: Callable[[], int] | None = None) -> None:
         self.host = host
+        self.gossip = gossip  # node.gossip.GossipDriver, built on the host
         self.params = rounds
         self.wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self.book = ValidatorSetBook(admission.validators, admission.authority)
@@ -45,9 +47,9 @@ class Agreement:
         self.verdict_listeners: list[Callable[[Envelope], None]] = []
         self.rejected_verdicts = 0
         # The authority signs a set once; it is re-gossiped long after, so its timestamp is not news.
-        host.gossip.subscribe(C.TOPIC_VALIDATOR_SET, self._on_set, self._validate_set, check_freshness=False)
-        host.gossip.subscribe(C.TOPIC_BEACON, self._on_beacon, self._validate_beacon)
-        host.gossip.subscribe(C.TOPIC_VERDICT, self._on_verdict, self._validate_verdict)
+        gossip.subscribe(C.TOPIC_VALIDATOR_SET, self._on_set, self._validate_set, check_freshness=False)
+        gossip.subscribe(C.TOPIC_BEACON, self._on_beacon, self._validate_beacon)
+        gossip.subscribe(C.TOPIC_VERDICT, self._on_verdict, self._validate_verdict)
         host.set_handler(C.PROTO_VALIDATOR_SET, self._serve_set)
 
     # ---- rounds ------------------------------------------------------------------------------
@@ -56,7 +58,7 @@ class Agreement:
         return self.schedule.round_at(self.wall_ms()) if self.params.enabled else 0
 
     def publish_reveal(self, r: int) -> None:
-        self.host.gossip.publish(C.TOPIC_BEACON, self.beacon.make_reveal(r))
+        self.gossip.publish(C.TOPIC_BEACON, self.beacon.make_reveal(r))
 
     def round_validators(self, r: int) -> frozenset[str]:
         """Validators that take part in round r: admitted ones that revealed (all admitted if none did)."""
@@ -102,7 +104,7 @@ class Agreement:
             raise SystemExit(f"[admission] set_file {self.set_file}: {exc}") from None
         task_status.started()
         if self.book.current_raw:
-            self.host.gossip.publish_raw(C.TOPIC_VALIDATOR_SET, self.book.current_raw)
+            self.gossip.publish_raw(C.TOPIC_VALIDATOR_SET, self.book.current_raw)
         while True:
             if self.book.authority and self.book.current is None:
                 await self._pull_set()
@@ -118,7 +120,7 @@ class Agreement:
             except (NetError, WireError) as exc:
                 log.debug("no validator set from peer", extra={"fields": {"peer": peer[-8:], "error": str(exc)}})
             except AdmissionError as exc:
-                self.host.gossip.penalize(peer, P.MALFORMED, f"validator set: {exc.reason}")
+                self.gossip.penalize(peer, P.MALFORMED, f"validator set: {exc.reason}")
             if self.book.current is not None:
                 return
 
@@ -135,7 +137,7 @@ class Agreement:
     def _on_beacon(self, env: Envelope) -> None:
         outcome = self.beacon.on_reveal(env.sender, env.body, self.wall_ms())
         if outcome in ("bad", "off-schedule"):
-            self.host.gossip.penalize(env.sender, P.FORGERY if outcome == "bad" else P.MALFORMED, f"beacon reveal {outcome}")
+            self.gossip.penalize(env.sender, P.FORGERY if outcome == "bad" else P.MALFORMED, f"beacon reveal {outcome}")
             log.warning("beacon reveal refused", extra={"fields": {"validator": env.sender[-8:], "outcome": outcome}})
 
     # ---- verdicts ----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from bench_gossip_load import TOPIC, LoadPlan, Recorder, SystemResult, run_plan,
 from node.gossip.params import GossipParams  # noqa: E402
 from node.identity import Identity  # noqa: E402
 from node.net.host import Host  # noqa: E402
+from tests.net.gossip_host import GossipHost  # noqa: E402
 from node.net.params import NetParams  # noqa: E402
 from node.wire.envelope import Envelope  # noqa: E402
 from node.wire.messages import Register  # noqa: E402
@@ -68,7 +69,7 @@ async def bench_gpow(n: int, plan: LoadPlan, size: int) -> SystemResult:
         for i in range(n):
             p = NetParams(listen_port=0, network="gpow-bench", target_peers=0,
                           bootstrap=[hosts[j].listen_addr for j in topo[i]])
-            h = Host(Identity.generate(), p, "miner", GossipParams(), rng=random.Random(i))
+            h = GossipHost(Identity.generate(), p, "miner", GossipParams(), rng=random.Random(i))
             await nursery.start(h.run)
             hosts.append(h)
 

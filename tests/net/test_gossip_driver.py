@@ -25,6 +25,26 @@ BASE_MS = 1_700_000_000_000
 LATENCY = 0.01
 
 
+class MemHost:
+    """The host side of GossipDriver's contract (node.gossip.driver.GossipHost) over in-memory links."""
+
+    def __init__(self, identity: Identity, send: Any, disconnect: Any) -> None:
+        self.identity = identity
+        self.send_gossip = send
+        self.disconnect = disconnect
+        self.records: list[bytes] = []
+        self.events: Any = None
+
+    def attach(self, events: Any) -> None:
+        self.events = events
+
+    def records_for(self, peer_ids: list[str]) -> list[bytes]:
+        return []
+
+    def add_peer_records(self, records: list[bytes]) -> None:
+        self.records.extend(records)
+
+
 class Net:
     """In-memory links between drivers; each node gets its own send/disconnect functions."""
 
@@ -41,10 +61,10 @@ class Net:
         self.drivers: dict[str, GossipDriver] = {}
         for i, ident in enumerate(self.idents):
             pid = ident.peer_id
+            host = MemHost(ident, send=lambda peer, rpc, src=pid: self._send(src, peer, rpc),
+                           disconnect=lambda peer, reason, src=pid: self._disconnect(src, peer, reason))
             self.drivers[pid] = GossipDriver(
-                ident, self.params,
-                send=lambda peer, rpc, src=pid: self._send(src, peer, rpc),
-                disconnect=lambda peer, reason, src=pid: self._disconnect(src, peer, reason),
+                host, self.params,
                 wall_ms=lambda: BASE_MS + int(trio.current_time() * 1000),
                 rng=random.Random(i),
             )
@@ -68,7 +88,7 @@ class Net:
             ch = self.links.pop((a, b), None)
             if ch is not None:
                 ch.close()
-            self.drivers[a].remove_peer(b)
+            self.drivers[a].peer_disconnected(b)
 
     async def _pump(self, src: str, dst: str, recv: trio.MemoryReceiveChannel) -> None:
         async for rpc in recv:
@@ -80,8 +100,8 @@ class Net:
             send, recv = trio.open_memory_channel(self.queue)
             self.links[(src, dst)] = send
             self.nursery.start_soon(self._pump, src, dst, recv)
-        self.drivers[a].add_peer(b, outbound=True, ip="10.0.0.%d" % self.ids.index(b))
-        self.drivers[b].add_peer(a, outbound=False, ip="10.0.0.%d" % self.ids.index(a))
+        self.drivers[a].peer_connected(b, outbound=True, ip="10.0.0.%d" % self.ids.index(b))
+        self.drivers[b].peer_connected(a, outbound=False, ip="10.0.0.%d" % self.ids.index(a))
 
     def subscribe_all(self, validator: Any = None) -> None:
         for pid, d in self.drivers.items():
@@ -257,7 +277,7 @@ async def test_full_send_queue_is_counted_not_raised(autojump_clock: trio.testin
 
 def test_publish_rejects_oversized_and_params_validate() -> None:
     p = GossipParams(max_message_bytes=300)
-    d = GossipDriver(Identity.from_seed(b"\x09" * 32), p, send=lambda *_: True, disconnect=lambda *_: None)
+    d = GossipDriver(MemHost(Identity.from_seed(b"\x09" * 32), send=lambda *_: True, disconnect=lambda *_: None), p)
     with pytest.raises(ValueError):
         d.publish(TOPIC, Roster(version=1, entries=[b"x" * 400]))
     with pytest.raises(ValueError):

@@ -18,6 +18,7 @@ from node.net.errors import HandshakeRefused, NetError, PeerUnreachable, Request
 from node.net.framing import decode_frame, encode_frame
 from node.net.handshake import Handshake
 from node.net.host import Host
+from tests.net.gossip_host import GossipHost
 from node.net.params import NetParams
 from node.net.peerstore import PeerStore
 from node.wire.envelope import decode_envelope, encode_envelope
@@ -41,7 +42,7 @@ def gossip_params() -> GossipParams:
 
 @asynccontextmanager
 async def hosts(n: int, roles: list[str] | None = None, **kw) -> AsyncIterator[list[Host]]:
-    out = [Host(Identity.generate(), net_params(**kw), (roles or ["miner"] * n)[i], gossip_params()) for i in range(n)]
+    out = [GossipHost(Identity.generate(), net_params(**kw), (roles or ["miner"] * n)[i], gossip_params()) for i in range(n)]
     async with trio.open_nursery() as nursery:
         for h in out:
             await nursery.start(h.run)
@@ -199,7 +200,7 @@ async def test_garbage_frames_are_counted_penalised_and_repeated_garbage_disconn
 
 async def test_handshake_refusals_over_the_wire() -> None:
     async with hosts(2) as (a, b):
-        other = Host(Identity.generate(), net_params(network="elsewhere"), "miner", gossip_params())
+        other = GossipHost(Identity.generate(), net_params(network="elsewhere"), "miner", gossip_params())
         async with trio.open_nursery() as n:
             await n.start(other.run)
             with pytest.raises(HandshakeRefused) as ei:
@@ -279,20 +280,20 @@ async def test_send_queue_is_bounded_gossip_drops_and_slow_peer_is_disconnected(
         await wait_for(lambda: conn._recv_ch.statistics().current_buffer_used == 0)
         rpc = GossipRPC()
         # synchronous sends: the writer cannot run in between, so the queue fills up
-        results = [a._gossip_send(b.peer_id, rpc) for _ in range(8)]
+        results = [a.send_gossip(b.peer_id, rpc) for _ in range(8)]
         # 4 queued (+1 handed straight to the writer if it was already waiting), the rest dropped
         k = results.count(True)
         assert k in (4, 5) and results == [True] * k + [False] * (8 - k)
         assert conn._recv_ch.statistics().current_buffer_used == 4
         await wait_for(lambda: conn._recv_ch.statistics().current_buffer_used == 0)
-        assert a._gossip_send(b.peer_id, rpc)  # drained: room again
+        assert a.send_gossip(b.peer_id, rpc)  # drained: room again
         # requests wait for room instead of being dropped
         for _ in range(4):
-            a._gossip_send(b.peer_id, rpc)
+            a.send_gossip(b.peer_id, rpc)
         b.set_handler("echo", echo)
         assert await a.request(b.peer_id, "echo", b"q", timeout=2) == b"q"
         # a queue that keeps overflowing: more than 10 drops before it drains -> disconnect
-        sent = [a._gossip_send(b.peer_id, rpc) for _ in range(20)]
+        sent = [a.send_gossip(b.peer_id, rpc) for _ in range(20)]
         assert sent.count(False) > 10
         assert a.stats["links_closed_slow"] == 1
         await wait_for(lambda: b.peer_id not in a.connected_peers())
@@ -301,7 +302,7 @@ async def test_send_queue_is_bounded_gossip_drops_and_slow_peer_is_disconnected(
 async def test_listen_on_a_busy_port_is_a_clear_error() -> None:
     async with hosts(1) as (a,):
         port = int(a.listen_addr.rsplit(":", 1)[1])
-        b = Host(Identity.generate(), net_params(listen_port=port), "miner", gossip_params())
+        b = Host(Identity.generate(), net_params(listen_port=port), "miner")
         with pytest.raises(NetError, match=f"cannot listen on 127.0.0.1:{port}"):
             await b.run()
 
@@ -365,7 +366,7 @@ async def test_send_queue_is_bounded_in_bytes() -> None:
         conn = a._conns[b.peer_id]
         await wait_for(lambda: conn._recv_ch.statistics().current_buffer_used == 0)
         big = GossipRPC(publish=[PublishedMessage(topic="t", data=b"z" * 4000)])
-        results = [a._gossip_send(b.peer_id, big) for _ in range(5)]
+        results = [a.send_gossip(b.peer_id, big) for _ in range(5)]
         assert results[:2] == [True, True] and results[-2:] == [False, False]
         assert conn.queued_bytes <= 10_000
         # a request bigger than what is queued still goes through once the queue drains

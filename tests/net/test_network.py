@@ -14,6 +14,7 @@ from node.identity import Identity
 from node.net.connection import open_raw_link
 from node.net.handshake import Handshake
 from node.net.host import Host
+from tests.net.gossip_host import GossipHost
 from node.net.params import NetParams
 from node.wire.envelope import decode_envelope, encode_envelope
 from node.wire.errors import WireError
@@ -58,7 +59,7 @@ async def start_network(nursery: trio.Nursery, n: int, bootstrap_of, **kw) -> li
     for i in range(n):
         p = net_params(**kw)
         p.bootstrap = bootstrap_of(i, hosts)
-        h = Host(Identity.generate(), p, "miner", gossip_params(), rng=random.Random(i))
+        h = GossipHost(Identity.generate(), p, "miner", gossip_params(), rng=random.Random(i))
         await nursery.start(h.run)
         hosts.append(h)
     return hosts
@@ -88,7 +89,7 @@ async def test_star_bootstrap_leaves_find_each_other_and_refill_when_peers_leave
         for i in range(12):
             p = net_params()
             p.bootstrap = [hosts[0].listen_addr] if hosts else []
-            h = Host(Identity.generate(), p, "miner", gossip_params(), rng=random.Random(100 + i))
+            h = GossipHost(Identity.generate(), p, "miner", gossip_params(), rng=random.Random(100 + i))
             scope = trio.CancelScope()
             scopes.append(scope)
 
@@ -202,7 +203,7 @@ async def test_restarted_peer_is_reconnected() -> None:
     async with trio.open_nursery() as nursery:
         hub_id = Identity.generate()
         hub_scope = trio.CancelScope()
-        hub = Host(hub_id, net_params(), "validator", gossip_params())
+        hub = GossipHost(hub_id, net_params(), "validator", gossip_params())
 
         async def run_hub(h: Host, scope: trio.CancelScope, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
             with scope:
@@ -216,7 +217,7 @@ async def test_restarted_peer_is_reconnected() -> None:
         await wait_for(lambda: all(hub_id.peer_id not in l.connected_peers() for l in leaves))
         await trio.sleep(0.3)
         # it comes back on the same address with the same key; the leaves redial with backoff
-        hub2 = Host(hub_id, net_params(listen_port=port), "validator", gossip_params())
+        hub2 = GossipHost(hub_id, net_params(listen_port=port), "validator", gossip_params())
         got: list[str] = []
         hub2.gossip.subscribe(TOPIC, lambda env: got.append(env.body.reason))
         for l in leaves:

@@ -23,12 +23,15 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from node.gossip.driver import GossipDriver
 from node.gossip.params import GossipParams
+from node.harness.adversaries import node_parts
 from node.identity import Identity
 from node.net.connection import open_raw_link
 from node.net.errors import RequestFailed
 from node.net.framing import encode_frame
 from node.net.host import Host
+from tests.net.gossip_host import GossipHost
 from node.net.params import NetParams
 from node.pow.chain import sample_commit
 from node.roles import verdicts as R
@@ -79,8 +82,8 @@ def a_challenge(validator: Identity, executor_id: str, *, secret: bytes, ts: int
                           sample_commit=sample_commit(secret)), validator, ts=ts)
 
 
-def attacker_host(role: str = "miner") -> Host:
-    return Host(Identity.generate(), NetParams(listen_port=0, network=NETWORK, maintain_interval_s=0.2),
+def attacker_host(role: str = "miner") -> GossipHost:
+    return GossipHost(Identity.generate(), NetParams(listen_port=0, network=NETWORK, maintain_interval_s=0.2),
                 role, GossipParams(heartbeat_s=0.2))
 
 
@@ -99,8 +102,8 @@ async def test_replays_forgeries_and_stale_messages_at_a_miner(tmp_path: Path, e
         a = attacker_host()
         await nursery.start(a.run)
         await a.dial(m.host.listen_addr)
-        penalties = lambda: m.host.gossip.stats_dict()["penalties"]  # noqa: E731
-        score = lambda: m.host.gossip.score(a.peer_id)  # noqa: E731
+        penalties = lambda: m.gossip.stats_dict()["penalties"]  # noqa: E731
+        score = lambda: m.gossip.score(a.peer_id)  # noqa: E731
 
         # a challenge signed by the admitted validator (captured and delivered by someone else) is
         # answered once; the same bytes again are a replay
@@ -165,6 +168,10 @@ class FakeMiner:
         self.first: bytes | None = None
         self.host.set_handler(C.PROTO_CHALLENGE, self._on_challenge)
 
+    @property
+    def gossip(self) -> GossipDriver:
+        return self.host.gossip
+
     def attestation(self, miner_id: str | None = None) -> bytes:
         return seal(ExecutorAttestation(miner_id=miner_id or self.host.peer_id, engine="cpu", gpu_model="cpu-reference",
                                         memory_bytes=64 * 64 * 40, gpu_uuid="CPU-fake", pci_bus_id="",
@@ -187,9 +194,9 @@ class FakeMiner:
         return bytes(raw)
 
 
-async def publish_when_subscribed(host: Host, peer: str, topic: str, data: bytes) -> None:
-    await wait_for(lambda: topic in getattr(host.gossip.router.peers.get(peer), "topics", ()), 10, f"{peer[-6:]} on {topic}")
-    host.gossip.publish_raw(topic, data)
+async def publish_when_subscribed(gossip: GossipDriver, peer: str, topic: str, data: bytes) -> None:
+    await wait_for(lambda: topic in getattr(gossip.router.peers.get(peer), "topics", ()), 10, f"{peer[-6:]} on {topic}")
+    gossip.publish_raw(topic, data)
 
 
 @pytest.mark.parametrize("how,reason", [("replay", R.REPLAY), ("wrong-signer", R.WRONG_SIGNER),
@@ -200,13 +207,13 @@ async def test_forged_commitments_fail_the_challenge_and_cost_the_miner_score(tm
         fm = FakeMiner(how)
         await nursery.start(fm.host.run)
         await fm.host.dial(v.host.listen_addr)
-        await publish_when_subscribed(fm.host, v.identity.peer_id, C.TOPIC_ROSTER,
+        await publish_when_subscribed(fm.gossip, v.identity.peer_id, C.TOPIC_ROSTER,
                                       seal(Roster(version=1, entries=[fm.attestation()]), fm.host.identity))
         await wait_for(lambda: len(v.ledger.verdicts(fm.executor.peer_id)) >= 2, 20, "two verdicts on the fake executor")
         for rec in v.ledger.verdicts(fm.executor.peer_id):
             assert not rec.passed and R.reason_kind(rec.reasons[0]) == reason, rec.reasons
-        assert v.host.gossip.stats_dict()["penalties"].get(f"answer: {reason}", 0) >= 2
-        assert v.host.gossip.score(fm.host.peer_id) < 0
+        assert v.gossip.stats_dict()["penalties"].get(f"answer: {reason}", 0) >= 2
+        assert v.gossip.score(fm.host.peer_id) < 0
         nursery.cancel_scope.cancel()
 
 
@@ -228,24 +235,24 @@ async def test_replayed_stale_and_unadmitted_verdicts(tmp_path: Path, error_log:
         await gossip(verdict)
         await wait_for(lambda: v.service.stats.foreign_verdicts == 1, 5, "the verdict")
         # the same bytes again: one message id, dropped as a duplicate, never delivered twice
-        dup0 = v.host.gossip.stats_dict()["duplicates"]
+        dup0 = v.gossip.stats_dict()["duplicates"]
         await gossip(verdict)
-        await wait_for(lambda: v.host.gossip.stats_dict()["duplicates"] > dup0, 5, "the duplicate")
+        await wait_for(lambda: v.gossip.stats_dict()["duplicates"] > dup0, 5, "the duplicate")
         # re-signed under a new seq (a new message id): delivered, but stored once per (validator, challenge)
         await gossip(seal(body, other))
         await wait_for(lambda: v.service.stats.foreign_verdicts == 2, 5, "the re-signed copy")
         assert len(v.ledger.foreign_verdicts()) == 1
         # a stale copy (older than the clock-skew limit): ignored as stale, the relayer is not blamed
         await gossip(seal(body, other, ts=now_ms() - 600_000))
-        await wait_for(lambda: v.host.gossip.stats_dict()["ignored"].get("stale", 0) == 1, 5, "the stale verdict")
-        assert v.host.gossip.score(other.peer_id) >= 0
+        await wait_for(lambda: v.gossip.stats_dict()["ignored"].get("stale", 0) == 1, 5, "the stale verdict")
+        assert v.gossip.score(other.peer_id) >= 0
         # the verdict copied and signed by a peer outside the admitted set: rejected, penalised (P4)
         rogue = Identity.generate()
         ws2, _ = await open_raw_link(nursery, v.host.listen_addr, rogue, network=NETWORK)
         await ws2.send_message(encode_frame(GossipRPC(publish=[PublishedMessage(topic=C.TOPIC_VERDICT, data=seal(body, rogue))])))
         await wait_for(lambda: v.agreement.rejected_verdicts == 1, 5, "the unadmitted verdict")
-        await wait_for(lambda: v.host.gossip.score(rogue.peer_id) < 0, 5, "a score penalty for the rogue")
-        assert v.host.gossip.stats_dict()["invalid"].get("validator") == 1
+        await wait_for(lambda: v.gossip.score(rogue.peer_id) < 0, 5, "a score penalty for the rogue")
+        assert v.gossip.stats_dict()["invalid"].get("validator") == 1
         assert v.service.stats.foreign_verdicts == 2
         nursery.cancel_scope.cancel()
     assert error_log.texts() == []
@@ -260,19 +267,19 @@ async def test_forged_roster_entries_are_rejected_and_penalised(tmp_path: Path):
             await fm.host.dial(v.host.listen_addr)
         vid = v.identity.peer_id
         # 1: the forger lists the honest miner's executor (its attestation names the honest miner)
-        await publish_when_subscribed(forger.host, vid, C.TOPIC_ROSTER,
+        await publish_when_subscribed(forger.gossip, vid, C.TOPIC_ROSTER,
                                       seal(Roster(version=1, entries=[honest.attestation()]), forger.host.identity))
         await wait_for(lambda: v.service.stats.rosters_rejected == 1, 5, "the first forged roster")
         # 2: an entry naming the forger but signed by someone else than the executor it claims
         att = dataclasses.replace(decode_envelope(honest.attestation()).body, miner_id=forger.host.peer_id)
         forged_entry = forge(att, honest.executor, forger.host.identity)
-        forger.host.gossip.publish_raw(C.TOPIC_ROSTER, seal(Roster(version=2, entries=[forged_entry]), forger.host.identity))
+        forger.gossip.publish_raw(C.TOPIC_ROSTER, seal(Roster(version=2, entries=[forged_entry]), forger.host.identity))
         await wait_for(lambda: v.service.stats.rosters_rejected == 2, 5, "the second forged roster")
         assert honest.executor.peer_id not in v.service.executors
-        assert v.host.gossip.stats_dict()["invalid"].get("validator") == 2
-        await wait_for(lambda: v.host.gossip.score(forger.host.peer_id) < 0, 5, "a score penalty for the forger")
+        assert v.gossip.stats_dict()["invalid"].get("validator") == 2
+        await wait_for(lambda: v.gossip.score(forger.host.peer_id) < 0, 5, "a score penalty for the forger")
         # the honest miner's own roster is accepted
-        await publish_when_subscribed(honest.host, vid, C.TOPIC_ROSTER,
+        await publish_when_subscribed(honest.gossip, vid, C.TOPIC_ROSTER,
                                       seal(Roster(version=1, entries=[honest.attestation()]), honest.host.identity))
         await wait_for(lambda: honest.executor.peer_id in v.service.executors, 5, "the honest roster")
         assert v.service.executors[honest.executor.peer_id].miner_id == honest.host.peer_id
@@ -288,15 +295,15 @@ async def test_equivocating_publisher_is_penalised_and_kept_as_evidence(tmp_path
         seq = now_ms() * 1000 + 12345
         one = seal(Roster(version=1, entries=[fm.attestation()]), fm.host.identity, seq=seq)
         two = seal(Roster(version=2, entries=[]), fm.host.identity, seq=seq)  # same (sender, seq), other content
-        await publish_when_subscribed(fm.host, v.identity.peer_id, C.TOPIC_ROSTER, one)
+        await publish_when_subscribed(fm.gossip, v.identity.peer_id, C.TOPIC_ROSTER, one)
         await wait_for(lambda: fm.executor.peer_id in v.service.executors, 5, "the first roster")
-        fm.host.gossip.publish_raw(C.TOPIC_ROSTER, two)
-        await wait_for(lambda: v.host.gossip.equivocations(), 5, "equivocation evidence")
-        (ev,) = v.host.gossip.equivocations()
+        fm.gossip.publish_raw(C.TOPIC_ROSTER, two)
+        await wait_for(lambda: v.gossip.equivocations(), 5, "equivocation evidence")
+        (ev,) = v.gossip.equivocations()
         assert ev.origin == fm.host.peer_id and ev.seq == seq
         assert {ev.first_data, ev.second_data} == {one, two}  # both signed messages kept
-        assert v.host.gossip.stats_dict()["equivocations"] == 1
-        assert v.host.gossip.score(fm.host.peer_id) < -50  # P7: 10 units, squared
+        assert v.gossip.stats_dict()["equivocations"] == 1
+        assert v.gossip.score(fm.host.peer_id) < -50  # P7: 10 units, squared
         # the second message was withheld from the application: the roster did not change
         assert fm.executor.peer_id in v.service.executors
         nursery.cancel_scope.cancel()
@@ -312,13 +319,13 @@ async def test_fraudulent_opening_gives_evidence_and_a_ban_at_another_validator(
         v1 = await start_node(nursery, make_cfg(tmp_path, "v1", "validator", [], admission=admitted), v1_id)
         v2 = await start_node(nursery, make_cfg(tmp_path, "v2", "validator", [v1.host.listen_addr], admission=admitted,
                                                 validator={"concurrency": 0}), v2_id)
-        cheat = await start_node(nursery, make_cfg(tmp_path, "c", "miner", [v1.host.listen_addr], admission=admitted,
-                                                   miner={"cheat": "corrupt-rows:1.0"}))
+        cheat = await start_node(nursery, make_cfg(tmp_path, "c", "miner", [v1.host.listen_addr], admission=admitted),
+                                 parts=node_parts("corrupt-rows:1.0"))
         (ex,) = cheat.service.local
         miner = cheat.identity.peer_id
         await wait_for(lambda: any(r.reasons[0].startswith(R.FALSE_PROOF) for r in v1.ledger.verdicts(ex)), 20, "a false-proof verdict")
         assert {b["peer_id"] for b in v1.ledger.bans()} == {ex, miner}
-        assert v1.host.gossip.score(miner) < 0
+        assert v1.gossip.score(miner) < 0
         await wait_for(lambda: {b["peer_id"] for b in v2.ledger.bans()} == {ex, miner}, 20, "the ban at validator 2")
         assert all(b["reason"] == f"fraud evidence from {v1_id.peer_id}" for b in v2.ledger.bans())
         assert v2.service.stats.audits >= 1 and v2.service.stats.audit_disagreements == 0

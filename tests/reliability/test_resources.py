@@ -21,6 +21,7 @@ from node.net.connection import open_raw_link
 from node.net.errors import PeerUnreachable
 from node.net.framing import encode_frame
 from node.net.host import Host
+from tests.net.gossip_host import GossipHost
 from node.net.params import NetParams
 from node.roles import validator as validator_module
 from node.wire import constants as C
@@ -42,8 +43,8 @@ def net(**kw) -> NetParams:
 @asynccontextmanager
 async def victim_and_honest(**kw) -> AsyncIterator[tuple[Host, Host]]:
     """A victim host and an honest peer already connected to it, with an echo service."""
-    v = Host(Identity.generate(), net(**kw), "miner", GossipParams(heartbeat_s=0.1))
-    h = Host(Identity.generate(), net(), "validator", GossipParams(heartbeat_s=0.1))
+    v = GossipHost(Identity.generate(), net(**kw), "miner", GossipParams(heartbeat_s=0.1))
+    h = GossipHost(Identity.generate(), net(), "validator", GossipParams(heartbeat_s=0.1))
 
     async def echo(peer: str, payload: bytes) -> bytes:
         return payload[::-1]
@@ -162,7 +163,7 @@ async def test_connection_flood_is_capped_by_max_inbound():
         assert len(opened) <= 7 and refused >= 33
         assert v.stats["inbound_rejected"] >= 33
         await served(h, v)
-        late = Host(Identity.generate(), net(), "validator", GossipParams(heartbeat_s=0.1))
+        late = GossipHost(Identity.generate(), net(), "validator", GossipParams(heartbeat_s=0.1))
         await n.start(late.run)
         await wait_for(lambda: v.stats["handshake_refused.timeout"] >= len(opened), 5, "the flood to time out")
         with trio.fail_after(5):  # slots free once the refused handshakes have said goodbye

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from node.gossip.driver import GossipDriver
 from node.gossip.params import GossipParams
 from node.identity import Identity
 from node.net.host import Host
@@ -36,9 +37,10 @@ def roster(miner: Identity, entries: list[bytes], version: int = 1):
 def validator(tmp_path: Path) -> ValidatorService:
     profiles = tmp_path / "p.toml"
     profiles.write_text('[[profile]]\nmodel = "x"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.01\nmeasured = false\nsource = "t"\n')
-    host = Host(Identity.generate(), NetParams(listen_port=0), "validator", GossipParams())
+    host = Host(Identity.generate(), NetParams(listen_port=0), "validator")
     ledger = Ledger(tmp_path / "ledger.sqlite3")
-    yield ValidatorService(host, ValidatorParams(), ledger, ProfileBook.load(profiles), data_dir=tmp_path, clock=time.monotonic)
+    yield ValidatorService(host, ValidatorParams(), ledger, ProfileBook.load(profiles), gossip=GossipDriver(host, GossipParams()),
+                           data_dir=tmp_path, clock=time.monotonic)
     ledger.close()
 
 
