@@ -18,6 +18,7 @@ from the trio thread (short synchronous writes) and from worker threads. Other p
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -117,6 +118,11 @@ class Ledger:
         self.path = Path(path)
         self.score_window = score_window
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # It holds the reveal secrets of challenges in flight: owner-only, like the key file
+        # (SQLite gives its -wal and -shm files the database's mode).
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        if self.path.stat().st_mode & 0o077:
+            self.path.chmod(0o600)
         self._lock = threading.Lock()
         # isolation_level=None: no implicit transactions; each state change opens its own.
         self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None, check_same_thread=False)

@@ -462,3 +462,23 @@ def test_another_process_can_read_while_the_validator_writes(tmp_path, led):
         assert reader.integrity_check() == "ok"
     finally:
         reader.close()
+
+
+def test_ledger_files_are_owner_only(tmp_path):
+    """It holds the reveal secrets of challenges in flight (issue 19): mode 0600 like the key, also
+    when an older version left it 0644, and SQLite's -wal file follows."""
+    import os
+    import stat
+
+    from node.roles.ledger import Ledger
+
+    old = tmp_path / "old.sqlite3"
+    old.touch(mode=0o644)
+    os.chmod(old, 0o644)
+    for path in (tmp_path / "new.sqlite3", old):
+        ledger = Ledger(path)
+        try:
+            for f in (path, path.with_name(path.name + "-wal")):
+                assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+        finally:
+            ledger.close()
