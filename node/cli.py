@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from node import __version__
+from node.app.runner_args import add_global_arguments, add_run_arguments
 from node.logs import setup_logging
 
 
@@ -17,14 +18,7 @@ def _lazy(target: str) -> Callable[[argparse.Namespace], int]:
 
     def run(args: argparse.Namespace) -> int:
         module, _, name = target.partition(":")
-        try:
-            handler = getattr(importlib.import_module(module), name)
-        except ModuleNotFoundError as exc:
-            if exc.name != "cupy":
-                raise
-            print(f"gpow {args.command}: needs CuPy and a CUDA GPU; install the gpu extra "
-                  "(pip install 'gpow-node[gpu]') on a machine with one", file=sys.stderr)
-            return 3
+        handler = getattr(importlib.import_module(module), name)  # a missing CuPy: exit 3 in main
         return handler(args)
 
     return run
@@ -43,11 +37,32 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adversary_kinds() -> str:
+    from node.harness.adversaries import ADVERSARIES
+
+    return ", ".join(ADVERSARIES)
+
+
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpow", description="gpow: a peer-to-peer network that proves GPUs are real")
     p.add_argument("--version", action="version", version=f"gpow {__version__}")
-    p.add_argument("--log-json", action="store_true", help="log one JSON object per line")
-    p.add_argument("--log-level", default=None, help="debug, info, warning or error (default: info)")
+    add_global_arguments(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     k = sub.add_parser("keygen", help="write a new Ed25519 node key (mode 0600) and print its peer id")
@@ -56,16 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=_keygen)
 
     r = sub.add_parser("run", help="run a node as validator, miner or executor")
-    r.add_argument("--role", choices=["validator", "miner", "executor"], help="overrides [node].role")
-    r.add_argument("--config", help="TOML config file (see configs/)")
-    r.add_argument("--listen", help="HOST:PORT to listen on (overrides [net].listen_host/listen_port)")
-    r.add_argument("--bootstrap", action="append", help="ws://HOST:PORT of a peer (repeatable; overrides [net].bootstrap)")
-    r.add_argument("--data-dir", help="overrides [node].data_dir")
-    r.add_argument("--key-file", help="overrides [node].key_file")
-    r.add_argument("--engine", choices=["cpu", "gpu"], help="overrides [miner].engine / [executor].engine")
-    r.add_argument("--miner", help="ws://HOST:PORT of the miner an executor registers with")
-    r.add_argument("--network", help="network id (overrides [net].network)")
-    r.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    add_run_arguments(r)
     r.set_defaults(func=_lazy("node.app.runner:run_main"))
 
     pw = sub.add_parser("pow", help="prove and verify the chain proof-of-work standalone")
@@ -82,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--samples", type=int, help="k, rows to open")
     pr.add_argument("--out", help="proof file to write")
     pr.add_argument("--json", action="store_true", help="print a JSON object")
-    pr.set_defaults(func=_lazy("node.pow.tool:prove_main"))
+    pr.set_defaults(func=_lazy("node.app.pow_tool:prove_main"))
     pv = pws.add_parser("verify", help="verify a proof file; exit 0 only if it is valid")
     pv.add_argument("file")
     pv.add_argument("--json", action="store_true")
-    pv.set_defaults(func=_lazy("node.pow.tool:verify_main"))
+    pv.set_defaults(func=_lazy("node.app.pow_tool:verify_main"))
 
     b = sub.add_parser("bench", help="time the GPU engine's variants against bare cuBLAS")
     b.add_argument("--n", type=int, action="append", help="matrix size (repeatable; default 4096 and 8192)")
@@ -106,9 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--remote-executors", type=int, default=None)
     h.add_argument("--duration", type=float, default=None, help="seconds of challenging")
     h.add_argument("--engine", choices=["cpu", "gpu"], default=None)
-    h.add_argument("--cheaters", default=None,
-                   help="comma-separated cheater kinds: corrupt-rows, fake-model, partial-pool, replay, wrong-executor, foreign-key, "
-                        "relay, zero-chain, grind-refs, shared-gpu, lying-validator[:always-pass|always-fail], unadmitted-validator")
+    h.add_argument("--cheaters", "--adversaries", dest="cheaters", default=None,
+                   help="comma-separated adversary kinds (kind or kind:arg): " + _adversary_kinds())
     h.add_argument("--rounds", action="store_true", default=None,
                    help="challenge in network-wide rounds from the validators' beacon, with an admitted set and agreed scores")
     h.add_argument("--round-s", type=float, default=None, help="round length in rounds mode")
@@ -123,14 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     sign = adsub.add_parser("sign", help="sign a validator set with the authority's key")
     sign.add_argument("--key", required=True, help="the authority's key file")
     sign.add_argument("--validator", action="append", required=True, help="an admitted validator peer id (repeatable)")
-    sign.add_argument("--version", type=int, required=True, help="set version; nodes keep the highest they have seen")
-    sign.add_argument("--ttl-days", type=float, default=30.0, help="the set expires after this many days")
+    sign.add_argument("--version", type=_non_negative_int, required=True, help="set version; nodes keep the highest they have seen")
+    sign.add_argument("--ttl-days", type=_positive_float, default=30.0, help="the set expires after this many days")
     sign.add_argument("--out", required=True, help="file to write (give it to validators as [admission].set_file)")
     sign.set_defaults(func=_lazy("node.roles.admission:sign_main"))
     show = adsub.add_parser("show", help="check and print a signed validator set")
     show.add_argument("file")
     show.add_argument("--authority", help="the peer id it must be signed by")
     show.set_defaults(func=_lazy("node.roles.admission:show_main"))
+
+    i = sub.add_parser("init", help="create a node's directory: key (0600) and a commented config with the admission set")
+    from node.app.init import add_init_arguments
+
+    add_init_arguments(i)
+    i.set_defaults(func=_lazy("node.app.init:init_main"))
 
     s = sub.add_parser("status", help="show a node's peers, executors and scores")
     s.add_argument("--config", help="the node's config file")
@@ -140,15 +151,78 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Exit codes, one place (README "Exit codes"); argparse itself exits 2 on bad flags.
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1  # a check failed: an invalid proof, a failing harness run, nothing to show
+EXIT_USAGE = 2  # flags, config, files or surroundings the user can fix; the message says what
+EXIT_NO_GPU = 3  # a GPU command without CuPy or a usable CUDA device
+EXIT_INTERNAL = 70  # a bug in gpow (EX_SOFTWARE): one line here, the traceback in a file
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one error inside (nested) exception groups of one member, as trio raises them."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    """Exit code and one-line message for an error that reached the top."""
+    from node.app.config import ConfigError
+    from node.app.errors import NodeStartError
+    from node.identity import IdentityError
+    from node.resources import ResourceError
+    from node.wire.errors import WireError
+
+    exc = _leaf(exc)
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in ("cupy", "cupy_backends", "pynvml"):
+        return EXIT_NO_GPU, ("needs CuPy and a CUDA GPU; install the gpu extra (pip install 'gpow-node[gpu]') "
+                             "on a machine with one")
+    if type(exc).__module__.split(".")[0] in ("cupy", "cupy_backends", "pynvml"):
+        return EXIT_NO_GPU, f"the CUDA stack is not usable here: {type(exc).__name__}: {exc}"
+    if isinstance(exc, (ConfigError, IdentityError, ResourceError, NodeStartError, WireError)):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, OSError):
+        what = f"{exc.strerror or exc}"
+        if exc.filename is not None:
+            what += f": {exc.filename}"
+        return EXIT_USAGE, what
+    return EXIT_INTERNAL, f"{type(exc).__name__}: {exc}"
+
+
+def _report_internal(command: str, exc: BaseException, message: str) -> str:
+    """Write the traceback of a bug to a file the user can attach to a report; returns its path."""
+    import os
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix=f"gpow-crash-{os.getpid()}-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"gpow {__version__} {command}: {message}\n\n")
+        f.write("".join(traceback.format_exception(exc)))
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     setup_logging(args.log_level or "info", args.log_json)
+    command = " ".join(c for c in (args.command, getattr(args, "pow_command", None), getattr(args, "admission_command", None)) if c)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one top-level handler: one line, a documented exit code
+        if isinstance(_leaf(exc), KeyboardInterrupt):
+            return EXIT_INTERRUPTED
+        code, message = classify(exc)
+        if code == EXIT_INTERNAL:
+            path = _report_internal(command, exc, message)
+            message = f"internal error (a bug in gpow; please report it with {path}): {message}"
+        print(f"gpow {command}: {message}", file=sys.stderr)
+        return code

@@ -22,30 +22,13 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from node.harness.adversaries import parse_kind
 from node.harness.params import HarnessParams, load_harness_params
 from node.harness.processes import NodeProcess, stop_all
 from node.harness.report import agreed_table, build_report, evaluate, summary_table
 from node.harness.view import render_view, progress_line
 
 log = logging.getLogger("gpow.harness")
-
-CHEAT_KINDS = {
-    # kind: (where the cheat lives, how many local executors it needs)
-    "corrupt-rows": ("miner", 1),
-    "fake-model": ("miner", 1),
-    "partial-pool": ("miner", 1),
-    "replay": ("miner", 1),
-    "wrong-executor": ("miner", 2),
-    "foreign-key": ("miner", 1),
-    "relay": ("miner", 1),
-    "zero-chain": ("miner", 1),
-    "shared-gpu": ("miner", 2),
-    "grind-refs": ("miner", 1),
-    # validators that misbehave: the admitted set and the agreed (median) score must neutralise them
-    "lying-validator": ("validator", 0),
-    "unadmitted-validator": ("validator", 0),
-}
-
 
 def calibrate_cpu_step(n: int, steps: int = 48) -> float:
     """Seconds per step of the numpy engine on this machine, one thread, best of three."""
@@ -77,7 +60,7 @@ def write_profiles(path: Path, n: int, step_s: float, allowance: float) -> None:
         f"source = \"gpow harness calibration: {step_s * 1e3:.3f} ms/step measured, x{allowance} allowance for a loaded machine\"\n\n"
         f"[[profile]]\nmodel = \"cpu-fast\"\nmemory_bytes = 0\nn = {n}\n"
         f"step_seconds = {step_s / 10:.6g}\nmeasured = false\n"
-        "source = \"a fictitious class 10x faster than cpu-reference, for the fake-model cheater\"\n"
+        "source = \"a fictitious class 10x faster than cpu-reference, for the fake-model adversary\"\n"
     )
 
 
@@ -112,6 +95,7 @@ class Harness:
         self.common_sections: dict[str, dict] = {}  # tables every node's config gets ([admission], [rounds])
 
     def _node(self, name: str, role: str, sections: dict[str, dict], kind: str = "honest") -> NodeProcess:
+        """A node process: honest ones run `gpow run`, adversaries the harness's own runner."""
         data_dir = self.workdir / name
         data_dir.mkdir(parents=True, exist_ok=True)
         cfg = data_dir / "config.toml"
@@ -125,8 +109,11 @@ class Harness:
         for k, v in {**self.common_sections, **sections}.items():
             base.setdefault(k, {}).update(v)
         write_node_config(cfg, base)
-        node = NodeProcess(name, role, data_dir, cfg, ["run", "--config", str(cfg)], data_dir / "node.log", kind=kind,
-                           prefix=self.topology.exec_prefix(index) if self.topology else [])
+        honest = kind == "honest"
+        args = ["run", "--config", str(cfg)] if honest else ["--kind", kind, "--config", str(cfg)]
+        node = NodeProcess(name, role, data_dir, cfg, args, data_dir / "node.log", kind=kind,
+                           prefix=self.topology.exec_prefix(index) if self.topology else [],
+                           module="node" if honest else "node.harness.adversaries")
         node.extra["index"] = index
         self.nodes.append(node)
         return node
@@ -159,14 +146,14 @@ class Harness:
         from node.identity import load_or_create_key_file
 
         validators = [(f"validator-{i}", "honest") for i in range(hp.validators)]
-        validators += [(f"cheater-{kind.split(':')[0]}", kind) for kind in hp.validator_cheaters()]
+        validators += [(f"cheater-{kind.split(':')[0]}", kind) for kind in hp.validator_adversaries()]
         ids = {}
         for name, kind in validators:
             (self.workdir / name).mkdir(parents=True, exist_ok=True)
             ids[name] = load_or_create_key_file(self.workdir / name / "node.key").peer_id
-        if hp.rounds or hp.validator_cheaters():
-            admitted = [ids[name] for name, kind in validators if kind == "honest" or kind.startswith("lying-validator")]
-            self.common_sections["admission"] = {"validators": admitted}
+        # Always the network's own admitted set: nodes refuse to start without one (issue 19).
+        admitted = [ids[name] for name, kind in validators if kind == "honest" or kind.startswith("lying-validator")]
+        self.common_sections["admission"] = {"validators": admitted}
         if hp.rounds:
             self.common_sections["rounds"] = {
                 "enabled": True, "round_s": hp.round_s, "reveal_window_s": min(1.0, hp.round_s * 0.2),
@@ -174,32 +161,27 @@ class Harness:
             }
         bootstrap: list[str] = []
         for name, kind in validators:
-            section = dict(validator_section)
-            if kind.startswith("lying-validator"):
-                section["cheat"] = "lying-validator:" + (kind.split(":", 1)[1] if ":" in kind else "always-fail")
-            elif kind == "unadmitted-validator":
-                section["cheat"] = "unadmitted-validator"
-            v = self._node(name, "validator", {"validator": section, "net": {"bootstrap": bootstrap}}, kind=kind)
+            v = self._node(name, "validator", {"validator": dict(validator_section), "net": {"bootstrap": bootstrap}}, kind=kind)
             v.start()
             addr = self._wait_listen(v)
             if not bootstrap:
                 bootstrap = [addr]
         miner_addrs = []
-        kinds = ["honest"] * hp.miners + hp.miner_cheaters()
+        kinds = ["honest"] * hp.miners + hp.miner_adversaries()
         devices = self.gpu_devices(len(kinds) + hp.remote_executors) if hp.engine == "gpu" else []
         for i, kind in enumerate(kinds):
-            need = CHEAT_KINDS.get(kind.split(":")[0], ("miner", 1))[1]
+            need = parse_kind(kind)[0].local_executors if kind != "honest" else 1
             miner = {
                 "engine": hp.engine, "cpu_executors": max(hp.executors_per_miner, need), "cpu_memory_bytes": hp.cpu_memory_bytes,
                 "roster_interval_s": 2.0, "host_fingerprint": f"harness-host-{i}", "heartbeat_timeout_s": 6.0,
             }
             if devices:
                 miner["gpu_devices"] = [devices[i]]  # one GPU per miner process: an engine takes its whole GPU
-            if kind != "honest":
-                miner["cheat"] = kind if kind != "partial-pool" else f"partial-pool:{hp.partial_pool_keep}"
-                if kind == "corrupt-rows":
-                    miner["cheat"] = f"corrupt-rows:{hp.corrupt_fraction}"
-            name = f"miner-{i}" if kind == "honest" else f"cheater-{kind}"
+            if kind == "partial-pool":
+                kind = f"partial-pool:{hp.partial_pool_keep}"
+            elif kind == "corrupt-rows":
+                kind = f"corrupt-rows:{hp.corrupt_fraction}"
+            name = f"miner-{i}" if kind == "honest" else f"cheater-{kind.split(':')[0]}"
             m = self._node(name, "miner", {"miner": miner, "net": {"bootstrap": bootstrap}}, kind=kind)
             m.start()
             miner_addrs.append(self._wait_listen(m))
@@ -229,17 +211,17 @@ class Harness:
         """The CPU profile's allowance: the configured one, times how many challenges share each
         core at once (every executor in rounds mode; a miner's group per validator otherwise). The harness
         runs every node on one machine, so an honest executor is slowed by the others' work."""
-        validators = self.hp.validators + len(self.hp.validator_cheaters())
+        validators = self.hp.validators + len(self.hp.validator_adversaries())
         # one co-scheduled group (all of a miner's executors) per validator at a time, or everyone in rounds
-        group = max(self.hp.executors_per_miner + (self.hp.remote_executors > 0), 2 if self.hp.miner_cheaters() else 1)
+        group = max(self.hp.executors_per_miner + (self.hp.remote_executors > 0), 2 if self.hp.miner_adversaries() else 1)
         concurrent = self.expected_executors() if self.hp.rounds else validators * group
         return self.hp.cpu_allowance * max(1.0, concurrent / (os.cpu_count() or 1))
 
     def expected_executors(self) -> int:
         hp = self.hp
         local = hp.miners * hp.executors_per_miner
-        for kind in hp.miner_cheaters():
-            local += max(hp.executors_per_miner, CHEAT_KINDS[kind.split(":")[0]][1])
+        for kind in hp.miner_adversaries():
+            local += max(hp.executors_per_miner, parse_kind(kind)[0].local_executors)
         return local + hp.remote_executors
 
     def wait_mesh(self, timeout: float) -> float:
@@ -260,7 +242,7 @@ class Harness:
 
     def total_nodes(self) -> int:
         hp = self.hp
-        return hp.validators + hp.miners + len(hp.cheater_list()) + hp.remote_executors
+        return hp.validators + hp.miners + len(hp.adversary_list()) + hp.remote_executors
 
     def fault_step(self, elapsed: float) -> None:
         """Multi-host mode: add delay and loss at the start, cut one miner's link for a while."""
@@ -322,7 +304,7 @@ def harness_main(args: argparse.Namespace) -> int:
     mesh_s = None
     try:
         console.print(f"[bold]gpow harness[/]: {hp.validators} validators, {hp.miners} miners x {hp.executors_per_miner} executors, "
-                      f"{hp.remote_executors} remote executors, cheaters: {', '.join(hp.cheater_list()) or 'none'}; "
+                      f"{hp.remote_executors} remote executors, cheaters: {', '.join(hp.adversary_list()) or 'none'}; "
                       f"engine {hp.engine}; workdir {workdir}")
         harness.start()
         if hp.engine == "cpu":

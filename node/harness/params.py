@@ -17,7 +17,7 @@ class HarnessParams:
     remote_executors: int = 1
     duration: float = 50.0  # seconds of challenging once the mesh is ready
     engine: str = "cpu"
-    cheaters: str = ""  # comma-separated cheater kinds (see `gpow harness --help`)
+    adversaries: str = ""  # comma-separated adversary kinds, `--cheaters` on the command line (see `gpow harness --help`)
     network: str = "gpow-harness"
     heartbeat_s: float = 0.5  # gossip heartbeat; shorter than production so a short run settles
     challenge_interval_s: float = 6.0
@@ -43,29 +43,27 @@ class HarnessParams:
             raise ValueError("need at least one validator, and one executor per miner")
         if self.engine not in ("cpu", "gpu"):
             raise ValueError(f"engine must be cpu or gpu, not {self.engine!r}")
-        from node.harness.main import CHEAT_KINDS
+        from node.harness.adversaries import parse_kind
 
-        unknown = [c for c in self.cheater_list() if c.split(":")[0] not in CHEAT_KINDS]
-        if unknown:
-            raise ValueError(f"unknown cheater kind(s) {', '.join(unknown)}; known: {', '.join(CHEAT_KINDS)}")
-        cpu_only = {"corrupt-rows", "zero-chain", "partial-pool", "grind-refs"}  # cheats built on the numpy engine
-        if self.engine == "gpu" and (bad := [c for c in self.cheater_list() if c.split(":")[0] in cpu_only]):
-            raise ValueError(f"cheater kind(s) {', '.join(bad)} run on the CPU engine only (they rewrite its states)")
+        kinds = [parse_kind(c)[0] for c in self.adversary_list()]  # raises on an unknown kind, naming the known ones
+        if self.engine == "gpu" and (bad := [a.kind for a in kinds if a.cpu_only]):
+            raise ValueError(f"adversary kind(s) {', '.join(bad)} run on the CPU engine only (they rewrite its states)")
         if self.remote_executors and not self.miners:
             raise ValueError("remote executors need an honest miner to register with")
 
-    def cheater_list(self) -> list[str]:
-        return [c.strip() for c in self.cheaters.split(",") if c.strip()]
+    def adversary_list(self) -> list[str]:
+        return [c.strip() for c in self.adversaries.split(",") if c.strip()]
 
-    def miner_cheaters(self) -> list[str]:
-        from node.harness.main import CHEAT_KINDS
+    def _of_role(self, role: str) -> list[str]:
+        from node.harness.adversaries import parse_kind
 
-        return [c for c in self.cheater_list() if CHEAT_KINDS[c.split(":")[0]][0] == "miner"]
+        return [c for c in self.adversary_list() if parse_kind(c)[0].role == role]
 
-    def validator_cheaters(self) -> list[str]:
-        from node.harness.main import CHEAT_KINDS
+    def miner_adversaries(self) -> list[str]:
+        return self._of_role("miner")
 
-        return [c for c in self.cheater_list() if CHEAT_KINDS[c.split(":")[0]][0] == "validator"]
+    def validator_adversaries(self) -> list[str]:
+        return self._of_role("validator")
 
 
 def load_harness_params(args: argparse.Namespace) -> HarnessParams:
@@ -85,5 +83,7 @@ def load_harness_params(args: argparse.Namespace) -> HarnessParams:
             if not isinstance(v, want) or (want is int and isinstance(v, bool)):
                 raise ValueError(f"{path}: [harness].{k}: expected {want.__name__}, got {v!r}")
         hp = replace(hp, **table)
-    overrides = {k: getattr(args, k) for k in ("validators", "miners", "executors_per_miner", "remote_executors", "duration", "engine", "cheaters", "rounds", "round_s") if getattr(args, k, None) is not None}
+    overrides = {k: getattr(args, k) for k in ("validators", "miners", "executors_per_miner", "remote_executors", "duration", "engine", "rounds", "round_s") if getattr(args, k, None) is not None}
+    if getattr(args, "cheaters", None) is not None:
+        overrides["adversaries"] = args.cheaters
     return replace(hp, **overrides)

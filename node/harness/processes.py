@@ -33,17 +33,18 @@ class NodeProcess:
     args: list[str]
     log_path: Path
     proc: subprocess.Popen | None = None
-    kind: str = "honest"  # or a cheater kind
+    kind: str = "honest"  # or an adversary kind (node/harness/adversaries)
     started_at: float = 0.0
     exit_code: int | None = None
     extra: dict = field(default_factory=dict)
     prefix: list[str] = field(default_factory=list)  # e.g. `ip netns exec NS` in multi-host mode
+    module: str = "node"  # `python -m MODULE ARGS`: node (the gpow command) or node.harness.adversaries
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        cmd = [*self.prefix, sys.executable, "-m", "node", *self.args]
+        cmd = [*self.prefix, sys.executable, "-m", self.module, *self.args]
         self.proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True, preexec_fn=_die_with_parent,

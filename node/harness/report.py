@@ -8,20 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-# What catching each cheater kind looks like: a failing verdict with a reason starting with one of these.
-EXPECTED_REASONS: dict[str, tuple[str, ...]] = {
-    "corrupt-rows": ("false-proof",),
-    "fake-model": ("slow-for-profile", "late-commitment"),
-    "partial-pool": ("slow-for-profile", "late-commitment", "co-scheduled-timeout"),
-    "replay": ("false-proof", "replay"),
-    "wrong-executor": ("wrong-executor", "missing-commitment:wrong-executor"),
-    "foreign-key": ("wrong-signer",),
-    "relay": ("false-proof",),
-    "zero-chain": ("false-proof",),
-    "shared-gpu": ("co-scheduled-timeout", "duplicate-gpu"),
-    "grind-refs": ("false-proof", "slow-for-profile", "late-commitment", "co-scheduled-timeout"),
-}
-
+from node.harness.adversaries import parse_kind
 
 def _executor_owners(harness) -> dict[str, tuple[str, str]]:
     """executor id -> (node name, kind), from the nodes' last status files."""
@@ -194,7 +181,7 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
     report["cheaters"] = {}
     for name, kind in sorted(cheaters.items()):
         slot = by_node.get(name, {"failed_reasons": {}})
-        want = EXPECTED_REASONS.get(kind, ())
+        want = parse_kind(kind)[0].caught_as  # a failing verdict with a reason starting with one of these
         hits = {r: c for r, c in slot["failed_reasons"].items() if r.startswith(want)}
         report["cheaters"][name] = {"kind": kind, "caught": bool(hits), "reasons": hits or slot["failed_reasons"]}
         if hits:

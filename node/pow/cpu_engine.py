@@ -22,7 +22,8 @@ __all__ = ["CpuTrace", "CpuEngine", "available_ram_bytes", "DEFAULT_BUDGET_FRACT
 DEFAULT_BUDGET_FRACTION = 0.5
 
 # Called after step t with (t+1, X_{t+1}) before the new state is hashed; it may change the state in
-# place. Only for modelling cheating executors in tests and the harness: an honest engine has none.
+# place. A seam for code outside the product (tests, the harness's adversaries) that needs states
+# other than the spec's; ``gpow run`` never sets one.
 StateHook = Callable[[int, np.ndarray], None]
 
 

@@ -20,7 +20,7 @@ from node.pow.chain import sample_commit
 from node.pow.engine import ChallengeParams, Engine, EngineCapacityError, Trace, pool_bytes
 from node.pow.openings import build_openings, encode_openings
 from node.roles.admission import ValidatorSetBook
-from node.roles.behaviours import Behaviour, Honest
+from node.roles.answerer import Answerer
 from node.wire import WireError, decode_envelope
 from node.wire.envelope import Envelope, Signer
 from node.wire.messages import Busy, Challenge, Commitment, ExecutorAttestation, Openings, Reveal
@@ -70,8 +70,9 @@ ABANDON_GRACE_MS = 1_000
 
 
 class PoolBudget:
-    """The device memory an executor's pools may take. Honest executors own one each; an engine
-    shared by two identities (the shared-GPU cheat) shares one, so co-scheduled challenges wait."""
+    """The device memory an executor's pools may take: reserved before a chain starts, so two
+    challenges never hold more than the executor declared (identities that share one engine
+    share one budget, and co-scheduled challenges wait on it)."""
 
     def __init__(self, capacity_bytes: int):
         self.capacity = capacity_bytes
@@ -120,7 +121,7 @@ class ExecutorService:
         facts: GpuFacts,
         *,
         admission: "ValidatorSetBook | None" = None,
-        behaviour: Behaviour | None = None,
+        answerer: Answerer | None = None,
         wall_ms: Callable[[], int] | None = None,
         lock: trio.Lock | None = None,
         budget: PoolBudget | None = None,
@@ -131,10 +132,10 @@ class ExecutorService:
         self.engine = engine
         self.facts = facts
         self.admission = admission or ValidatorSetBook()
-        self.behaviour = behaviour or Honest()
+        self.answerer = answerer or Answerer()
         self.wall_ms = wall_ms or (lambda: int(time.time() * 1000))
-        # One engine runs one chain at a time; a cheat that backs two identities with one engine
-        # shares this lock (and the engine's memory), which is exactly what co-scheduling exposes.
+        # One engine runs one chain at a time: identities backed by one engine share this lock
+        # (and its memory budget), which is exactly what co-scheduled challenges expose.
         self.lock = lock or trio.Lock()
         self.budget = budget or PoolBudget(facts.memory_bytes)
         self._active: dict[bytes, _Active] = {}
@@ -156,14 +157,14 @@ class ExecutorService:
             host_fingerprint=self.facts.host_fingerprint,
             expires_ms=self.wall_ms() + ATTESTATION_TTL_MS,
         )
-        return self.behaviour.sign(self, self.behaviour.attestation(body))
+        return self.answerer.sign(self.signer, self.answerer.attestation(body))
 
     def busy(self) -> bool:
         return any(not a.opened for a in self._active.values())
 
     async def _free(self, a: _Active) -> None:
         if a.trace is not None:
-            self.behaviour.release(self.engine, a.trace)
+            self.answerer.release(self.engine, a.trace)
             a.trace = None
         if a.reserved:
             await self.budget.release(a.reserved)
@@ -178,6 +179,9 @@ class ExecutorService:
             if exp < now_ms - 3_600_000:
                 del self._seen[cid]
 
+    def addressed_to_me(self, body: Challenge) -> bool:
+        return body.executor_id == self.executor_id
+
     def _check_challenge(self, raw: bytes) -> tuple[Envelope, Challenge]:
         try:
             env = decode_envelope(raw, expect=Challenge, now_ms=self.wall_ms())
@@ -187,7 +191,7 @@ class ExecutorService:
         if not self.admission.is_admitted(env.sender, self.wall_ms()):
             self.admission.stats.refused += 1
             raise ChallengeRefused("unadmitted-validator", f"validator {env.sender} is not in the admitted set")
-        if body.executor_id != self.executor_id and not self.behaviour.answers_for_others:
+        if not self.addressed_to_me(body):
             raise ChallengeRefused("wrong-executor", f"challenge is addressed to {body.executor_id}, not {self.executor_id}")
         if body.challenge_id in self._seen:
             raise ChallengeRefused("replay", f"challenge {body.challenge_id.hex()} was already received")
@@ -235,7 +239,7 @@ class ExecutorService:
             self.stats["refused"] += 1
             raise ChallengeRefused("capacity", str(exc)) from None
         active.trace = trace
-        root, d_final = self.behaviour.commitment(self, trace)
+        root, d_final = self.answerer.commitment(trace)
         self.stats["commitments"] += 1
         commitment = Commitment(
             challenge_id=body.challenge_id,
@@ -245,10 +249,10 @@ class ExecutorService:
             prove_ms=int((time.perf_counter() - t0) * 1000),
         )
         log.info("committed", extra={"fields": {"challenge": body.challenge_id.hex()[:12], "n": body.n, "T": body.steps, "ms": commitment.prove_ms}})
-        return self.behaviour.sign(self, commitment)
+        return self.answerer.sign(self.signer, commitment)
 
     def _prove(self, params: ChallengeParams, deadline_s: float) -> Trace:
-        return self.behaviour.prove(self.engine, params, deadline_s)
+        return self.answerer.prove(self.engine, params, deadline_s)
 
     async def on_reveal(self, raw: bytes) -> bytes:
         """Check the reveal against the challenge's sample commitment and return signed openings."""
@@ -270,10 +274,10 @@ class ExecutorService:
         trace = active.trace
         try:
             openings = await trio.to_thread.run_sync(build_openings, trace, body.secret, active.body.samples)
-            blob = self.behaviour.openings(self, trace, encode_openings(openings), body.secret, active.body.samples)
+            blob = self.answerer.openings(trace, encode_openings(openings), body.secret, active.body.samples)
         finally:
             # Answered or not, this challenge is over: never report Busy for it afterwards.
             active.opened = True
             await self._free(active)
         self.stats["openings"] += 1
-        return self.behaviour.sign(self, Openings(challenge_id=body.challenge_id, blob=blob))
+        return self.answerer.sign(self.signer, Openings(challenge_id=body.challenge_id, blob=blob))

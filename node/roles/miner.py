@@ -39,18 +39,18 @@ class MinerService:
         host,
         local: list[ExecutorService],
         *,
+        gossip,
         roster_interval_s: float,
         heartbeat_timeout_s: float,
-        route_cheat: str = "",
         clock: Callable[[], float] = trio.current_time,
         wall_ms: Callable[[], int] | None = None,
     ):
         self.host = host
+        self.gossip = gossip  # node.gossip.GossipDriver, built on the host
         self.local = {e.executor_id: e for e in local}
         self.remote: dict[str, RemoteExecutor] = {}
         self.roster_interval_s = roster_interval_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
-        self.route_cheat = route_cheat
         self.clock = clock
         self.wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._routes: dict[bytes, str] = {}  # challenge id -> executor id, for the reveal
@@ -68,7 +68,7 @@ class MinerService:
         try:
             env = decode_envelope(payload, expect=Ping, now_ms=self.wall_ms())
         except WireError as exc:
-            self.host.gossip.penalize(peer_id, P.SLIP, f"ping: {exc.reason}")
+            self.gossip.penalize(peer_id, P.SLIP, f"ping: {exc.reason}")
             raise
         eid = env.body.executor_id
         if eid in self.local:
@@ -84,7 +84,7 @@ class MinerService:
 
     def _publish_roster(self) -> None:
         self._roster_version += 1
-        self.host.gossip.publish(C.TOPIC_ROSTER, Roster(version=self._roster_version, entries=self.roster_entries()))
+        self.gossip.publish(C.TOPIC_ROSTER, Roster(version=self._roster_version, entries=self.roster_entries()))
 
     def _changed(self) -> None:
         self._roster_changed.set()
@@ -113,10 +113,10 @@ class MinerService:
         try:
             env = decode_envelope(payload, expect=(Register, Heartbeat, Deregister), now_ms=self.wall_ms())
         except WireError as exc:
-            self.host.gossip.penalize(peer_id, P.for_refusal(exc.reason), f"register: {exc.reason}")
+            self.gossip.penalize(peer_id, P.for_refusal(exc.reason), f"register: {exc.reason}")
             raise ChallengeRefused(exc.reason, exc.message) from None
         if env.sender != peer_id:
-            self.host.gossip.penalize(peer_id, P.IMPERSONATION, "register for another identity")
+            self.gossip.penalize(peer_id, P.IMPERSONATION, "register for another identity")
             raise ChallengeRefused("wrong-signer", "an executor registers itself, over its own connection")
         body = env.body
         if isinstance(body, Register):
@@ -149,23 +149,19 @@ class MinerService:
         validator) costs the sender score; its own state (capacity, expired) costs nothing."""
         amount = P.for_refusal(reason)
         if amount > 0:
-            self.host.gossip.penalize(peer_id, amount, f"{what}: {reason}")
+            self.gossip.penalize(peer_id, amount, f"{what}: {reason}")
 
     # ---- routing -----------------------------------------------------------------------------
 
     def _route(self, executor_id: str) -> str:
-        if self.route_cheat == "wrong-executor":
-            # Cheat: hand the challenge to a different local executor, which answers it itself.
-            others = [e for e in self.local if e != executor_id]
-            if others:
-                return others[0]
+        """The executor that answers a challenge addressed to ``executor_id``: that one."""
         return executor_id
 
     async def _on_challenge(self, peer_id: str, payload: bytes) -> bytes:
         try:
             env = decode_envelope(payload, expect=Challenge, now_ms=self.wall_ms())
         except WireError as exc:
-            self.host.gossip.penalize(peer_id, P.for_refusal(exc.reason), f"challenge: {exc.reason}")
+            self.gossip.penalize(peer_id, P.for_refusal(exc.reason), f"challenge: {exc.reason}")
             self.stats["refused"] += 1
             raise ChallengeRefused(exc.reason, exc.message) from None
         body: Challenge = env.body
@@ -190,7 +186,7 @@ class MinerService:
         try:
             env = decode_envelope(payload, expect=Reveal, now_ms=self.wall_ms())
         except WireError as exc:
-            self.host.gossip.penalize(peer_id, P.for_refusal(exc.reason), f"reveal: {exc.reason}")
+            self.gossip.penalize(peer_id, P.for_refusal(exc.reason), f"reveal: {exc.reason}")
             raise ChallengeRefused(exc.reason, exc.message) from None
         target = self._routes.get(env.body.challenge_id)
         if target is None:

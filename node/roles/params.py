@@ -13,7 +13,8 @@ class NodeParams:
     key_file: str = ""  # default: <data_dir>/node.key (created on first start, mode 0600)
     log_level: str = "info"  # debug | info | warning | error
     log_json: bool = False  # one JSON object per log line (for log collectors)
-    metrics_port: int = 0  # 0: off; else serve Prometheus text on 127.0.0.1:<port>/metrics
+    metrics_port: int = 0  # 0: off; else serve Prometheus text on <metrics_host>:<port>/metrics
+    metrics_host: str = "127.0.0.1"  # address the metrics endpoint listens on (0.0.0.0: every interface)
     status_interval_s: float = 1.0  # how often <data_dir>/status.json is rewritten
 
     def __post_init__(self) -> None:
@@ -42,7 +43,6 @@ class ValidatorParams:
     audits_per_minute: int = 6  # at most this many re-verifications of other validators' verdicts
     ban_seconds: int = 3600  # a false answer bans the executor and its miner this long
     probation_challenges: int = 2  # new executors get this many small challenges first (T <= 32, k/4 but >= 8 samples)
-    cheat: str = ""  # testing only: "lying-validator:always-pass" or "lying-validator:always-fail"
 
 
 @dataclass
@@ -54,7 +54,6 @@ class MinerParams:
     roster_interval_s: float = 10.0  # the signed roster is gossiped this often, and on every change
     heartbeat_timeout_s: float = 15.0  # drop a remote executor after this long without heartbeat
     host_fingerprint: str = ""  # empty: derived from /etc/machine-id; test networks on one machine set one per node
-    cheat: str = ""  # testing only: a cheater kind (see node/roles/behaviours.py)
 
     def __post_init__(self) -> None:
         if self.engine not in ("cpu", "gpu"):
@@ -69,7 +68,6 @@ class ExecutorParams:
     gpu_device: int = 0  # the CUDA device this executor proves on (engine = "gpu")
     heartbeat_interval_s: float = 3.0  # signed heartbeats to the miner this often
     host_fingerprint: str = ""  # empty: derived from /etc/machine-id
-    cheat: str = ""  # testing only
 
     def __post_init__(self) -> None:
         if self.engine not in ("cpu", "gpu"):
@@ -83,8 +81,11 @@ class AdmissionParams:
     validators: list[str] = field(default_factory=list)  # static allowlist of validator peer ids
     authority: str = ""  # or: peer id whose signed validator-set messages define the set
     set_file: str = ""  # a signed validator set to load and re-gossip (written by `gpow admission sign`)
+    open: bool = False  # admit ANY validator (test networks only; logged as a warning); a node needs a set or this
 
     def __post_init__(self) -> None:
+        if self.open and (self.validators or self.authority):
+            raise ValueError("[admission]: open = true admits every validator; leave validators and authority empty with it")
         if self.validators and self.authority:
             raise ValueError("[admission]: give either a static validators list or an authority, not both")
 

@@ -110,6 +110,7 @@ class ValidatorStats:
     audits: int = 0
     audit_disagreements: int = 0
     verify_seconds: float = 0.0
+    internal_errors: int = 0  # our own bugs while challenging: no verdict was given, nobody was blamed
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -121,6 +122,7 @@ class ValidatorService:
         ledger: Ledger,
         profiles: ProfileBook,
         *,
+        gossip,
         data_dir: Path,
         agreement: "Agreement | None" = None,
         rng: random.Random | None = None,
@@ -128,6 +130,7 @@ class ValidatorService:
         wall_ms: Callable[[], int] | None = None,
     ):
         self.host = host
+        self.gossip = gossip  # node.gossip.GossipDriver, built on the host
         self.params = params
         self.ledger = ledger
         self.profiles = profiles
@@ -147,8 +150,7 @@ class ValidatorService:
         self._audit_send, self._audit_recv = trio.open_memory_channel[Verdict | tuple](64)
         self.agreement = agreement
         self.rtt: dict[str, float] = {}  # executor -> smoothed round-trip time of signed pings (s)
-        self.lie = params.cheat.split(":", 1)[1] if params.cheat.startswith("lying-validator:") else ""
-        host.gossip.subscribe(C.TOPIC_ROSTER, self._on_roster, self._validate_roster)
+        gossip.subscribe(C.TOPIC_ROSTER, self._on_roster, self._validate_roster)
         if agreement is not None:
             agreement.verdict_listeners.append(self._on_verdict)
         host.set_handler(C.PROTO_PROOF, self._on_proof_request)
@@ -374,6 +376,11 @@ class ValidatorService:
         if delay > 0:
             await trio.sleep(delay)
 
+    def _round_validators(self, r: int) -> frozenset[str]:
+        """The validators among which round ``r``'s executors are shared out."""
+        assert self.agreement is not None
+        return self.agreement.round_validators(r)
+
     async def _run_rounds(self, nursery: trio.Nursery) -> None:
         """In rounds: reveal our beacon share at the round's start; once the window closes, the
         beacon fixes the instant and the assignment; challenge all our executors at that instant."""
@@ -388,9 +395,7 @@ class ValidatorService:
             await self._sleep_until_ms(sched.window_closes_ms(r))
             beacon = ag.beacon.value(r, self.wall_ms())
             assert beacon is not None
-            validators = ag.round_validators(r)
-            if self.params.cheat == "unadmitted-validator":
-                validators = frozenset({me})  # testing: behaves as if it alone were admitted
+            validators = self._round_validators(r)
             await self._sleep_until_ms(sched.challenge_ms(r, beacon))
             self.forget_unlisted(self.clock())
             mine = [
@@ -461,7 +466,10 @@ class ValidatorService:
                 elif ctx.outcome is not None:
                     self._finish(ctx.executor, ctx.outcome, round_no)
         except Exception:
-            log.exception("challenge group crashed", extra={"fields": {"executors": [e.executor_id[-8:] for e in group]}})
+            # Our bug, not the executors': no verdict for this group, a traceback for us.
+            self.stats.internal_errors += 1
+            log.exception("internal error while challenging; no verdict given",
+                          extra={"fields": {"executors": [e.executor_id[-8:] for e in group]}})
         finally:
             self._in_flight -= 1
             now = self.clock()
@@ -472,10 +480,6 @@ class ValidatorService:
 
     def _finish(self, e: KnownExecutor, out: ChallengeOutcome, round_no: int = 0) -> None:
         rec = out.record
-        if self.lie == "always-pass":  # testing: a lying validator, which the agreed score must outvote
-            rec.passed, rec.reasons = True, [R.PASSED]
-        elif self.lie == "always-fail":
-            rec.passed, rec.reasons = False, [R.SLOW_FOR_PROFILE]
         self.ledger.record_verdict(rec)
         if out.bundle:
             self._store_bundle(rec.challenge_id, out.bundle)
@@ -492,10 +496,10 @@ class ValidatorService:
         for r in rec.reasons:
             self.stats.reasons[r] = self.stats.reasons.get(r, 0) + 1
         forged = sorted({R.reason_kind(r) for r in rec.reasons} & FORGED_ANSWERS)
-        if forged and not self.lie:
+        if forged:
             # A signed answer that is forged, replayed or false: the miner that delivered it pays in
             # gossip score too (the ban above keeps it from being challenged; this keeps it off the mesh).
-            self.host.gossip.penalize(e.miner_id, P.FORGERY, "answer: " + ",".join(forged))
+            self.gossip.penalize(e.miner_id, P.FORGERY, "answer: " + ",".join(forged))
         score = self.ledger.executor_score(e.executor_id)
         verdict = Verdict(
             challenge_id=bytes.fromhex(rec.challenge_id),
@@ -513,7 +517,7 @@ class ValidatorService:
             round=round_no,
             evidence=out.bundle if (not rec.passed and out.bundle and len(out.bundle) < C.DEFAULT_MAX_MESSAGE_BYTES // 2) else b"",
         )
-        self.host.gossip.publish(C.TOPIC_VERDICT, verdict)
+        self.gossip.publish(C.TOPIC_VERDICT, verdict)
         if self.agreement is not None and self.agreement.book.is_admitted(self.host.identity.peer_id, self.wall_ms()):
             self.agreement.add_verdict(self.host.identity.peer_id, verdict)
         log.info(
@@ -540,7 +544,7 @@ class ValidatorService:
         k = self.params.samples
         if e.challenges < self.params.probation_challenges:
             # Probation: small, cheap challenges until the executor has shown it is real. Fewer
-            # steps save most; samples stay at 8 or more (a cheater corrupting 20% of the rows
+            # steps save most; samples stay at 8 or more (an executor corrupting 20% of the rows
             # passes 41% of 4-sample checks, 17% of 8-sample ones; the verifier's cost is mostly B).
             steps, k = max(1, min(steps, 32)), max(min(k, 8), k // 4)
         return n, steps, k
@@ -708,8 +712,11 @@ class ValidatorService:
         return ChallengeOutcome(rec, busy=True)
 
     async def _request(self, peer: str, proto: str, payload: bytes, timeout: float, *, late: str = R.LATE_COMMITMENT, missing: str = R.MISSING_COMMITMENT) -> tuple[str | None, bytes]:
-        from node.net.errors import RequestFailed, RequestTimeout
+        from node.net.errors import NetError, RequestFailed, RequestTimeout
 
+        # Only what the network says about the peer becomes a reason against it. Any other
+        # exception is our own bug: it propagates, is logged with its traceback, and the
+        # challenge ends without a verdict (h11's split of local and remote errors).
         try:
             return None, await self.host.request(peer, proto, payload, timeout=timeout)
         except RequestTimeout:
@@ -717,7 +724,7 @@ class ValidatorService:
         except RequestFailed as exc:
             # The remote's own refusal ("unadmitted-validator: ...") names the reason best.
             return f"{missing}:{(exc.remote_error or str(exc))[:80]}", b""
-        except Exception as exc:  # peer unreachable, connection lost mid-request
+        except (NetError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:  # link lost mid-request
             return f"{missing}:{type(exc).__name__}", b""
 
     def status(self) -> dict:

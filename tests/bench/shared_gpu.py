@@ -21,6 +21,7 @@ from pathlib import Path
 import trio
 
 from node.app.config import NodeConfig
+from node.harness.adversaries import node_parts
 from node.identity import Identity
 from node.harness.main import wall_step_seconds
 from node.app.node import Node, make_cpu_engine
@@ -41,7 +42,7 @@ def measure_step(engine_kind: str, n: int, memory: int, steps: int = 64) -> tupl
     return model, best, declared
 
 
-def config(tmp: Path, name: str, role: str, boot: list[str], a: argparse.Namespace, profiles: Path, cheat: str = "") -> NodeConfig:
+def config(tmp: Path, name: str, role: str, boot: list[str], a: argparse.Namespace, profiles: Path) -> NodeConfig:
     c = NodeConfig()
     c.node = dataclasses.replace(c.node, role=role, data_dir=str(tmp / name), status_interval_s=1.0)
     c.net = dataclasses.replace(c.net, listen_port=0, bootstrap=boot, network="gpow-shared-gpu")
@@ -49,7 +50,7 @@ def config(tmp: Path, name: str, role: str, boot: list[str], a: argparse.Namespa
     c.validator = dataclasses.replace(c.validator, challenge_interval_s=2.0, n_gpu=a.n, n_cpu=a.n, samples=32,
                                       probation_challenges=0, profiles_file=str(profiles), rtt_margin_s=0.05,
                                       commit_slack_s=1.0, openings_timeout_s=60.0, concurrency=1)
-    c.miner = dataclasses.replace(c.miner, engine=a.engine, cpu_memory_bytes=a.memory, cheat=cheat,
+    c.miner = dataclasses.replace(c.miner, engine=a.engine, cpu_memory_bytes=a.memory,
                                   host_fingerprint="shared-gpu-bench", roster_interval_s=1.0)
     return c
 
@@ -59,7 +60,8 @@ async def phase(tmp: Path, a: argparse.Namespace, profiles: Path, cheat: str, wa
     async with trio.open_nursery() as nursery:
         v = Node(config(tmp, f"v-{cheat or 'honest'}", "validator", [], a, profiles), Identity.generate())
         await nursery.start(v.run)
-        m = Node(config(tmp, f"m-{cheat or 'honest'}", "miner", [v.host.listen_addr], a, profiles, cheat), Identity.generate())
+        m = Node(config(tmp, f"m-{cheat or 'honest'}", "miner", [v.host.listen_addr], a, profiles), Identity.generate(),
+                 node_parts(cheat) if cheat else None)
         await nursery.start(m.run)
         with trio.move_on_after(a.timeout):
             while len(v.ledger.verdicts()) < want:

@@ -17,7 +17,7 @@ import trio
 
 from node.app.config import NodeConfig
 from node.identity import Identity
-from node.app.node import Node
+from node.app.node import Node, NodeParts
 
 ROOT = Path(__file__).resolve().parents[2]
 NETWORK = "gpow-reliability"
@@ -61,8 +61,9 @@ def make_cfg(tmp: Path, name: str, role: str, bootstrap: list[str], **sections: 
     return cfg
 
 
-async def start_node(nursery: trio.Nursery, cfg: NodeConfig, identity: Identity | None = None) -> Node:
-    node = Node(cfg, identity or Identity.generate())
+async def start_node(nursery: trio.Nursery, cfg: NodeConfig, identity: Identity | None = None,
+                     parts: NodeParts | None = None) -> Node:
+    node = Node(cfg, identity or Identity.generate(), parts)
     await nursery.start(node.run)
     return node
 

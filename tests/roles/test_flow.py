@@ -148,3 +148,30 @@ async def test_validator_times_executors_with_signed_pings(tmp_path):
         await wait_for(lambda: set(v.service.rtt) >= want, 20, "round trips to both executors")
         assert all(0 < v.service.rtt[e] < 1.0 for e in want)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("where", ["verifier", "request"])
+async def test_our_own_bug_is_never_blamed_on_the_executor(tmp_path, monkeypatch, where):
+    """An exception of our own while judging (the verifier crashing, or a bug under the request
+    call that is no network error) gives no verdict at all, is counted and logged as an internal
+    error, and the validator goes on challenging."""
+    import node.roles.validator as validator_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug of ours")
+
+    if where == "verifier":
+        monkeypatch.setattr(validator_module, "verify", broken)
+    write_profiles(tmp_path)
+    async with trio.open_nursery() as nursery:
+        v = await start(nursery, make_cfg(tmp_path, "v", "validator", []))
+        if where == "request":
+            async def broken_request(*args, **kwargs):
+                broken()
+
+            monkeypatch.setattr(v.host, "request", broken_request)
+        await start(nursery, make_cfg(tmp_path, "m", "miner", [v.host.listen_addr]))
+        await wait_for(lambda: v.service.stats.internal_errors >= 2, 20, "two challenges to end in our own error")
+        assert [r.reasons for r in v.ledger.verdicts() if not r.passed] == []
+        assert v.service.stats.failed == 0
+        nursery.cancel_scope.cancel()

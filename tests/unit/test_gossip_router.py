@@ -627,13 +627,54 @@ def test_seen_cache_and_mcache_are_bounded() -> None:
         r.publish(TOPIC, d, message_id(d), 0.0)
     assert len(r.seen) == 50
     assert len(r.mcache) <= 20 and r.mcache.bytes <= 10_000
-    # Pending validations are capped: extra new messages are dropped, not queued.
-    acts = r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=b"v%d" % i) for i in range(9)]), 0.1)
-    assert sum(isinstance(a, Validate) for a in acts) == 5
-    assert r.stats["pending_full"] == 4
+    # A full seen cache of ids still fresh refuses new messages rather than forgetting a fresh id.
+    acts = r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=b"early")]), 0.1)
+    assert not any(isinstance(a, Validate) for a in acts) and r.stats["seen_full"] == 1
     # Seen ids expire after seen_ttl_s.
     r.heartbeat(p.seen_ttl_s + 1)
     assert len(r.seen) == 0
+    # Pending validations are capped: extra new messages are dropped, not queued.
+    acts = r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=b"v%d" % i) for i in range(9)]),
+                        p.seen_ttl_s + 1.1)
+    assert sum(isinstance(a, Validate) for a in acts) == 5
+    assert r.stats["pending_full"] == 4
+
+
+def test_a_flood_of_refused_messages_does_not_flush_accepted_ids() -> None:
+    """Issue 19 item 5: 110,080 stale messages flushed the seen cache, and a replay of a message
+    accepted 12 s before was then accepted again. Refused ids live in their own cache now."""
+    p = GossipParams(seen_max=100, refused_max=50)
+    r = _pair(p)
+    r.add_peer("x", True, "10.0.0.1", 0.0)
+    r.handle_rpc("x", GossipRPC(subscriptions=[SubOpt(topic=TOPIC)]), 0.0)
+    good = MSGS[0]
+    (val,) = [a for a in r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=good)]), 0.1)
+              if isinstance(a, Validate)]
+    assert any(isinstance(a, Deliver) for a in r.validation_result(val.msg_id, "accept", 0.1))
+    for i in range(300):  # three times the seen cache: each one validated and refused (stale)
+        for a in r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=b"stale%d" % i)]), 0.2):
+            if isinstance(a, Validate):
+                r.validation_result(a.msg_id, "ignore", 0.2)
+    assert len(r.refused) == 50 and len(r.seen) == 1
+    acts = r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=good)]), 12.0)
+    assert not any(isinstance(a, Validate) for a in acts)  # the replay is a duplicate
+    assert r.stats["duplicates"] == 1
+
+
+def test_stale_messages_beyond_the_allowance_are_penalised() -> None:
+    p = GossipParams(stale_allowance=4, stale_penalty=1.0)
+    r = _pair(p)
+    r.add_peer("x", True, "10.0.0.1", 0.0)
+    r.add_peer("y", True, "10.0.0.2", 0.0)
+    for _ in range(4):
+        r.stale_message("y", 0.5)  # a few at the window's edge: free
+    assert r.peer_score("y", 0.5) == 0
+    for _ in range(4 + 12):
+        r.stale_message("x", 0.5)
+    assert r.peer_score("x", 0.5) < p.graylist_threshold  # 12 over: P7 = -(12^2)
+    r.heartbeat(1.0)
+    r.stale_message("y", 1.1)  # the allowance is per heartbeat
+    assert r.stats["stale_penalised"] == 12
 
 
 def test_unsubscribe_prunes_mesh_with_backoff() -> None:

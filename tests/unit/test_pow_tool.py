@@ -20,7 +20,7 @@ import pytest
 from node.cli import main
 from node.pow.cpu_engine import CpuEngine
 from node.pow.openings import RowOpening, decode_proof_file, encode_proof_file
-from node.pow.tool import EXIT_ENGINE, EXIT_INVALID, EXIT_OK, EXIT_USAGE, prove_main
+from node.app.pow_tool import EXIT_ENGINE, EXIT_INVALID, EXIT_OK, EXIT_USAGE, prove_main
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((REPO / "tests" / "data" / "pow-v1-vectors.json").read_text())

@@ -195,3 +195,29 @@ def test_fuzz_mutated_valid_messages_only_raise_wire_errors(raw, edits, cut, ins
         return
     assert bytes(data) == raw  # only the untouched message may pass
     assert env.raw == raw
+
+
+def test_gossip_rpc_bounds_ihave_and_iwant_like_gossipsub() -> None:
+    """Issue 19 item 3: an RPC of 64 IHAVEs of 5,000 ids (10.9 MB) decoded in 0.73 s and stalled
+    the event loop. One RPC now carries at most MAX_IHAVE_PER_RPC x MAX_IHAVE_IDS + MAX_IWANT_IDS
+    ids; anything past a bound is a typed refusal before any per-id work."""
+    from node.net.framing import decode_frame, encode_frame
+    from node.wire import constants as C
+    from node.wire.errors import SchemaViolation
+    from node.wire.messages import GossipRPC, IHave
+
+    mid = bytes(32)
+    old_max = GossipRPC(ihave=[IHave(topic="t", ids=[mid] * 5000) for _ in range(64)])
+    frame = pack_canonical({"b": old_max, "t": "gossip"})  # as an attacker sends it, unchecked
+    with pytest.raises(SchemaViolation):
+        decode_frame(frame, max_bytes=32 * 1024 * 1024)
+    for too_many in (GossipRPC(ihave=[IHave(topic="t", ids=[mid])] * (C.MAX_IHAVE_PER_RPC + 1)),
+                     GossipRPC(ihave=[IHave(topic="t", ids=[mid] * (C.MAX_IHAVE_IDS + 1))]),
+                     GossipRPC(iwant=[mid] * (C.MAX_IWANT_IDS + 1))):
+        with pytest.raises(SchemaViolation):
+            decode_frame(pack_canonical({"b": too_many, "t": "gossip"}), max_bytes=32 * 1024 * 1024)
+    biggest = GossipRPC(ihave=[IHave(topic="t", ids=[mid] * C.MAX_IHAVE_IDS)] * C.MAX_IHAVE_PER_RPC,
+                        iwant=[mid] * C.MAX_IWANT_IDS)
+    data = encode_frame(biggest)
+    assert decode_frame(data, max_bytes=32 * 1024 * 1024) == biggest
+    assert len(data) < 400 * 1024  # vs 10.9 MB before

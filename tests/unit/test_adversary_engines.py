@@ -1,4 +1,4 @@
-"""The engine-level cheaters of the harness, checked against the real verifier (no network)."""
+"""The harness's engine-level adversaries, checked against the real verifier (no network)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from node.pow.cpu_engine import CpuEngine
 from node.pow.engine import ChallengeParams
 from node.pow.openings import build_openings
 from node.pow.verifier import verify
-from node.roles.behaviours import make_behaviour
+from node.harness.adversaries import node_parts
 
 N, T, M, K = 64, 24, 2, 16
 
@@ -25,10 +25,10 @@ def _reveal(x: int) -> bytes:
 def test_grind_refs_gives_up_on_a_real_sized_chain():
     """Steering fails: the partial pool's recomputation explodes and the commitment never comes."""
     import pytest
-    from node.roles.cheat_engines import GaveUp
+    from node.harness.adversaries.engines import GaveUp
 
     with pytest.raises(GaveUp):
-        make_behaviour("grind-refs").prove(CpuEngine(memory_budget_bytes=1 << 26), _params(), deadline_s=1.0)
+        node_parts("grind-refs").answerer(0).prove(CpuEngine(memory_budget_bytes=1 << 26), _params(), deadline_s=1.0)
 
 
 def test_grind_refs_tampers_one_row_per_state_and_is_caught_where_sampled():
@@ -36,7 +36,7 @@ def test_grind_refs_tampers_one_row_per_state_and_is_caught_where_sampled():
     params = ChallengeParams(_params().seed, bytes(32), bytes([2]) * 32, N, T, M)
     engine = CpuEngine(memory_budget_bytes=1 << 26)
     honest = engine.prove(params)
-    cheat = make_behaviour("grind-refs")
+    cheat = node_parts("grind-refs").answerer(0)
     trace = cheat.prove(engine, params)
     assert trace.root != honest.root
     assert all(trace.row(s, 0) != honest.row(s, 0) for s in range(1, T + 1))
@@ -55,6 +55,6 @@ def test_zero_chain_and_corrupt_rows_fail_every_challenge():
     params = _params(1)
     engine = CpuEngine(memory_budget_bytes=1 << 26)
     for spec in ("zero-chain", "corrupt-rows:1.0"):
-        trace = make_behaviour(spec).prove(engine, params)
+        trace = node_parts(spec).answerer(0).prove(engine, params)
         res = verify(params, K, trace.root, trace.digests[-1], _reveal(1), build_openings(trace, _reveal(1), K))
         assert not res.ok, spec

@@ -1,7 +1,7 @@
-"""Cheaters that need a different engine: wrong rows, zero states, or a partial pool.
+"""Answerers that prove with a different engine: wrong rows, zero states, or a partial pool.
 
-Testing only (the harness and tests start them by name). Each is built from node.pow's own
-primitives, so the cheat differs from the honest engine in exactly one way.
+Each is built from node.pow's own primitives, so it differs from the honest engine in exactly one
+way (CPU engine only: they rewrite its states).
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ from node.pow import merkle, philox
 from node.pow.chain import gather_refs, step, step_refs
 from node.pow.cpu_engine import CpuEngine
 from node.pow.engine import ChallengeParams, Engine, EngineCapacityError, Trace, pool_bytes
-from node.roles.behaviours import Behaviour
+from node.roles.answerer import Answerer
 
 
-class CorruptRows(Behaviour):
+class CorruptRows(Answerer):
     """Gets a fraction of the rows of every state wrong (skipping their work), then commits to
     the wrong states consistently, so only the step relation can catch it: each sample does with
     probability ``fraction``, a challenge with ``1 - (1 - fraction)^k``."""
 
-    kind = "corrupt-rows"
 
     def __init__(self, fraction: str | float = 0.2, seed: int = 1):
         self.fraction = float(fraction)
@@ -43,11 +42,10 @@ class CorruptRows(Behaviour):
         return CpuEngine(engine.memory_budget_bytes(), state_hook=hook).prove(params)
 
 
-class ZeroChain(Behaviour):
+class ZeroChain(Answerer):
     """Commits to a chain of all-zero states after X_0, as if zero rows were a fixed point of the
     step. The per-row salt makes mix(0 + 0 + sigma) non-zero, so every relation fails."""
 
-    kind = "zero-chain"
 
     def prove(self, engine: Engine, params: ChallengeParams, deadline_s: float | None = None) -> Trace:
         def hook(s: int, state: np.ndarray) -> None:
@@ -78,13 +76,12 @@ class PartialPoolTrace:
         return self.nodes[s]
 
 
-class PartialPool(Behaviour):
+class PartialPool(Answerer):
     """Claims the memory for the whole pool but keeps only a fraction of the states, recomputing
     the rest whenever a step's references (or an opening) need them. The references are chosen
     by the digests, so the recomputation branches and its cost climbs steeply as memory shrinks:
     the commitment misses the claimed GPU's profile."""
 
-    kind = "partial-pool"
 
     def __init__(self, keep: str | float = 0.34, cache_states: int = 8):
         self.keep = float(keep)
@@ -170,7 +167,6 @@ class GrindRefs(PartialPool):
     is left with partial-pool's recomputation (late), and its rewritten rows break the step
     relation wherever a sample lands on one (false proof)."""
 
-    kind = "grind-refs"
 
     def __init__(self, keep: str | float = 0.34, tries: int = 16):
         super().__init__(keep)
@@ -197,11 +193,3 @@ class GrindRefs(PartialPool):
             X = X.copy()
             X[0] = row
         return X
-
-
-ENGINE_CHEATS: dict[str, type[Behaviour]] = {
-    "corrupt-rows": CorruptRows,
-    "zero-chain": ZeroChain,
-    "partial-pool": PartialPool,
-    "grind-refs": GrindRefs,
-}

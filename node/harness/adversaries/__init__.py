@@ -1,0 +1,141 @@
+"""The adversaries the harness and the tests run: every attack the network must withstand, each
+built from outside the product through the seams ``Node`` accepts (``NodeParts``: answerers,
+executor classes, a miner's local executors, role service classes).
+
+This is the one list of adversary kinds: ``gpow harness --cheaters``, its report, its help text and
+the tests all read it. A kind may take one argument, ``kind:arg`` (e.g. ``corrupt-rows:0.3``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from node.app.node import NodeParts
+
+
+@dataclass(frozen=True)
+class Adversary:
+    kind: str
+    role: str  # the role of the node that runs it: "miner" or "validator"
+    summary: str
+    # miner-side kinds: caught when one of its executors gets a failing verdict with a reason
+    # starting with one of these; validator-side kinds are judged by the agreed scores instead
+    caught_as: tuple[str, ...]
+    build: Callable[[str], NodeParts]  # the kind's argument ("" when none) -> the node's parts
+    local_executors: int = 1  # a CPU miner running it needs at least this many executors
+    cpu_only: bool = False  # rewrites the numpy engine's states: no GPU form
+    default_arg: str = ""
+
+
+def _corrupt_rows(arg: str) -> NodeParts:
+    from node.harness.adversaries.engines import CorruptRows
+
+    return NodeParts(answerer=lambda index: CorruptRows(arg) if arg else CorruptRows())
+
+
+def _zero_chain(arg: str) -> NodeParts:
+    from node.harness.adversaries.engines import ZeroChain
+
+    return NodeParts(answerer=lambda index: ZeroChain())
+
+
+def _partial_pool(arg: str) -> NodeParts:
+    from node.harness.adversaries.engines import PartialPool
+
+    return NodeParts(answerer=lambda index: PartialPool(arg) if arg else PartialPool())
+
+
+def _grind_refs(arg: str) -> NodeParts:
+    from node.harness.adversaries.engines import GrindRefs
+
+    return NodeParts(answerer=lambda index: GrindRefs(arg) if arg else GrindRefs())
+
+
+def _fake_model(arg: str) -> NodeParts:
+    from node.harness.adversaries.answerers import FakeModel
+
+    return NodeParts(answerer=lambda index: FakeModel(arg) if arg else FakeModel())
+
+
+def _replay(arg: str) -> NodeParts:
+    from node.harness.adversaries.answerers import ReplayCommitment
+
+    return NodeParts(answerer=lambda index: ReplayCommitment())
+
+
+def _foreign_key(arg: str) -> NodeParts:
+    from node.harness.adversaries.answerers import ForeignKey
+
+    return NodeParts(answerer=lambda index: ForeignKey())
+
+
+def _relay(arg: str) -> NodeParts:
+    from node.harness.adversaries.answerers import Relay
+
+    return NodeParts(answerer=lambda index: Relay())
+
+
+def _wrong_executor(arg: str) -> NodeParts:
+    from node.harness.adversaries.answerers import AnswersForOthers
+    from node.harness.adversaries.nodes import MisroutingMiner
+    from node.roles.executor import ExecutorService
+
+    return NodeParts(executor_class=lambda index: AnswersForOthers if index == 1 else ExecutorService,
+                     miner_class=MisroutingMiner)
+
+
+def _shared_gpu(arg: str) -> NodeParts:
+    from node.harness.adversaries.nodes import shared_engine_executors
+
+    return NodeParts(local_executors=shared_engine_executors)
+
+
+def _lying_validator(arg: str) -> NodeParts:
+    from node.harness.adversaries.nodes import lying_validator
+
+    return NodeParts(validator_class=lying_validator(arg or "always-fail"))
+
+
+def _unadmitted_validator(arg: str) -> NodeParts:
+    from node.harness.adversaries.nodes import SelfAdmittedValidator
+
+    return NodeParts(validator_class=SelfAdmittedValidator)
+
+
+ADVERSARIES: dict[str, Adversary] = {a.kind: a for a in [
+    Adversary("corrupt-rows", "miner", "gets a fraction F of each state's rows wrong", ("false-proof",),
+              _corrupt_rows, cpu_only=True, default_arg="0.2"),
+    Adversary("fake-model", "miner", "claims a 10x faster GPU model than it runs", ("slow-for-profile", "late-commitment"),
+              _fake_model),
+    Adversary("partial-pool", "miner", "keeps a fraction K of the states, recomputes the rest",
+              ("slow-for-profile", "late-commitment", "co-scheduled-timeout"), _partial_pool, cpu_only=True,
+              default_arg="0.34"),
+    Adversary("grind-refs", "miner", "rewrites a row per state to steer references into a partial pool",
+              ("false-proof", "slow-for-profile", "late-commitment", "co-scheduled-timeout"), _grind_refs, cpu_only=True),
+    Adversary("zero-chain", "miner", "commits to all-zero states", ("false-proof",), _zero_chain, cpu_only=True),
+    Adversary("replay", "miner", "answers every challenge with its first trace", ("false-proof", "replay"), _replay),
+    Adversary("wrong-executor", "miner", "answers a challenge addressed to another executor",
+              ("wrong-executor", "missing-commitment:wrong-executor"), _wrong_executor, local_executors=2),
+    Adversary("foreign-key", "miner", "signs its answers with a key that is not its own", ("wrong-signer",), _foreign_key),
+    Adversary("relay", "miner", "re-issues the challenge to another executor under its own key", ("false-proof",), _relay),
+    Adversary("shared-gpu", "miner", "two executor ids backed by one engine and one memory budget",
+              ("co-scheduled-timeout", "duplicate-gpu"), _shared_gpu, local_executors=2),
+    Adversary("lying-validator", "validator", "an admitted validator that lies in its verdicts (always-pass|always-fail)",
+              (), _lying_validator, default_arg="always-fail"),
+    Adversary("unadmitted-validator", "validator", "a validator outside the admitted set", (), _unadmitted_validator),
+]}
+
+
+def parse_kind(spec: str) -> tuple[Adversary, str]:
+    """``kind`` or ``kind:arg`` -> (the adversary, its argument or default); unknown kinds name the known ones."""
+    kind, _, arg = spec.strip().partition(":")
+    adv = ADVERSARIES.get(kind)
+    if adv is None:
+        raise ValueError(f"unknown adversary kind {kind!r}; known: {', '.join(ADVERSARIES)}")
+    return adv, arg or adv.default_arg
+
+
+def node_parts(spec: str) -> NodeParts:
+    adv, arg = parse_kind(spec)
+    return adv.build(arg)
