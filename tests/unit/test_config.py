@@ -92,7 +92,7 @@ def test_values_out_of_range_name_file_key_and_expectation(tmp_path: Path, text:
 def test_overrides_are_range_checked():
     with pytest.raises(ConfigError, match=r"command line: \[executor\]\.miner = 'host:1': expected ws://"):
         apply_overrides(NodeConfig(), {"executor.miner": "host:1"})
-    with pytest.raises(ConfigError, match=r"--net\.network '': net: network must be 1\.\.64 characters"):
+    with pytest.raises(ConfigError, match=r"command line: \[net\]\.network = '': net: network must be 1\.\.64 characters"):
         apply_overrides(NodeConfig(), {"net.network": ""})
 
 
