@@ -178,6 +178,8 @@ class GossipDriver:
                     log.debug("gossip: rejected message on %s from %s: %s", act.topic, act.peer, reason)
                 elif result == "ignore":
                     self._bump(self._ignored, reason)
+                    if reason == "stale":
+                        self.router.stale_message(act.peer, self._now())
                 if env is not None and result == "accept":
                     envs[act.msg_id] = env
                 queue.extend(self.router.validation_result(

@@ -28,14 +28,15 @@ from typing import Callable, Union
 from node.gossip.mcache import MessageCache
 from node.gossip.params import GossipParams
 from node.gossip.scoring import PeerScore
+from node.wire import constants as C
 from node.wire.messages import GossipRPC, IHave, Prune, PublishedMessage, SubOpt
 
-# Wire limits of GossipRPC (node.wire.messages): an outgoing RPC never exceeds them.
-_MAX_PUBLISH = 256
-_MAX_IHAVE = 64
-_MAX_IWANT = 5000
-_MAX_CONTROL = 64
-_MAX_SUBS = 256
+# Wire limits of GossipRPC (node.wire.constants): an outgoing RPC never exceeds them.
+_MAX_PUBLISH = C.MAX_PUBLISH_PER_RPC
+_MAX_IHAVE = C.MAX_IHAVE_PER_RPC
+_MAX_IWANT = C.MAX_IWANT_IDS
+_MAX_CONTROL = C.MAX_CONTROL_PER_RPC
+_MAX_SUBS = C.MAX_SUBS_PER_RPC
 _MAX_RPC_DATA = 4 * 1024 * 1024  # published bytes per RPC before a new one is started
 
 
@@ -196,7 +197,15 @@ class Router:
         self.fanout: dict[str, set[str]] = {}
         self.fanout_last_pub: dict[str, float] = {}
         self.backoff: dict[tuple[str, str], float] = {}  # (topic, peer) -> expiry
-        self.seen: OrderedDict[bytes, float] = OrderedDict()  # id -> expiry, in insertion order
+        # Ids of messages accepted (or being validated) and of our own: id -> expiry, in insertion
+        # order. Kept for seen_ttl_s, longer than a message stays fresh, so a replay inside the
+        # freshness window is always a duplicate; when full, new messages are refused rather than
+        # fresh ids evicted (evicting them would let their replays in again).
+        self.seen: OrderedDict[bytes, float] = OrderedDict()
+        # Ids rejected or ignored (stale, invalid): a separate bounded cache, so a flood of them
+        # cannot push accepted ids out of ``seen``; losing one only costs a second validation.
+        self.refused: OrderedDict[bytes, float] = OrderedDict()
+        self.stale_in: dict[str, int] = {}  # stale messages received per peer this heartbeat
         self.mcache = MessageCache(params.mcache_len, params.mcache_gossip,
                                    max_messages=params.mcache_max_messages, max_bytes=params.mcache_max_bytes)
         self.pending: OrderedDict[bytes, _Pending] = OrderedDict()
@@ -253,9 +262,26 @@ class Router:
     def _mark_seen(self, msg_id: bytes, now: float) -> None:
         self.seen[msg_id] = now + self.p.seen_ttl_s
         self.seen.move_to_end(msg_id)
-        while len(self.seen) > self.p.seen_max:
+        while len(self.seen) > self.p.seen_max:  # only our own publishing gets here when full
             self.seen.popitem(last=False)
             self._count("seen_evicted")
+
+    def _seen_has_room(self, now: float) -> bool:
+        if len(self.seen) < self.p.seen_max:
+            return True
+        while self.seen:
+            _, exp = next(iter(self.seen.items()))
+            if exp > now:
+                break
+            self.seen.popitem(last=False)
+        return len(self.seen) < self.p.seen_max
+
+    def _mark_refused(self, msg_id: bytes, now: float) -> None:
+        self.seen.pop(msg_id, None)
+        self.refused[msg_id] = now + self.p.seen_ttl_s
+        self.refused.move_to_end(msg_id)
+        while len(self.refused) > self.p.refused_max:
+            self.refused.popitem(last=False)
 
     def _make_prune(self, topic: str, pid: str, now: float, *, px: bool, backoff_s: int) -> Prune:
         records: list[bytes] = []
@@ -301,6 +327,7 @@ class Router:
         self.score.remove_peer(pid, now)
         self.peerhave.pop(pid, None)
         self.iasked.pop(pid, None)
+        self.stale_in.pop(pid, None)
         self._out.pop(pid, None)
 
     def outbound(self, pid: str) -> bool:
@@ -442,12 +469,15 @@ class Router:
             return
         msg_id = message_id(msg.data)
         self._fulfil_promise(msg_id)
-        if msg_id in self.seen:
+        if msg_id in self.seen or msg_id in self.refused:
             self._count("duplicates")
             self.score.duplicate_message(pid, msg_id, topic, now)
             return
         if len(self.pending) >= self.p.max_pending_validation:
             self._count("pending_full")  # not marked seen: it can arrive again later
+            return
+        if not self._seen_has_room(now):
+            self._count("seen_full")  # as above; fresh ids are never evicted to make room
             return
         self._mark_seen(msg_id, now)
         self.pending[msg_id] = _Pending(topic, msg.data, pid, now)
@@ -478,7 +508,7 @@ class Router:
             for mid in ih.ids:
                 if len(mid) != 32:
                     continue
-                if mid not in self.seen and mid not in want:
+                if mid not in self.seen and mid not in self.refused and mid not in want:
                     want[mid] = None
         if not want:
             return []
@@ -591,11 +621,25 @@ class Router:
                 actions.append(Deliver(pend.topic, msg_id, pend.data))
         elif result == "reject":
             self._count("rejected")
+            self._mark_refused(msg_id, now)
             self.score.reject_message(pend.peer, msg_id, pend.topic, now, invalid=True)
         else:
             self._count("ignored")
+            self._mark_refused(msg_id, now)
             self.score.reject_message(pend.peer, msg_id, pend.topic, now, invalid=False)
         return self._flush(actions)
+
+    def stale_message(self, pid: str, now: float) -> None:
+        """A message from ``pid`` was outside the freshness window. An honest relayer forwards only
+        messages it found fresh, so a few are clock differences at the window's edge; beyond
+        ``stale_allowance`` per heartbeat each one is a behaviour penalty (P7): a replay flood
+        ends graylisted instead of free."""
+        n = self.stale_in.get(pid, 0) + 1
+        if pid in self.peers:
+            self.stale_in[pid] = n
+        if n > self.p.stale_allowance:
+            self._count("stale_penalised")
+            self.score.add_penalty(pid, self.p.stale_penalty)
 
     def _index_seq(self, origin: str, seq: int, msg_id: bytes, data: bytes, now: float) -> bool:
         """Record (origin, seq) -> id; True (and evidence kept) if it names a different message."""
@@ -632,6 +676,7 @@ class Router:
         self.heartbeat_ticks += 1
         self.peerhave.clear()
         self.iasked.clear()
+        self.stale_in.clear()
         self._apply_broken_promises(now)
         self.score.refresh(now)
         scores = {q: self.score.score(q, now) for q in self.peers}
@@ -758,7 +803,7 @@ class Router:
         ids = self.mcache.gossip_ids(topic)
         if not ids:
             return
-        limit = min(p.max_ihave_length, _MAX_IWANT)  # the wire caps one IHAVE at 5000 ids
+        limit = min(p.max_ihave_length, C.MAX_IHAVE_IDS)  # the wire's cap on one IHAVE entry
         if len(ids) > limit:
             self.rng.shuffle(ids)
             ids = ids[:limit]
@@ -797,6 +842,11 @@ class Router:
             if exp > now:
                 break
             self.seen.popitem(last=False)
+        while self.refused:
+            _, exp = next(iter(self.refused.items()))
+            if exp > now:
+                break
+            self.refused.popitem(last=False)
         while self.seq_index:
             _, (_, exp) = next(iter(self.seq_index.items()))
             if exp > now:

@@ -36,7 +36,8 @@ from node.identity import Identity
 from node.net.connection import Connection
 from node.net.errors import HandshakeRefused, LinkClosed, LinkIntegrityError, NetError, PeerUnreachable, RequestFailed, RequestTimeout
 from node.net.framing import FRAME_OVERHEAD, decode_frame, encode_frame, goodbye_frame
-from node.net.handshake import Handshake, HandshakeResult
+from node.net.handshake import MAX_HANDSHAKE_FRAME, Handshake, HandshakeResult
+from node.net.limits import inbound_socket_cap, raise_nofile_limit
 from node.net.params import NetParams
 from node.net.peerstore import PeerStore, backoff_delay
 from node.net.reqresp import error_text
@@ -125,8 +126,20 @@ class _GuardedWebSocketServer(WebSocketServer):
     run; python-trio/trio-websocket#175 is the same class of bug). Here it ends that connection."""
 
     on_error: Callable[[], None] | None = None  # the host counts these
+    # Inbound sockets open at once (upgrading, handshaking or linked) and the cap on them: one past
+    # the cap is closed as soon as it is accepted, so idle sockets cannot take the process's last
+    # descriptors (the host sets the cap below RLIMIT_NOFILE).
+    open_sockets = 0
+    socket_cap = 1 << 30
+    on_refused: Callable[[], None] | None = None
 
     async def _handle_connection(self, stream: trio.abc.Stream) -> None:
+        if self.open_sockets >= self.socket_cap:
+            if self.on_refused is not None:
+                self.on_refused()
+            await trio.aclose_forcefully(stream)
+            return
+        self.open_sockets += 1
         try:
             await super()._handle_connection(stream)
         except Exception as exc:  # an ExceptionGroup holding Cancelled is not an Exception: it propagates
@@ -135,6 +148,8 @@ class _GuardedWebSocketServer(WebSocketServer):
                 self.on_error()
             log.warning("websocket connection failed inside trio-websocket",
                         extra={"fields": {"error": "; ".join(f"{type(e).__name__}: {e}" for e in leaves)[:300]}})
+        finally:
+            self.open_sockets -= 1
 
 
 def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
@@ -145,6 +160,15 @@ def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
 
 # The override above names a private method: fail at import, not silently, if an upgrade renames it.
 assert callable(getattr(WebSocketServer, "_handle_connection", None)), "trio-websocket: _handle_connection is gone"
+
+
+def _set_message_limit(ws: WebSocketConnection, limit: int) -> None:
+    """Change the largest message trio-websocket buffers on this connection (it closes with 1009
+    past it). A link starts at the handshake's limit and gets the frame limit once authenticated:
+    before that a stranger must not make us buffer 32 MiB. trio-websocket has no public setter."""
+    if not hasattr(ws, "_max_message_size"):
+        raise RuntimeError("trio-websocket: WebSocketConnection._max_message_size is gone")
+    ws._max_message_size = limit
 
 
 def _endpoint_ip(ep: Any) -> str:
@@ -188,6 +212,11 @@ class Host:
         # The websocket layer refuses (close 1009) anything past this before buffering it whole;
         # frames between max_frame_bytes and this are refused by our own check and counted.
         self._ws_max = p.max_frame_bytes + 64 * 1024
+        self.nofile_limit = 0  # RLIMIT_NOFILE soft limit once running (raised to the hard limit)
+        self.inbound_socket_cap = p.max_inbound_sockets
+        self._server: _GuardedWebSocketServer | None = None
+        self._dial_tokens = float(p.dial_burst)  # dials to learned addresses (token bucket)
+        self._dial_tokens_at = 0.0
 
     # ---- public interface --------------------------------------------------------------------
 
@@ -235,6 +264,8 @@ class Host:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         p = self.params
+        self.nofile_limit = raise_nofile_limit()
+        self.inbound_socket_cap = inbound_socket_cap(p.max_inbound_sockets, self.nofile_limit, p.fd_reserve)
         try:
             listeners = await trio.open_tcp_listeners(p.listen_port, host=p.listen_host)
         except OSError as exc:
@@ -243,10 +274,13 @@ class Host:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 server = _GuardedWebSocketServer(self._on_ws_request, listeners, handler_nursery=nursery,
-                                         message_queue_size=2, max_message_size=self._ws_max,
+                                         message_queue_size=2, max_message_size=MAX_HANDSHAKE_FRAME,
                                          receive_buffer_size=_RECV_BUFFER,
                                          connect_timeout=p.handshake_timeout_s, disconnect_timeout=1.0)
                 server.on_error = lambda: self.stats.update(["ws_internal_errors"])
+                server.socket_cap = self.inbound_socket_cap
+                server.on_refused = lambda: self.stats.update(["inbound_sockets_refused"])
+                self._server = server
                 await nursery.start(server.run)
                 self.listen_addr = f"ws://{p.listen_host}:{listeners[0].socket.getsockname()[1]}"
                 self._listen_addrs = list(p.advertise_addrs) or [self.listen_addr]
@@ -325,6 +359,9 @@ class Host:
             "peer_store": len(self.peerstore),
             "queued_frames": sum(c._recv_ch.statistics().current_buffer_used for c in conns),
             "queued_bytes": sum(c.queued_bytes for c in conns),
+            "inbound_sockets": self._server.open_sockets if self._server is not None else 0,
+            "inbound_socket_cap": self.inbound_socket_cap,
+            "nofile_limit": self.nofile_limit,
         }
         rtts = sorted(c.rtt_s for c in conns if c.rtt_s is not None)
         if rtts:  # keepalive round trips: median and worst link
@@ -370,6 +407,7 @@ class Host:
         if refused is None:
             assert hs.result is not None
             self.stats["handshakes_ok"] += 1
+            _set_message_limit(ws, self._ws_max)  # authenticated: frames up to the frame limit from now on
             return hs.result
         self.stats[f"handshake_refused.{refused.code}"] += 1
         who = hs.remote_hello.sender if hs.remote_hello is not None else "?"
@@ -465,10 +503,10 @@ class Host:
                 self._events.peer_connected(pid, outbound=conn.outbound, ip=conn.ip)
             except Exception:
                 log.exception("peer_connected hook failed")
-        now_ms = self._wall_ms()
-        connected = set(self._conns)
-        self.peerstore.add_hint(pid, conn.listen_addrs, conn.role, now_ms, protected=connected)
-        self.peerstore.on_connected(pid, now_ms)
+        # The listen addresses a peer announced in its Hello are not stored for dialling: only a
+        # signed peer record (it sends one in its first peer exchange) puts addresses in the store,
+        # so a stranger's handshake cannot steer our dials.
+        self.peerstore.on_connected(pid, self._wall_ms())
         self.stats["links_opened"] += 1
         log.info("peer connected", extra={"fields": {"peer": pid, "role": conn.role, "outbound": conn.outbound,
                                                      "ip": conn.ip, "peers": len(self._conns)}})
@@ -670,7 +708,7 @@ class Host:
                 ws: WebSocketConnection | None = None
                 try:
                     with trio.fail_after(p.dial_timeout_s):
-                        ws = await connect_websocket_url(wsn, addr, message_queue_size=2, max_message_size=self._ws_max,
+                        ws = await connect_websocket_url(wsn, addr, message_queue_size=2, max_message_size=MAX_HANDSHAKE_FRAME,
                                                          receive_buffer_size=_RECV_BUFFER)
                 except (OSError, HandshakeError, trio.TooSlowError, ValueError, ConnectionClosed) as exc:
                     err = PeerUnreachable(f"cannot dial {addr}: {type(exc).__name__}: {exc}")
@@ -749,10 +787,18 @@ class Host:
         if want <= 0:
             return
         exclude = connected | self._dialing_peers | {self.peer_id}
+        # Learned addresses come from signed records, but anyone can sign a record naming any
+        # address: dials to them are rate-limited (token bucket), so records cannot aim a dial flood.
+        self._dial_tokens = min(float(p.dial_burst), self._dial_tokens + (now - self._dial_tokens_at) * p.max_dials_per_s)
+        self._dial_tokens_at = now
         for e in self.peerstore.dial_candidates(now, exclude, want):
             addr = e.addrs[e.failures % len(e.addrs)]
             if addr in self._dialing or addr in own or not self.accepts_from(e.peer_id):
                 continue
+            if self._dial_tokens < 1.0:
+                self.stats["dials_rate_limited"] += 1
+                break
+            self._dial_tokens -= 1.0
             e.next_dial_at = now + p.reconnect_min_s
             self._nursery.start_soon(self._background_dial, addr, e.peer_id, None)
 

@@ -1,8 +1,8 @@
 """Known peers: signed peer records with expiry, a size cap, and per-peer dial backoff (sans-IO).
 
 A peer record is a PeerRecord envelope signed by the peer it describes, so nobody can advertise
-addresses for someone else. Records come from peer exchange, from gossip PRUNE peer exchange and
-from handshakes (the listen addresses a peer proved at handshake are kept as an unsigned hint).
+addresses for someone else. Records come from peer exchange and from gossip PRUNE peer exchange;
+addresses announced in a handshake are not stored (they would let a stranger steer our dials).
 Time is passed in: ``now_ms`` is the wall clock (record expiry), ``now`` is the monotonic clock of
 the caller (dial backoff).
 """
@@ -24,7 +24,7 @@ class PeerEntry:
     peer_id: str
     addrs: list[str] = field(default_factory=list)
     role: str = ""
-    expires_ms: int = 0  # 0: no signed record, only a handshake hint (kept while connected or dialable)
+    expires_ms: int = 0  # the signed record's expiry
     record: bytes = b""  # the signed envelope, passed on in peer exchange
     record_seq: int = -1
     failures: int = 0
@@ -90,22 +90,6 @@ class PeerStore:
         self._known[e.record] = env.sender
         e.last_seen_ms = now_ms
         return env.sender
-
-    def add_hint(self, peer_id: str, addrs: list[str], role: str, now_ms: int, *, protected: set[str] = frozenset()) -> None:
-        """Addresses a peer announced in its handshake Hello (authenticated by the handshake)."""
-        if peer_id == self.self_id:
-            return
-        addrs = [a for a in addrs if valid_ws_addr(a)]
-        e = self.entries.get(peer_id)
-        if e is None:
-            if not addrs:
-                return
-            self._make_room(now_ms, protected)
-            e = self.entries[peer_id] = PeerEntry(peer_id, addrs=addrs, role=role)
-        elif not e.record:
-            e.addrs = addrs or e.addrs
-            e.role = role
-        e.last_seen_ms = now_ms
 
     def on_connected(self, peer_id: str, now_ms: int) -> None:
         e = self.entries.get(peer_id)

@@ -15,6 +15,20 @@ MAX_STRING = 4096
 MAX_LIST = 65536
 DEFAULT_MAX_CLOCK_SKEW_MS = 120_000
 
+# Gossip RPC bounds (gossipsub v1.1 caps IHAVE/IWANT per heartbeat; these cap one RPC, so that the
+# largest RPC a peer may send decodes in a bounded, small time: at most
+# MAX_IHAVE_PER_RPC * MAX_IHAVE_IDS + MAX_IWANT_IDS = 9,000 ids of 32 bytes, about 300 KB).
+MAX_IHAVE_PER_RPC = 8  # IHAVE entries in one RPC (one per topic)
+MAX_IHAVE_IDS = 1000  # message ids in one IHAVE entry
+MAX_IWANT_IDS = 1000  # message ids in one RPC's IWANT
+MAX_PUBLISH_PER_RPC = 256  # published messages in one RPC
+MAX_CONTROL_PER_RPC = 64  # GRAFTs, and PRUNEs, in one RPC
+MAX_SUBS_PER_RPC = 256  # subscription changes in one RPC
+MAX_PRUNE_PEERS = 16  # signed peer records in one PRUNE (peer exchange)
+
+# Rosters: signed executor attestations one miner may list (the validator's per-miner bound).
+MAX_ROSTER_ENTRIES = 1024
+
 # Gossip topics.
 TOPIC_ROSTER = "gpow/roster/1"
 TOPIC_CHALLENGE = "gpow/challenge/1"

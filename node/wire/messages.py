@@ -122,14 +122,14 @@ class PublishedMessage:
 @dataclass(frozen=True)
 class IHave:
     topic: str = fld(max_len=128)
-    ids: list[bytes] = fld(max_len=5000)
+    ids: list[bytes] = fld(max_len=C.MAX_IHAVE_IDS)
 
 
 @dataclass(frozen=True)
 class Prune:
     topic: str = fld(max_len=128)
     backoff_s: int = fld(min=0, max=3600)
-    peers: list[bytes] = fld(max_len=16)  # signed peer records for peer exchange
+    peers: list[bytes] = fld(max_len=C.MAX_PRUNE_PEERS)  # signed peer records for peer exchange
 
 
 @message
@@ -138,12 +138,12 @@ class GossipRPC:
     """One gossipsub RPC: subscriptions, published messages and control, like libp2p's."""
 
     TYPE: ClassVar[str] = "gossip"
-    subscriptions: list[SubOpt] = fld(max_len=256, default_factory=list)
-    publish: list[PublishedMessage] = fld(max_len=256, default_factory=list)
-    ihave: list[IHave] = fld(max_len=64, default_factory=list)
-    iwant: list[bytes] = fld(max_len=5000, default_factory=list)
-    graft: list[str] = fld(max_len=64, default_factory=list)
-    prune: list[Prune] = fld(max_len=64, default_factory=list)
+    subscriptions: list[SubOpt] = fld(max_len=C.MAX_SUBS_PER_RPC, default_factory=list)
+    publish: list[PublishedMessage] = fld(max_len=C.MAX_PUBLISH_PER_RPC, default_factory=list)
+    ihave: list[IHave] = fld(max_len=C.MAX_IHAVE_PER_RPC, default_factory=list)
+    iwant: list[bytes] = fld(max_len=C.MAX_IWANT_IDS, default_factory=list)
+    graft: list[str] = fld(max_len=C.MAX_CONTROL_PER_RPC, default_factory=list)
+    prune: list[Prune] = fld(max_len=C.MAX_CONTROL_PER_RPC, default_factory=list)
 
 
 # ---- request / response ------------------------------------------------------------------------
@@ -194,7 +194,7 @@ class Roster:
 
     TYPE: ClassVar[str] = "roster"
     version: int = fld(min=0, max=U63)
-    entries: list[bytes] = fld(max_len=1024)  # encoded ExecutorAttestation envelopes
+    entries: list[bytes] = fld(max_len=C.MAX_ROSTER_ENTRIES)  # encoded ExecutorAttestation envelopes
 
 
 @message

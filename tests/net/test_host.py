@@ -16,7 +16,7 @@ from node.identity import Identity
 from node.net.connection import open_raw_link
 from node.net.errors import HandshakeRefused, NetError, PeerUnreachable, RequestFailed, RequestTimeout
 from node.net.framing import decode_frame, encode_frame
-from node.net.handshake import Handshake
+from node.net.handshake import MAX_HANDSHAKE_FRAME, Handshake
 from node.net.host import Host
 from tests.net.gossip_host import GossipHost
 from node.net.params import NetParams
@@ -207,7 +207,8 @@ async def test_handshake_refusals_over_the_wire() -> None:
                 await a.dial(other.listen_addr)
             assert ei.value.code in ("network", "remote")
             # dialling a known id at an address where someone else answers
-            a.peerstore.add_hint(Identity.generate().peer_id, [b.listen_addr], "miner", 0)
+            port = int(b.listen_addr.rsplit(":", 1)[1])
+            a.peerstore.add_record(_record(Identity.generate(), port=port, expires_ms=_now_ms() + 60_000), _now_ms())
             wrong = next(p for p in a.peerstore.entries if p != b.peer_id)
             with pytest.raises(PeerUnreachable):
                 await a.request(wrong, "echo", b"", timeout=2)
@@ -475,7 +476,7 @@ async def test_an_oversized_message_arriving_while_the_node_closes_the_link_does
     async with hosts(2, max_frame_bytes=16 * 1024, handshake_timeout_s=0.3) as (a, b):
         b.set_handler("echo", echo)
         await a.dial(b.listen_addr)
-        limit = b._ws_max
+        limit = MAX_HANDSHAKE_FRAME  # what the node buffers from a link that has not authenticated yet
         for _ in range(3):
             async with open_websocket_url(b.listen_addr) as ws:
                 stream = ws._stream  # below wsproto: the bytes of one frame, sent in two parts
