@@ -272,7 +272,7 @@ class Harness:
 
 
 def harness_main(args: argparse.Namespace) -> int:
-    console = Console(stderr=False)
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 200)  # a pipe or log: no cut at 80 columns
     try:
         hp = load_harness_params(args)
     except ValueError as exc:
@@ -330,6 +330,8 @@ def harness_main(args: argparse.Namespace) -> int:
                     last = time.monotonic()
                     print(progress_line(harness, time.monotonic() - t0, hp.duration), flush=True)
         # let challenges in flight finish so no verdict is cut off mid-way
+        if not interrupted:
+            console.print(f"challenge phase over: letting challenges in flight finish (at most {hp.settle_s:.0f} s), then stopping the nodes")
         settle = time.monotonic()
         while not interrupted and time.monotonic() - settle < hp.settle_s:
             busy = sum((n.status() or {}).get("validator", {}).get("in_flight_groups", 0) for n in harness.nodes if n.role == "validator")
@@ -358,7 +360,8 @@ def harness_main(args: argparse.Namespace) -> int:
         console.print(agreed)
     for p in problems:
         console.print(f"[red]problem:[/] {p}")
-    console.print(("[green]PASS[/]" if ok else "[red]FAIL[/]") + f": {len(report['verdicts'])} verdicts, "
+    console.print(("[yellow]INTERRUPTED[/] (partial run, exit 130)" if interrupted else "[green]PASS[/]" if ok else "[red]FAIL[/]")
+                  + f": {len(report['verdicts'])} verdicts, "
                   f"{report['summary']['honest_passed']}/{report['summary']['honest_verdicts']} honest passed, "
                   f"{report['summary']['cheaters_caught']}/{report['summary']['cheaters']} cheaters caught"
                   + (f"; link cut: {fi['excused_failures']} failures of {', '.join(fi['behind_the_cut'])} during the cut, "

@@ -52,6 +52,9 @@ def test_harness_runs_reports_and_cleans_up(tmp_path: Path):
     assert r["verdicts"] and all({"passed", "reasons", "executor", "commit_seconds"} <= set(v) for v in r["verdicts"])
     assert {n["role"] for n in r["nodes"]} == {"validator", "miner", "executor"}
     assert r["propagation"]["verdict_deliveries"] > 0
+    # without a terminal: progress lines, a word between challenging and stopping, a summary not cut at 80 columns
+    assert "challenge phase over" in proc.stdout and "honest executors failing now" in proc.stdout
+    assert "failure reasons" in proc.stdout and "PASS" in proc.stdout
     pids = node_pids(workdir)
     assert len(pids) == 6
     assert not [p for p in pids if alive(p)], "node processes left behind"
@@ -73,10 +76,11 @@ def test_ctrl_c_stops_every_node(tmp_path: Path):
         pids = node_pids(workdir)
         assert len(pids) == 3 and all(alive(p) for p in pids)
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        rest = proc.communicate(timeout=60)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130
+    assert "INTERRUPTED" in rest and "PASS" not in rest, rest[-2000:]
     time.sleep(0.5)
     assert not [p for p in pids if alive(p)], "node processes left behind after Ctrl-C"
