@@ -181,7 +181,7 @@ def cmd_schedule(args: argparse.Namespace) -> dict[str, Any]:
             d.mkdir()
             base = {"node": {"role": role, "data_dir": str(d), "status_interval_s": 1.0},
                     "net": {"listen_host": "127.0.0.1", "listen_port": 0, "network": "gpow-load"},
-                    "gossip": {"heartbeat_s": 0.5}}
+                    "gossip": {"heartbeat_s": 0.5}, "admission": {"open": True}}
             for k, v in sections.items():
                 base.setdefault(k, {}).update(v)
             write_node_config(d / "config.toml", base)

@@ -44,6 +44,7 @@ def node(tmp: Path, name: str, role: str, bootstrap: list[str], extra: dict) -> 
         "net": {"listen_host": "127.0.0.1", "listen_port": 0, "network": NETWORK, "bootstrap": bootstrap,
                 "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
         "gossip": {"heartbeat_s": 0.2},
+        "admission": {"open": True},  # what this test network ran with before open admission had to be asked for
         **extra,
     }
     write_node_config(d / "config.toml", sections)

@@ -23,7 +23,7 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = gpow("run", "--role", "validator", "--data-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}")
+        r = gpow("run", "--role", "validator", "--open-admission", "--data-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}")
     assert r.returncode == 2
     assert f"gpow run: cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
 
@@ -45,13 +45,13 @@ def test_gpu_miner_without_gpu_says_what_to_do(tmp_path: Path):
             pytest.skip("this machine has a GPU")
     except Exception:
         pass
-    r = gpow("run", "--role", "miner", "--engine", "gpu", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0")
+    r = gpow("run", "--role", "miner", "--open-admission", "--engine", "gpu", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0")
     assert r.returncode == 2
     assert "no CUDA device is visible (use --engine cpu" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_sigterm_drains_and_exits_zero(tmp_path: Path):
-    proc = subprocess.Popen([sys.executable, "-m", "node", "run", "--role", "miner", "--engine", "cpu", "--data-dir", str(tmp_path),
+    proc = subprocess.Popen([sys.executable, "-m", "node", "run", "--role", "miner", "--open-admission", "--engine", "cpu", "--data-dir", str(tmp_path),
                              "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30

@@ -32,6 +32,7 @@ def miner_process(tmp: Path, bootstrap: str) -> NodeProcess:
         "net": {"listen_host": "127.0.0.1", "listen_port": 0, "network": NETWORK, "bootstrap": [bootstrap],
                 "reconnect_min_s": 0.1, "reconnect_max_s": 1.0},
         "gossip": {"heartbeat_s": 0.2},
+        "admission": {"open": True},  # what this test network ran with before open admission had to be asked for
         "miner": {"engine": "cpu", "cpu_memory_bytes": LONG_MEMORY, "roster_interval_s": 0.5, "host_fingerprint": "host-m"},
     })
     return NodeProcess("miner", "miner", d, d / "config.toml", ["--log-level", "warning", "run", "--config", str(d / "config.toml")],
