@@ -131,7 +131,7 @@ class Node:
             if not devices:
                 raise NodeStartError("engine = gpu but no CUDA device is visible (use --engine cpu for development)")
             idents = [load_or_create_key_file(self.data_dir / f"executor-{d}.key") for d in devices]
-            return make_gpu_executors(idents, self.identity.peer_id, devices, admission=self.admission,
+            return make_gpu_executors(idents, self.identity.peer_id, devices, admission=self.admission, assignment=self.agreement.assigned,
                                       answerer=parts.answerer, executor_class=parts.executor_class)
         host_fp = mp.host_fingerprint or host_fingerprint()
         out = []
@@ -140,7 +140,7 @@ class Node:
             out.append(parts.executor_class(i)(
                 ident, self.identity.peer_id, make_cpu_engine(mp.cpu_memory_bytes),
                 cpu_facts(mp.cpu_memory_bytes, ident.peer_id, host_fp),
-                admission=self.admission, answerer=parts.answerer(i),
+                admission=self.admission, assignment=self.agreement.assigned, answerer=parts.answerer(i),
             ))
         return out
 
@@ -161,14 +161,14 @@ class Node:
         ep = self.cfg.executor
         parts = self.parts
         if ep.engine == "gpu":
-            (service,) = make_gpu_executors([self.identity], "", [ep.gpu_device], admission=self.admission,
+            (service,) = make_gpu_executors([self.identity], "", [ep.gpu_device], admission=self.admission, assignment=self.agreement.assigned,
                                             answerer=parts.answerer, executor_class=parts.executor_class)
         else:
             host_fp = ep.host_fingerprint or host_fingerprint()
             service = parts.executor_class(0)(
                 self.identity, "", make_cpu_engine(ep.cpu_memory_bytes),
                 cpu_facts(ep.cpu_memory_bytes, self.identity.peer_id, host_fp),
-                admission=self.admission, answerer=parts.answerer(0),
+                admission=self.admission, assignment=self.agreement.assigned, answerer=parts.answerer(0),
             )
         self._remote = RemoteExecutorNode(self.host, service, self._miner_peer, heartbeat_interval_s=ep.heartbeat_interval_s)
         return self._remote

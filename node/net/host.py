@@ -298,15 +298,20 @@ class Host:
         """Connect to an address (or reuse the link if it is already up); return the peer id."""
         return await self._dial(addr, expected=None)
 
-    async def request(self, peer_id: str, protocol: str, payload: bytes, *, timeout: float) -> bytes:
+    async def request(self, peer_id: str, protocol: str, payload: bytes, *, timeout: float,
+                      on_sent: Callable[[], None] | None = None) -> bytes:
         """Send a request and wait for its response. Dials the peer from the peer store if needed.
-        Raises RequestTimeout, RequestFailed (remote error, link closed) or PeerUnreachable."""
+        Raises RequestTimeout, RequestFailed (remote error, link closed) or PeerUnreachable.
+
+        With ``on_sent``, the response gets the whole ``timeout`` from the moment the request
+        left (``on_sent`` is called then): a caller that times the answer must not count the wait
+        for a dial or for one of the link's request slots against the peer."""
         p = self.params
         if len(payload) + FRAME_OVERHEAD > p.max_frame_bytes:
             raise RequestFailed(f"request of {len(payload)} bytes exceeds the frame limit {p.max_frame_bytes}")
         self.stats["requests_sent"] += 1
         waiter = None
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(timeout) as scope:
             conn = self._conns.get(peer_id)
             if conn is None or conn.closing_reason is not None:
                 try:
@@ -318,6 +323,9 @@ class Host:
                 req_id, waiter = conn.pending.new()
                 try:
                     await conn.send(encode_frame(Request(req_id=req_id, protocol=protocol, payload=bytes(payload))))
+                    if on_sent is not None:
+                        on_sent()
+                        scope.deadline = trio.current_time() + timeout
                     await waiter.event.wait()
                 except LinkClosed as exc:
                     self.stats["requests_failed"] += 1

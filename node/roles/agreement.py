@@ -16,9 +16,11 @@ import trio
 
 from node.roles import penalties as P
 from node.roles.admission import AdmissionError, ValidatorSetBook
+from node.roles import agreed as A
+from node.roles import rounds as RB
 from node.roles.agreed import AgreedScores, VerdictView
 from node.roles.params import AdmissionParams, RoundParams
-from node.roles.rounds import Beacon, RoundSchedule
+from node.roles.rounds import Beacon, RoundSchedule, assign, assign
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
 from node.wire.envelope import Envelope
@@ -43,7 +45,7 @@ class Agreement:
             jitter_ms=int(rounds.jitter_s * 1000), genesis_ms=rounds.genesis_ms,
         )
         self.beacon = Beacon(self.schedule, host.identity.peer_id)
-        self.scores = AgreedScores(rounds.window_rounds, rounds.min_validators)
+        self.scores = AgreedScores(rounds.window_rounds, rounds.min_validators, rounds=rounds.enabled)
         self.verdict_listeners: list[Callable[[Envelope], None]] = []
         self.rejected_verdicts = 0
         # The authority signs a set once; it is re-gossiped long after, so its timestamp is not news.
@@ -61,12 +63,38 @@ class Agreement:
         self.gossip.publish(C.TOPIC_BEACON, self.beacon.make_reveal(r))
 
     def round_validators(self, r: int) -> frozenset[str]:
-        """Validators that take part in round r: admitted ones that revealed (all admitted if none did)."""
+        """Validators that take part in round r: admitted ones that revealed (all admitted if none
+        did), less those dropped from the beacon for equivocating."""
         now = self.wall_ms()
         revealed = {v for v in self.beacon.contributors(r) if self.book.is_admitted(v, now)}
         if revealed:
             return frozenset(revealed)
-        return self.book.members(now)
+        return frozenset(v for v in self.book.members(now) if not self.beacon.excluded(v, r))
+
+    def assignee(self, r: int, executor_id: str) -> str | None:
+        """The validator round r's beacon drew for ``executor_id``; None before the beacon is known here."""
+        beacon = self.beacon.value(r, self.wall_ms())
+        if beacon is None:
+            return None
+        return assign(beacon, executor_id, self.round_validators(r))
+
+    def assigned(self, validator: str, executor: str, r: int, now_ms: int) -> bool | None:
+        """Whether round ``r``'s beacon gives ``executor`` to ``validator``; None when this node
+        cannot tell (rounds off, or the beacon of that round not known here yet)."""
+        if not self.params.enabled:
+            return None
+        beacon = self.beacon.value(r, now_ms)
+        if beacon is None:
+            return None
+        return assign(beacon, executor, self.round_validators(r)) == validator
+
+    def assigned(self, validator_id: str, executor_id: str, r: int, now_ms: int | None = None) -> bool | None:
+        """Does round r's beacon give ``executor_id`` to ``validator_id``? None while the beacon
+        is unknown here (before its window closes, or older than the beacon's memory)."""
+        beacon = self.beacon.value(r, self.wall_ms() if now_ms is None else now_ms)
+        if beacon is None:
+            return None
+        return assign(beacon, executor_id, self.round_validators(r)) == validator_id
 
     # ---- validator set -----------------------------------------------------------------------
 
@@ -136,13 +164,20 @@ class Agreement:
 
     def _on_beacon(self, env: Envelope) -> None:
         outcome = self.beacon.on_reveal(env.sender, env.body, self.wall_ms())
-        if outcome in ("bad", "off-schedule"):
-            self.gossip.penalize(env.sender, P.FORGERY if outcome == "bad" else P.MALFORMED, f"beacon reveal {outcome}")
-            log.warning("beacon reveal refused", extra={"fields": {"validator": env.sender[-8:], "outcome": outcome}})
+        if outcome in RB.FORGED or outcome in RB.REFUSED:
+            # Equivocation and a secret that contradicts its commitment are forgeries; a withheld
+            # reveal or a far-off round breaks the protocol. Both are forwarded (accepted above),
+            # so every node sees the evidence and drops the same validator.
+            self.gossip.penalize(env.sender, P.FORGERY if outcome in RB.FORGED else P.MALFORMED, f"beacon reveal {outcome}")
+            log.warning("beacon reveal refused", extra={"fields": {"validator": env.sender[-8:], "round": env.body.round, "outcome": outcome}})
 
     # ---- verdicts ----------------------------------------------------------------------------
 
     def _validate_verdict(self, env: Envelope) -> str:
+        """Count a verdict here, so that only counted ones travel on: one from outside the set or
+        with another validator's challenge id is rejected (and its sender penalised); a duplicate,
+        one for a round the beacon did not draw its validator for, or one out of the window, is
+        ignored (not forwarded, nobody's fault: beacon views can differ at a window's edge)."""
         if not isinstance(env.body, Verdict):
             return "reject"
         if not self.book.is_admitted(env.sender, self.wall_ms()):
@@ -150,14 +185,22 @@ class Agreement:
             self.book.stats.refused += 1
             log.info("verdict from a validator outside the set refused", extra={"fields": {"validator": env.sender[-8:]}})
             return "reject"
-        return "accept"
+        outcome = self.add_verdict(env.sender, env.body)
+        if outcome == A.FOREIGN_ID:
+            self.gossip.penalize(env.sender, P.FORGERY, "verdict under another validator's challenge id")
+            log.warning("verdict under another validator's challenge id refused",
+                        extra={"fields": {"validator": env.sender[-8:], "challenge": env.body.challenge_id.hex()[:12]}})
+            return "reject"
+        return "accept" if outcome == A.COUNTED else "ignore"
 
-    def add_verdict(self, validator_id: str, v: Verdict) -> None:
-        self.scores.add(VerdictView(validator_id, v.executor_id, v.round, v.passed, v.challenge_id.hex(), tuple(v.reasons)))
+    def add_verdict(self, validator_id: str, v: Verdict) -> str:
+        """Offer a verdict to the agreed scores; returns agreed.COUNTED or why it does not count."""
+        assignee = self.assignee(v.round, v.executor_id) if self.params.enabled else None
+        view = VerdictView(validator_id, v.executor_id, v.round, v.passed, v.challenge_id.hex(), tuple(v.reasons))
+        return self.scores.add(view, assignee, self.current_round())
 
     def _on_verdict(self, env: Envelope) -> None:
-        self.add_verdict(env.sender, env.body)
-        for listener in self.verdict_listeners:
+        for listener in self.verdict_listeners:  # counted already, in _validate_verdict
             listener(env)
 
     # ---- status ------------------------------------------------------------------------------
@@ -171,10 +214,14 @@ class Agreement:
                 "enabled": self.params.enabled, "round": r,
                 "next_round_in_s": round((self.schedule.start_ms(r + 1) - now) / 1000, 1) if self.params.enabled else None,
                 "beacon": vars(self.beacon.stats),
+                "excluded": self.beacon.excluded_now(r),  # dropped from the beacon for equivocating
             },
             "agreed_scores": {
-                s.executor_id: {"score": s.value, "validators": s.per_validator, "verdicts": s.verdicts}
-                for s in self.scores.table(r)
+                s.executor_id: {"score": s.value, "validators": s.per_validator, "verdicts": s.verdicts, "missing": s.missing}
+                for s in self.scores.table(r, self.book.members(now) if not self.book.open else None)
             },
             "rejected_verdicts": self.rejected_verdicts,
+            # per validator: verdicts held, and those not counted, by reason
+            "verdicts": {"stored": {v: self.scores.stored(v) for v in self.scores.validators()},
+                         "refused": self.scores.refused},
         }

@@ -21,7 +21,9 @@ from node.pow.engine import ChallengeParams, Engine, EngineCapacityError, Trace,
 from node.pow.openings import build_openings, encode_openings
 from node.roles.admission import ValidatorSetBook
 from node.roles.answerer import Answerer
+from node.roles.judging import challenge_hash
 from node.wire import WireError, decode_envelope
+from node.wire import constants as C
 from node.wire.envelope import Envelope, Signer
 from node.wire.messages import Busy, Challenge, Commitment, ExecutorAttestation, Openings, Reveal
 
@@ -93,10 +95,6 @@ class PoolBudget:
             self._changed.notify_all()
 
 
-def challenge_hash(raw: bytes) -> bytes:
-    return hashlib.sha256(raw).digest()
-
-
 def host_fingerprint() -> str:
     """A stable, non-secret fingerprint of this host (machine id, else hostname)."""
     for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
@@ -125,6 +123,7 @@ class ExecutorService:
         wall_ms: Callable[[], int] | None = None,
         lock: trio.Lock | None = None,
         budget: PoolBudget | None = None,
+        assignment: "Callable[[str, str, int, int], bool | None] | None" = None,
     ):
         self.identity = identity
         self.signer = Signer(identity, wall_ms)
@@ -138,6 +137,8 @@ class ExecutorService:
         # (and its memory budget), which is exactly what co-scheduled challenges expose.
         self.lock = lock or trio.Lock()
         self.budget = budget or PoolBudget(facts.memory_bytes)
+        # In rounds: does the round's beacon give this executor to that validator (None: unknown)?
+        self.assignment = assignment
         self._active: dict[bytes, _Active] = {}
         self._seen: dict[bytes, int] = {}  # challenge id -> expiry (replay protection)
         self.stats = {"challenges": 0, "commitments": 0, "openings": 0, "busy": 0, "refused": 0}
@@ -193,6 +194,8 @@ class ExecutorService:
             raise ChallengeRefused("unadmitted-validator", f"validator {env.sender} is not in the admitted set")
         if not self.addressed_to_me(body):
             raise ChallengeRefused("wrong-executor", f"challenge is addressed to {body.executor_id}, not {self.executor_id}")
+        if body.round > 0 and self.assignment is not None and self.assignment(env.sender, self.executor_id, body.round, self.wall_ms()) is False:
+            raise ChallengeRefused("not-assigned", f"round {body.round}'s beacon does not give this executor to {env.sender}")
         if body.challenge_id in self._seen:
             raise ChallengeRefused("replay", f"challenge {body.challenge_id.hex()} was already received")
         now = self.wall_ms()
@@ -223,7 +226,11 @@ class ExecutorService:
             T=body.steps,
             m=body.b_matrices,
         )
-        active = _Active(env, body, params, now, body.commit_deadline_ms + body.openings_timeout_ms + ABANDON_GRACE_MS)
+        # Kept no longer than the protocol's windows, whatever the challenge's deadlines say: a
+        # cheap challenge with a deadline a day away must not keep this executor BUSY for a day.
+        commit_by = min(body.commit_deadline_ms, now + C.MAX_COMMIT_WINDOW_S * 1000)
+        open_within = min(body.openings_timeout_ms, C.MAX_OPENINGS_TIMEOUT_S * 1000)
+        active = _Active(env, body, params, now, commit_by + open_within + ABANDON_GRACE_MS)
         self._active[body.challenge_id] = active
         t0 = time.perf_counter()
         try:
@@ -231,7 +238,7 @@ class ExecutorService:
             await self.budget.reserve(need)
             active.reserved = need
             async with self.lock:
-                deadline_s = max(0.0, (body.commit_deadline_ms - self.wall_ms()) / 1000)
+                deadline_s = max(0.0, (commit_by - self.wall_ms()) / 1000)
                 trace = await trio.to_thread.run_sync(self._prove, params, deadline_s, abandon_on_cancel=False)
         except EngineCapacityError as exc:
             await self._free(active)

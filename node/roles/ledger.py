@@ -31,6 +31,8 @@ from node.roles.verdicts import VerdictRecord
 
 SCHEMA_VERSION = 1
 DEFAULT_SCORE_WINDOW = 20  # verdicts in an executor's rolling score
+FOREIGN_VERDICTS_PER_VALIDATOR = 10_000  # rows of foreign_verdicts kept per other validator (newest)
+FOREIGN_TRIM_EVERY = 100  # inserts per validator between trims: at most this many rows over the bound
 
 # States of a challenge row.
 ISSUED, COMMITTED, REVEALED, OPENED, BUSY, CLOSED = "issued", "committed", "revealed", "opened", "busy", "closed"
@@ -124,6 +126,7 @@ class Ledger:
         if self.path.stat().st_mode & 0o077:
             self.path.chmod(0o600)
         self._lock = threading.Lock()
+        self._foreign_added: dict[str, int] = {}  # foreign verdicts inserted per validator since its last trim
         # isolation_level=None: no implicit transactions; each state change opens its own.
         self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -191,6 +194,11 @@ class Ledger:
                 )
             except sqlite3.IntegrityError:
                 raise DuplicateChallengeError(f"challenge id {cid} is already in the ledger") from None
+
+    def challenges_issued(self, executor_id: str) -> int:
+        """How many challenges this ledger ever issued to an executor id: its history here, which
+        probation reads (an id that leaves a roster and comes back keeps it)."""
+        return int(self._read("SELECT COUNT(*) AS c FROM challenges WHERE executor_id = ?", (executor_id,))[0]["c"])
 
     def _advance(self, db: sqlite3.Connection, cid: str, sets: str, args: tuple, new_state: str) -> None:
         row = db.execute("SELECT state FROM challenges WHERE cid = ?", (cid,)).fetchone()
@@ -353,13 +361,24 @@ class Ledger:
 
     def record_foreign_verdict(self, validator_id: str, cid: str, executor_id: str, miner_id: str, passed: bool,
                                reasons: list[str], score_ppm: int, received_ms: int) -> bool:
-        """Store a verdict gossiped by another validator; False if it was already here (first receipt kept)."""
+        """Store a verdict gossiped by another validator; False if it was already here (first receipt kept).
+        Each foreign validator keeps at most FOREIGN_VERDICTS_PER_VALIDATOR rows, its oldest dropped
+        first, so one validator's flood cannot grow the ledger without bound or evict another's."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO foreign_verdicts VALUES (?,?,?,?,?,?,?,?)",
                 (validator_id, cid, executor_id, miner_id, int(bool(passed)), json.dumps(list(reasons)), int(score_ppm), received_ms),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            self._foreign_added[validator_id] = self._foreign_added.get(validator_id, 0) + 1
+            if self._foreign_added[validator_id] >= FOREIGN_TRIM_EVERY:  # trim in batches: a count per insert would cost more
+                self._foreign_added[validator_id] = 0
+                n = db.execute("SELECT count(*) FROM foreign_verdicts WHERE validator_id = ?", (validator_id,)).fetchone()[0]
+                if n > FOREIGN_VERDICTS_PER_VALIDATOR:
+                    db.execute("DELETE FROM foreign_verdicts WHERE rowid IN (SELECT rowid FROM foreign_verdicts WHERE validator_id = ? "
+                               "ORDER BY received_ms, rowid LIMIT ?)", (validator_id, n - FOREIGN_VERDICTS_PER_VALIDATOR))
+            return True
 
     def recorded_times(self) -> dict[str, int]:
         """challenge id -> when its verdict was stored here (just before it was gossiped)."""

@@ -22,13 +22,14 @@ from typing import Callable
 import trio
 
 from node.pow.chain import sample_commit
-from node.pow.engine import ChallengeParams, max_steps_for
+from node.pow.engine import ChallengeParams
 from node.pow.openings import ProofFormatError, decode_openings
 from node.pow.verifier import verify
 from node.roles import penalties as P
 from node.roles import verdicts as R
+from node.roles.agreed import new_challenge_id
 from node.roles.agreement import Agreement
-from node.roles.executor import challenge_hash
+from node.roles.judging import BusyRules, Refusal, Sizing, challenge_hash, check_evidence, judge_busy, judge_time, size_challenge
 from node.roles.gpu_identity import GpuIdentityRegistry
 from node.roles.ledger import Ledger
 from node.roles.params import ValidatorParams
@@ -58,9 +59,8 @@ log = logging.getLogger("gpow.validator")
 # Verdict reasons that mean the miner delivered a forged, replayed or false signed answer.
 FORGED_ANSWERS = frozenset({R.FALSE_PROOF, R.REPLAY, R.WRONG_SIGNER, R.WRONG_EXECUTOR, R.BAD_SIGNATURE})
 ROSTER_LISTING_TTL_S = 60.0  # a miner whose roster has not listed an executor for this long no longer counts
-# A BUSY naming a challenge that its own validator has given up on is stale; this much later than
-# the executor's own cut-off (ABANDON_GRACE_MS), so clock skew does not fail an honest executor.
-STALE_BUSY_GRACE_MS = 5_000
+# The share of an executor's recent challenges that may end BUSY is judged over this many.
+BUSY_WINDOW = 8
 
 
 @dataclass
@@ -71,9 +71,10 @@ class KnownExecutor:
     attestation_raw: bytes
     seen_at: float
     last_challenged: float = -1e18
-    challenges: int = 0
+    challenges: int = 0  # issued by this validator, ever (from the ledger when first learned)
     in_flight: bool = False
     last_verdict: str = ""
+    recent_busy: list[bool] = field(default_factory=list)  # the last BUSY_WINDOW challenges: ended BUSY?
 
 
 @dataclass
@@ -93,6 +94,7 @@ class ChallengeCtx:
     rec: VerdictRecord
     commit_timeout: float
     co_scheduled: bool
+    sizing: Sizing | None = None
     commitment: Envelope | None = None
     outcome: ChallengeOutcome | None = None
 
@@ -146,7 +148,7 @@ class ValidatorService:
         self.proof_dir = Path(data_dir) / "proofs"
         self.proof_dir.mkdir(parents=True, exist_ok=True)
         self._in_flight = 0
-        self._audit_tokens = float(params.audits_per_minute)
+        self._audit_buckets: dict[str, tuple[float, float]] = {}  # validator -> (tokens, last refill)
         self._audit_send, self._audit_recv = trio.open_memory_channel[Verdict | tuple](64)
         self.agreement = agreement
         self.rtt: dict[str, float] = {}  # executor -> smoothed round-trip time of signed pings (s)
@@ -194,7 +196,8 @@ class ValidatorService:
             if known is None:
                 log.info("learned executor", extra={"fields": {"executor": eid[-8:], "miner": env.sender[-8:], "model": att.gpu_model}})
                 # First challenge soon but spread out, so a new network does not start in lockstep.
-                known = KnownExecutor(eid, env.sender, att, att_env.raw, now, last_challenged=now - self.params.challenge_interval_s + self.rng.uniform(0.5, 2.0))
+                known = KnownExecutor(eid, env.sender, att, att_env.raw, now, last_challenged=now - self.params.challenge_interval_s + self.rng.uniform(0.5, 2.0),
+                                      challenges=self.ledger.challenges_issued(eid))
                 self.executors[eid] = known
             else:
                 known.miner_id, known.attestation, known.attestation_raw, known.seen_at = env.sender, att, att_env.raw, now
@@ -224,10 +227,26 @@ class ValidatorService:
         v: Verdict = env.body
         self.stats.foreign_verdicts += 1
         self.ledger.record_foreign_verdict(env.sender, v.challenge_id.hex(), v.executor_id, v.miner_id, v.passed, list(v.reasons), v.score_ppm, self.wall_ms())
+        if not self._take_audit_token(env.sender):
+            return  # audits are rate-limited per validator: one cannot make us verify without end
         if v.evidence:
             self._queue_audit(("evidence", env.sender, v))
         elif self.params.audit:
             self._queue_audit(("fetch", env.sender, v))
+
+    def _take_audit_token(self, validator_id: str) -> bool:
+        """A token bucket per validator: ``audits_per_minute`` each, refilled over a minute."""
+        now = self.clock()
+        rate = self.params.audits_per_minute / 60.0
+        tokens, last = self._audit_buckets.get(validator_id, (float(self.params.audits_per_minute), now))
+        tokens = min(float(self.params.audits_per_minute), tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._audit_buckets[validator_id] = (tokens, now)
+            return False
+        self._audit_buckets[validator_id] = (tokens - 1.0, now)
+        if len(self._audit_buckets) > 4096:  # bounded: forget the longest-idle validator
+            del self._audit_buckets[min(self._audit_buckets, key=lambda k: self._audit_buckets[k][1])]
+        return True
 
     def _queue_audit(self, item: tuple) -> None:
         try:
@@ -236,49 +255,42 @@ class ValidatorService:
             pass  # audits are best effort and rate-limited; never let them queue without bound
 
     async def _audit_loop(self) -> None:
+        from node.net.errors import NetError
+
         async for kind, validator_id, v in self._audit_recv:
             if kind == "fetch":
-                if self._audit_tokens < 1:
-                    continue
-                self._audit_tokens -= 1
                 try:
                     bundle = await self.host.request(validator_id, C.PROTO_PROOF, self.signer.seal(ProofRequest(challenge_id=v.challenge_id)), timeout=10)
-                except Exception as exc:
+                except NetError as exc:
                     log.info("audit fetch failed", extra={"fields": {"validator": validator_id[-8:], "error": str(exc)}})
                     continue
             else:
                 bundle = v.evidence
             self.stats.audits += 1
-            try:
-                ok, reasons = await trio.to_thread.run_sync(self.check_bundle, bundle, v.executor_id)
-            except (WireError, ProofFormatError, ValueError) as exc:
-                ok, reasons = False, [f"bad-bundle:{exc}"]
-            if ok != v.passed:
+            res = await trio.to_thread.run_sync(
+                lambda: check_evidence(bundle, verdict_sender=validator_id, executor_id=v.executor_id, verdict_passed=v.passed))
+            if not res.agrees:
                 self.stats.audit_disagreements += 1
-                log.warning("audit disagrees with a verdict", extra={"fields": {"validator": validator_id[-8:], "challenge": v.challenge_id.hex()[:12], "they": v.passed, "we": ok, "reasons": reasons}})
-            elif not ok and kind == "evidence":
-                # Fraud proven by evidence we checked ourselves: ban the executor and its miner.
-                until = self.wall_ms() + self.params.ban_seconds * 1000
-                self.ledger.ban(v.executor_id, until, "fraud evidence from " + validator_id)
-                self.ledger.ban(v.miner_id, until, "fraud evidence from " + validator_id)
+                log.warning("audit disagrees with a verdict", extra={"fields": {"validator": validator_id[-8:], "challenge": v.challenge_id.hex()[:12], "they": v.passed, "detail": res.detail}})
+            if res.detail[0].startswith(("bad-bundle", "bad-reveal")):
+                # Evidence that proves nothing (junk, a wrong reveal, parts of other challenges):
+                # the sender's fault, never the executor's.
+                self.gossip.penalize(validator_id, P.MALFORMED, "verdict evidence: " + res.detail[0][:80])
+            elif not res.fraud and any(r.startswith(R.FALSE_PROOF) for r in v.reasons):
+                # It says false proof, and its own bundle proves the answers right.
+                self.gossip.penalize(validator_id, P.FORGERY, "verdict: false-proof claimed on a valid proof")
+            if res.fraud:
+                self._ban_for_evidence(v, validator_id)
 
-    def check_bundle(self, bundle_raw: bytes, executor_id: str) -> tuple[bool, list[str]]:
-        """Re-check a proof bundle from scratch (signatures, binding, openings). Runs in a thread."""
-        bundle = decode_envelope(bundle_raw, expect=ProofBundle).body
-        ch_env = decode_envelope(bundle.challenge, expect=Challenge)
-        cm_env = decode_envelope(bundle.commitment, expect=Commitment)
-        op_env = decode_envelope(bundle.openings, expect=Openings)
-        ch: Challenge = ch_env.body
-        if ch.executor_id != executor_id or cm_env.sender != executor_id or op_env.sender != executor_id:
-            return False, [R.WRONG_EXECUTOR]
-        if cm_env.body.challenge_hash != challenge_hash(bundle.challenge):
-            return False, [R.REPLAY]
-        if sample_commit(bundle.reveal) != ch.sample_commit:
-            return False, ["bad-reveal"]
-        params = ChallengeParams(seed=ch.seed, validator=ch_env.sender_key, executor=cm_env.sender_key, n=ch.n, T=ch.steps, m=ch.b_matrices)
-        openings = decode_openings(op_env.body.blob)
-        res = verify(params, ch.samples, cm_env.body.root, cm_env.body.d_final, bundle.reveal, openings)
-        return res.ok, [f"{R.FALSE_PROOF}:{f.check}" for f in res.failures]
+    def _ban_for_evidence(self, v: Verdict, validator_id: str) -> None:
+        """Fraud proven by evidence we checked ourselves bans the executor, and its miner only when
+        that miner endorsed it: the miner named by the executor's own signed attestation, in a
+        roster signed by that miner (a miner lists remote executors only from its allowlist)."""
+        until = self.wall_ms() + self.params.ban_seconds * 1000
+        self.ledger.ban(v.executor_id, until, "fraud evidence from " + validator_id)
+        known = self.executors.get(v.executor_id)
+        if known is not None and known.attestation.miner_id == known.miner_id:
+            self.ledger.ban(known.miner_id, until, "fraud evidence from " + validator_id)
 
     async def _on_proof_request(self, peer_id: str, payload: bytes) -> bytes:
         env = decode_envelope(payload, expect=ProofRequest, now_ms=self.wall_ms())
@@ -344,7 +356,6 @@ class ValidatorService:
             log.warning("challenge in flight at the last stop timed out", extra={"fields": {"challenge": cid[:12]}})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._audit_loop)
-            nursery.start_soon(self._refill_audit_tokens)
             nursery.start_soon(self._ping_loop)
             task_status.started()
             if self.agreement is not None and self.agreement.params.enabled:
@@ -436,11 +447,6 @@ class ValidatorService:
                     log.warning("round trip to an executor exceeds the configured margin: its timings are unfair to it",
                                 extra={"fields": {"executor": eid[-8:], "rtt_s": round(self.rtt[eid], 3), "margin_s": self.params.rtt_margin_s}})
             await trio.sleep(5.0 if set(self.executors) <= set(self.rtt) else 1.0)  # new executors: soon
-
-    async def _refill_audit_tokens(self) -> None:
-        while True:
-            await trio.sleep(60 / max(1, self.params.audits_per_minute))
-            self._audit_tokens = min(float(self.params.audits_per_minute), self._audit_tokens + 1)
 
     async def _run_group(self, group: list[KnownExecutor], co_scheduled: bool, round_no: int = 0) -> None:
         """Challenge a group at the same instant; reveal only once every commitment is in.
@@ -535,19 +541,9 @@ class ValidatorService:
 
     # ---- one challenge -------------------------------------------------------------------------
 
-    def size_challenge(self, e: KnownExecutor) -> tuple[int, int, int]:
-        """(n, T, k) for an executor: the pool fills the claimed memory, within the caps."""
-        att = e.attestation
-        n = self.params.n_cpu if att.engine == "cpu" else self.params.n_gpu
-        steps = max_steps_for(n, int(att.memory_bytes * self.params.memory_fill))
-        steps = max(1, min(self.params.max_steps, steps))
-        k = self.params.samples
-        if e.challenges < self.params.probation_challenges:
-            # Probation: small, cheap challenges until the executor has shown it is real. Fewer
-            # steps save most; samples stay at 8 or more (an executor corrupting 20% of the rows
-            # passes 41% of 4-sample checks, 17% of 8-sample ones; the verifier's cost is mostly B).
-            steps, k = max(1, min(steps, 32)), max(min(k, 8), k // 4)
-        return n, steps, k
+    def size_challenge(self, e: KnownExecutor) -> Sizing | Refusal:
+        """The challenge for an executor, from its signed claims and its history here (judging.py)."""
+        return size_challenge(e.attestation, history=e.challenges, profiles=self.profiles, params=self.params)
 
     async def challenge(self, e: KnownExecutor, *, co_scheduled: bool = False) -> ChallengeOutcome:
         """Run one challenge to its outcome (both phases), without recording it."""
@@ -559,18 +555,18 @@ class ValidatorService:
         return ctx.outcome
 
     def issue(self, e: KnownExecutor, *, co_scheduled: bool = False, round_no: int = 0) -> "ChallengeCtx":
-        """Size, sign and record a fresh challenge (fresh id, seed and secret)."""
-        n, steps, k = self.size_challenge(e)
+        """Size, sign and record a fresh challenge (fresh id, seed and secret). A claim that cannot
+        be judged as made is recorded as refused, with its outcome set: nothing is sent."""
+        sizing = self.size_challenge(e)
         m = self.params.b_matrices
-        expected = self.profiles.expected_seconds(e.attestation.gpu_model, n, steps)
-        if expected is not None:
-            commit_timeout = expected * self.params.tolerance + self.params.rtt_margin_s + self.params.commit_slack_s
+        if isinstance(sizing, Refusal):
+            n, steps, k, expected, commit_timeout = 0, 0, 0, None, 0.0
         else:
-            commit_timeout = steps * self.params.cpu_step_allowance_s + self.params.rtt_margin_s + self.params.commit_slack_s
-        cid, seed, secret = os.urandom(C.CHALLENGE_ID_BYTES), os.urandom(32), os.urandom(32)
+            n, steps, k, expected, commit_timeout = sizing.n, sizing.T, sizing.k, sizing.expected_s, sizing.commit_timeout_s
+        cid, seed, secret = new_challenge_id(self.host.identity.peer_id), os.urandom(32), os.urandom(32)
         now_ms = self.wall_ms()
         body = Challenge(
-            challenge_id=cid, executor_id=e.executor_id, seed=seed, n=n, steps=steps, b_matrices=m, samples=k,
+            challenge_id=cid, executor_id=e.executor_id, seed=seed, n=max(n, 64), steps=max(steps, 1), b_matrices=m, samples=max(k, 1),
             commit_deadline_ms=now_ms + int(commit_timeout * 1000),
             openings_timeout_ms=int(self.params.openings_timeout_s * 1000),
             sample_commit=sample_commit(secret), round=round_no,
@@ -584,8 +580,12 @@ class ValidatorService:
         self.ledger.record_challenge(cid.hex(), e.executor_id, e.miner_id, raw, secret, now_ms, body.commit_deadline_ms)
         self.stats.issued += 1
         e.challenges += 1
-        params = ChallengeParams(seed=seed, validator=self.host.identity.public_key, executor=self.host_key(e.executor_id), n=n, T=steps, m=m)
-        return ChallengeCtx(e, body, raw, secret, params, rec, commit_timeout, co_scheduled)
+        params = ChallengeParams(seed=seed, validator=self.host.identity.public_key, executor=self.host_key(e.executor_id), n=body.n, T=body.steps, m=m)
+        ctx = ChallengeCtx(e, body, raw, secret, params, rec, commit_timeout, co_scheduled,
+                           sizing=sizing if isinstance(sizing, Sizing) else None)
+        if isinstance(sizing, Refusal):
+            self._fail(ctx, sizing.reason)
+        return ctx
 
     def _fail(self, ctx: "ChallengeCtx", reason: str, bundle: bytes = b"") -> None:
         ctx.rec.reasons = [reason]
@@ -594,9 +594,13 @@ class ValidatorService:
     async def commit_phase(self, ctx: "ChallengeCtx") -> None:
         """Send the challenge and time the signed commitment."""
         e, rec = ctx.executor, ctx.rec
-        t0 = self.clock()
-        failure, resp = await self._request(e.miner_id, C.PROTO_CHALLENGE, ctx.raw, ctx.commit_timeout)
-        rec.commit_seconds = self.clock() - t0
+        if ctx.outcome is not None:  # refused at issue: nothing to send
+            return
+        sent_at: list[float] = []
+        failure, resp = await self._request(e.miner_id, C.PROTO_CHALLENGE, ctx.raw, ctx.commit_timeout,
+                                            on_sent=lambda: sent_at.append(self.clock()))
+        # Timed from the moment the challenge left, not from a wait for the link's request slot.
+        rec.commit_seconds = self.clock() - sent_at[0] if sent_at else None
         if failure is not None:
             late = failure == R.LATE_COMMITMENT or failure.startswith(R.MISSING_COMMITMENT + ":capacity")
             return self._fail(ctx, R.CO_SCHEDULED_TIMEOUT if (ctx.co_scheduled and late) else failure)
@@ -605,8 +609,9 @@ class ValidatorService:
         except WireError as exc:
             return self._fail(ctx, f"{R.BAD_SIGNATURE if exc.reason == 'bad-signature' else R.MISSING_COMMITMENT}:{exc.reason}")
         if isinstance(cm_env.body, Busy):
-            ctx.outcome = self._judge_busy(e, rec, cm_env, ctx.raw)
+            ctx.outcome = self._judge_busy(e, rec, cm_env, ctx.raw, ctx.body.round)
             return
+        self._note_busy(e, False)
         signer_problem = self._check_signer(cm_env, e)
         if signer_problem:
             return self._fail(ctx, signer_problem)
@@ -654,20 +659,21 @@ class ValidatorService:
             return
 
         reasons = []
-        expected = rec.expected_seconds
-        if expected is None:
-            reasons.append(R.UNKNOWN_PROFILE)
-            rec.performance_factor = 0.0
-        else:
-            measured = max(0.0, (rec.commit_seconds or 0.0) - self.params.rtt_margin_s)
-            rec.performance_factor = performance_factor(expected, measured, self.params.tolerance)
-            if measured > expected * self.params.tolerance:
-                reasons.append(R.SLOW_FOR_PROFILE)
+        sizing = ctx.sizing
+        assert sizing is not None and rec.commit_seconds is not None
+        in_time, measured = judge_time(sizing.expected_s, rec.commit_seconds, self.params)
+        rec.performance_factor = performance_factor(sizing.expected_s, measured, self.params.tolerance)
+        if not in_time:
+            reasons.append(R.SLOW_FOR_PROFILE)
         if self.gpu_ids.duplicates_of(e.executor_id):
             reasons.append(R.DUPLICATE_GPU)
         if self.listed_twice(e.executor_id):
             reasons.append(R.DUPLICATE_ROSTER)
         rec.passed = not any(r in (R.SLOW_FOR_PROFILE, R.DUPLICATE_GPU, R.DUPLICATE_ROSTER) for r in reasons)
+        if rec.passed and sizing.no_credit:
+            # Correct and in time, but it proves nothing the network pays for (left out of scores).
+            reasons.append(f"{R.NO_CREDIT}:{sizing.no_credit}")
+            rec.performance_factor = 0.0
         rec.reasons = reasons or [R.PASSED]
         ctx.outcome = ChallengeOutcome(rec, bundle)
 
@@ -688,37 +694,38 @@ class ValidatorService:
             return R.WRONG_EXECUTOR
         return R.WRONG_SIGNER
 
-    def _judge_busy(self, e: KnownExecutor, rec: VerdictRecord, env: Envelope, raw: bytes) -> ChallengeOutcome:
-        """A signed BUSY is never scored, if it proves a real challenge for this same executor."""
+    def _note_busy(self, e: KnownExecutor, busy: bool) -> None:
+        e.recent_busy = (e.recent_busy + [busy])[-BUSY_WINDOW:]
+
+    def _judge_busy(self, e: KnownExecutor, rec: VerdictRecord, env: Envelope, raw: bytes, round_no: int) -> ChallengeOutcome:
+        """A signed BUSY is excused only when the challenge it names is genuinely in flight
+        (judging.judge_busy); anything else is a miss."""
         signer_problem = self._check_signer(env, e)
         if signer_problem:
             rec.reasons = [signer_problem]
             return ChallengeOutcome(rec)
-        busy: Busy = env.body
-        try:
-            other = decode_envelope(busy.busy_with, expect=Challenge)
-        except WireError:
-            rec.reasons = [R.MISSING_COMMITMENT + ":bad-busy"]
-            return ChallengeOutcome(rec)
-        if other.body.executor_id != e.executor_id:
-            # It is running a challenge addressed to another identity: two ids, one engine.
-            rec.reasons = [R.DUPLICATE_GPU]
-            return ChallengeOutcome(rec)
-        if busy.challenge_hash != challenge_hash(raw) or other.body.commit_deadline_ms + other.body.openings_timeout_ms + STALE_BUSY_GRACE_MS < self.wall_ms():
-            rec.reasons = [R.MISSING_COMMITMENT + ":stale-busy"]
+        self._note_busy(e, True)
+        book = self.agreement.book if self.agreement is not None else None
+        rules = BusyRules(rounds=round_no > 0, max_commit_s=C.MAX_COMMIT_WINDOW_S, max_openings_s=C.MAX_OPENINGS_TIMEOUT_S)
+        reason = judge_busy(env, raw, e.executor_id, now_ms=self.wall_ms(),
+                            admitted=book.is_admitted if book is not None else (lambda peer, now: True),
+                            busy_share=sum(e.recent_busy) / len(e.recent_busy) if len(e.recent_busy) >= 4 else 0.0, rules=rules)
+        if reason is not None:
+            rec.reasons = [reason]
             return ChallengeOutcome(rec)
         self.stats.busy += 1
         self.ledger.mark_busy(rec.challenge_id, self.wall_ms())
         return ChallengeOutcome(rec, busy=True)
 
-    async def _request(self, peer: str, proto: str, payload: bytes, timeout: float, *, late: str = R.LATE_COMMITMENT, missing: str = R.MISSING_COMMITMENT) -> tuple[str | None, bytes]:
+    async def _request(self, peer: str, proto: str, payload: bytes, timeout: float, *, late: str = R.LATE_COMMITMENT,
+                       missing: str = R.MISSING_COMMITMENT, on_sent: Callable[[], None] | None = None) -> tuple[str | None, bytes]:
         from node.net.errors import NetError, RequestFailed, RequestTimeout
 
         # Only what the network says about the peer becomes a reason against it. Any other
         # exception is our own bug: it propagates, is logged with its traceback, and the
         # challenge ends without a verdict (h11's split of local and remote errors).
         try:
-            return None, await self.host.request(peer, proto, payload, timeout=timeout)
+            return None, await self.host.request(peer, proto, payload, timeout=timeout, on_sent=on_sent)
         except RequestTimeout:
             return late, b""
         except RequestFailed as exc:

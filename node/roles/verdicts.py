@@ -29,8 +29,15 @@ REPLAY = "replay"
 BAD_SIGNATURE = "bad-signature"
 # Correct, but slower than its GPU profile allows.
 SLOW_FOR_PROFILE = "slow-for-profile"
-# Correct, on a model with no profile: no performance credit (does not fail the verdict).
+# The claimed model has no profile measured at the challenge's n: the clock could not tell it
+# from any other class, so it is not challenged (a failing verdict, sent before any work).
 UNKNOWN_PROFILE = "unknown-profile"
+# The attestation's claims do not fit each other: a CPU engine claiming a GPU model, or memory
+# well below what the claimed model has. Not challenged.
+CLAIM_MISMATCH = "claim-mismatch"
+# Passed, but earns nothing: probation (an id with no history here), a profile that was not
+# measured, or a challenge whose expected time is too short for the clock to tell classes apart.
+NO_CREDIT = "no-credit"
 # Its GPU UUID is also reported by another live executor, or it answered BUSY with a challenge
 # addressed to another executor id (two identities, one engine).
 DUPLICATE_GPU = "duplicate-gpu"
@@ -41,7 +48,7 @@ DUPLICATE_ROSTER = "duplicate-roster"
 TIMED_OUT_AT_RESTART = "timed-out-at-restart"
 
 # Reasons that say nothing about the executor; verdicts carrying one are left out of its score.
-UNSCORED_REASONS = frozenset({TIMED_OUT_AT_RESTART})
+UNSCORED_REASONS = frozenset({TIMED_OUT_AT_RESTART, NO_CREDIT})
 
 
 def reason_kind(reason: str) -> str:

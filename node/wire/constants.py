@@ -51,6 +51,12 @@ HASH_BYTES = 32
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 CHALLENGE_ID_BYTES = 16
+# The longest windows an honest executor keeps a challenge for: from its issue to the commitment
+# deadline, and from the reveal to the openings. An executor drops a challenge past them whatever
+# its deadlines say (one cheap challenge must not keep it BUSY for a day), and a validator treats
+# a BUSY naming a challenge with longer windows as unproven.
+MAX_COMMIT_WINDOW_S = 120
+MAX_OPENINGS_TIMEOUT_S = 30
 PROTO_PROOF = "gpow/proof/1"
 PROTO_VALIDATOR_SET = "gpow/validator-set/1"
 SIG_DOMAIN_BEACON = b"gpow.beacon.v1\x00"

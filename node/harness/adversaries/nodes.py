@@ -70,7 +70,7 @@ def shared_engine_executors(node: Node) -> list[ExecutorService]:
         engine, memory = make_cpu_engine(mp.cpu_memory_bytes), mp.cpu_memory_bytes
         facts = [cpu_facts(memory, ident.peer_id, host_fp) for ident in idents]
     lock, budget = trio.Lock(), PoolBudget(memory)
-    return [ExecutorService(ident, node.identity.peer_id, engine, fact, admission=node.admission, lock=lock, budget=budget)
+    return [ExecutorService(ident, node.identity.peer_id, engine, fact, admission=node.admission, assignment=node.agreement.assigned, lock=lock, budget=budget)
             for ident, fact in zip(idents, facts)]
 
 
