@@ -19,6 +19,7 @@ from node.roles.answerer import Answerer
 from node.roles.executor import ExecutorService, GpuFacts, host_fingerprint
 
 if TYPE_CHECKING:
+    from node.roles.agreement import Agreement
     from node.roles.miner import MinerService
     from node.roles.validator import ValidatorService
 
@@ -89,6 +90,7 @@ class NodeParts:
     local_executors: "Callable[[Node], list[ExecutorService]] | None" = None  # None: per GPU / cpu_executors
     miner_class: "type[MinerService] | None" = None
     validator_class: "type[ValidatorService] | None" = None
+    agreement_class: "type[Agreement] | None" = None
 
 
 class Node:
@@ -106,7 +108,7 @@ class Node:
         self.gossip = GossipDriver(self.host, cfg.gossip)  # gossip sits on the host (go: NewGossipSub(ctx, host))
         from node.roles.agreement import Agreement
 
-        self.agreement = Agreement(self.host, cfg.admission, cfg.rounds, gossip=self.gossip)
+        self.agreement = (self.parts.agreement_class or Agreement)(self.host, cfg.admission, cfg.rounds, gossip=self.gossip)
         self.admission = self.agreement.book
         self.service: Any = None
         self.ledger = None
@@ -121,7 +123,8 @@ class Node:
         mp = self.cfg.miner
         executors = self.parts.local_executors(self) if self.parts.local_executors else self._local_executors()
         cls = self.parts.miner_class or MinerService
-        return cls(self.host, executors, gossip=self.gossip, roster_interval_s=mp.roster_interval_s, heartbeat_timeout_s=mp.heartbeat_timeout_s)
+        return cls(self.host, executors, gossip=self.gossip, roster_interval_s=mp.roster_interval_s,
+                   heartbeat_timeout_s=mp.heartbeat_timeout_s, allowed_remote=frozenset(mp.remote_executors))
 
     def _local_executors(self) -> list[ExecutorService]:
         """One executor per visible GPU (``engine = "gpu"``), else ``cpu_executors`` CPU executors."""

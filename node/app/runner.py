@@ -55,6 +55,8 @@ def _cfg_from_args(args: argparse.Namespace) -> NodeConfig:
     if getattr(args, "log_json", False):
         overrides["node.log_json"] = True
     cfg = apply_overrides(cfg, overrides)
+    if getattr(args, "allow_executor", None):
+        cfg = apply_overrides(cfg, {"miner.remote_executors": sorted({*cfg.miner.remote_executors, *args.allow_executor})})
     check_start(cfg)
     if cfg.node.role == "executor" and cfg.executor.miner not in cfg.net.bootstrap:
         # The executor reaches its miner over a link it dials itself: keep that link up like a bootstrap's.

@@ -22,6 +22,8 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--data-dir", help="overrides [node].data_dir")
     r.add_argument("--key-file", help="overrides [node].key_file")
     r.add_argument("--engine", choices=["cpu", "gpu"], help="overrides [miner].engine / [executor].engine")
+    r.add_argument("--allow-executor", action="append", metavar="PEER_ID",
+                   help="a miner: a remote executor allowed to register (repeatable; adds to [miner].remote_executors)")
     r.add_argument("--miner", type=ws_addr, help="ws://HOST:PORT of the miner an executor registers with")
     r.add_argument("--network", help="network id (overrides [net].network)")
     r.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this port (overrides [node].metrics_port)")

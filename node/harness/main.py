@@ -146,18 +146,23 @@ class Harness:
         from node.identity import load_or_create_key_file
 
         validators = [(f"validator-{i}", "honest") for i in range(hp.validators)]
-        validators += [(f"cheater-{kind.split(':')[0]}", kind) for kind in hp.validator_adversaries()]
+        liars = 0  # validators whose verdicts lie: an agreed score needs 2f+1 of them to tolerate f
+        for kind in hp.validator_adversaries():
+            adv, arg = parse_kind(kind)
+            count = int(arg) if adv.nodes_from_arg else 1
+            validators += [(f"cheater-{adv.kind}" + (f"-{i}" if count > 1 else ""), kind) for i in range(count)]
+            liars += count if adv.lies else 0
         ids = {}
         for name, kind in validators:
             (self.workdir / name).mkdir(parents=True, exist_ok=True)
             ids[name] = load_or_create_key_file(self.workdir / name / "node.key").peer_id
         # Always the network's own admitted set: nodes refuse to start without one (issue 19).
-        admitted = [ids[name] for name, kind in validators if kind == "honest" or kind.startswith("lying-validator")]
+        admitted = [ids[name] for name, kind in validators if kind == "honest" or parse_kind(kind)[0].admitted]
         self.common_sections["admission"] = {"validators": admitted}
         if hp.rounds:
             self.common_sections["rounds"] = {
                 "enabled": True, "round_s": hp.round_s, "reveal_window_s": min(1.0, hp.round_s * 0.2),
-                "jitter_s": min(2.0, hp.round_s * 0.2), "window_rounds": 10_000, "min_validators": hp.min_validators,
+                "jitter_s": min(2.0, hp.round_s * 0.2), "window_rounds": 10_000, "min_validators": max(hp.min_validators, 2 * liars + 1),
             }
         bootstrap: list[str] = []
         for name, kind in validators:
@@ -167,6 +172,11 @@ class Harness:
             if not bootstrap:
                 bootstrap = [addr]
         miner_addrs = []
+        # Remote executors' keys are made here too, so each honest miner's allowlist names its own.
+        remote_ids = []
+        for i in range(hp.remote_executors):
+            (self.workdir / f"executor-{i}").mkdir(parents=True, exist_ok=True)
+            remote_ids.append(load_or_create_key_file(self.workdir / f"executor-{i}" / "node.key").peer_id)
         kinds = ["honest"] * hp.miners + hp.miner_adversaries()
         devices = self.gpu_devices(len(kinds) + hp.remote_executors) if hp.engine == "gpu" else []
         for i, kind in enumerate(kinds):
@@ -174,6 +184,7 @@ class Harness:
             miner = {
                 "engine": hp.engine, "cpu_executors": max(hp.executors_per_miner, need), "cpu_memory_bytes": hp.cpu_memory_bytes,
                 "roster_interval_s": 2.0, "host_fingerprint": f"harness-host-{i}", "heartbeat_timeout_s": 6.0,
+                "remote_executors": [eid for j, eid in enumerate(remote_ids) if kind == "honest" and j % max(1, hp.miners) == i],
             }
             if devices:
                 miner["gpu_devices"] = [devices[i]]  # one GPU per miner process: an engine takes its whole GPU

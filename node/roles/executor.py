@@ -69,6 +69,8 @@ class _Active:
 # dropped this long after the validator itself would have given up, so the executor does not
 # answer BUSY for a challenge nobody is waiting on (validators count such a BUSY as stale).
 ABANDON_GRACE_MS = 1_000
+# Clocks of validators and executors may differ this much without an honest challenge refused.
+CLOCK_SKEW_S = 5
 
 
 class PoolBudget:
@@ -201,6 +203,11 @@ class ExecutorService:
         now = self.wall_ms()
         if body.commit_deadline_ms <= now:
             raise ChallengeRefused("expired", "the commitment deadline has already passed")
+        # Windows beyond the protocol's are refused, not taken: a cheap challenge with a deadline a
+        # day away must not keep this executor BUSY (validators would rightly not excuse it).
+        if body.commit_deadline_ms - now > (C.MAX_COMMIT_WINDOW_S + CLOCK_SKEW_S) * 1000 or body.openings_timeout_ms > C.MAX_OPENINGS_TIMEOUT_S * 1000:
+            raise ChallengeRefused("deadline-too-far", f"commitment or openings window beyond the protocol's "
+                                   f"{C.MAX_COMMIT_WINDOW_S} s / {C.MAX_OPENINGS_TIMEOUT_S} s")
         return env, body
 
     async def on_challenge(self, raw: bytes) -> bytes:

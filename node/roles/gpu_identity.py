@@ -6,6 +6,10 @@ Rules (issue 10):
   stops reporting that UUID.
 - An executor id is one executor wherever it goes: the same id seen under a new miner (after a
   clean deregister or not) replaces its old entry and is never a duplicate of itself.
+- The first live registrant of a UUID holds it: only the others are duplicates (a UUID is public,
+  so copying a victim's into a roster must fail the copier, not the victim). A co-scheduled
+  challenge of the contenders settles it (``settle``): a holder that fails it while a contender
+  passes hands the UUID to that contender.
 - Empty UUIDs say nothing and never match. CPU executors report ``CPU-<their own id>``, unique
   per executor, so honest CPU executors never collide.
 - An entry not re-observed for ``stale_after_ms`` (rosters are refreshed every few seconds and
@@ -83,12 +87,49 @@ class GpuIdentityRegistry:
     def _is_live(self, s: GpuSighting) -> bool:
         return self._now_ms - s.last_seen_ms <= self.stale_after_ms
 
+    def _contenders(self, gpu_uuid: str) -> list[GpuSighting]:
+        """The live executors reporting ``gpu_uuid``, the holder first (earliest registrant)."""
+        live = [self._live[e] for e in self._by_uuid.get(gpu_uuid, ()) if self._is_live(self._live[e])]
+        return sorted(live, key=lambda s: (s.first_seen_ms, s.executor_id))
+
+    def holder(self, gpu_uuid: str) -> str | None:
+        contenders = self._contenders(gpu_uuid)
+        return contenders[0].executor_id if contenders else None
+
     def duplicates_of(self, executor_id: str) -> set[str]:
-        """The other live executor ids that report the same GPU UUID as this one."""
+        """For an executor that is not the holder of its GPU UUID: the other live executors that
+        report it (the holder among them). Empty for the holder and for unique UUIDs."""
         s = self._live.get(executor_id)
         if s is None or not s.gpu_uuid or not self._is_live(s):
             return set()
-        return {e for e in self._by_uuid.get(s.gpu_uuid, ()) if e != executor_id and self._is_live(self._live[e])}
+        contenders = self._contenders(s.gpu_uuid)
+        if len(contenders) < 2 or contenders[0].executor_id == executor_id:
+            return set()
+        return {c.executor_id for c in contenders if c.executor_id != executor_id}
+
+    def contenders_of(self, executor_id: str) -> set[str]:
+        """Every other live executor reporting this one's GPU UUID, holder or not (co-scheduling)."""
+        s = self._live.get(executor_id)
+        if s is None or not s.gpu_uuid:
+            return set()
+        return {c.executor_id for c in self._contenders(s.gpu_uuid) if c.executor_id != executor_id}
+
+    def settle(self, passed: set[str], failed: set[str]) -> list[tuple[str, str]]:
+        """After a co-scheduled challenge: a holder in ``failed`` whose UUID a contender in
+        ``passed`` also reports loses it to that contender. Returns (uuid, new holder) moves."""
+        moves = []
+        for eid in failed:
+            s = self._live.get(eid)
+            if s is None or not s.gpu_uuid or self.holder(s.gpu_uuid) != eid:
+                continue
+            winners = [c for c in self._contenders(s.gpu_uuid)[1:] if c.executor_id in passed]
+            if winners:
+                w = winners[0]
+                w.first_seen_ms, s.first_seen_ms = s.first_seen_ms, w.first_seen_ms
+                if w.first_seen_ms == s.first_seen_ms:
+                    s.first_seen_ms += 1
+                moves.append((s.gpu_uuid, w.executor_id))
+        return moves
 
     def duplicate_groups(self) -> list[set[str]]:
         """Every set of two or more live executors sharing one GPU UUID."""

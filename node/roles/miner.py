@@ -42,12 +42,14 @@ class MinerService:
         gossip,
         roster_interval_s: float,
         heartbeat_timeout_s: float,
+        allowed_remote: "frozenset[str] | list[str]" = frozenset(),
         clock: Callable[[], float] = trio.current_time,
         wall_ms: Callable[[], int] | None = None,
     ):
         self.host = host
         self.gossip = gossip  # node.gossip.GossipDriver, built on the host
         self.local = {e.executor_id: e for e in local}
+        self.allowed_remote = frozenset(allowed_remote)
         self.remote: dict[str, RemoteExecutor] = {}
         self.roster_interval_s = roster_interval_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -120,6 +122,13 @@ class MinerService:
             raise ChallengeRefused("wrong-signer", "an executor registers itself, over its own connection")
         body = env.body
         if isinstance(body, Register):
+            if peer_id not in self.allowed_remote:
+                # Listing an executor endorses it: a false proof by it bans this miner too. So only
+                # executors the operator named may register (anyone else could frame the miner).
+                self.stats["refused"] += 1
+                log.warning("remote executor refused: not in [miner].remote_executors",
+                            extra={"fields": {"executor": peer_id, "hint": "add its peer id to [miner].remote_executors or --allow-executor"}})
+                raise ChallengeRefused("not-allowed", "this miner accepts only the remote executors its operator listed")
             try:
                 att = decode_envelope(body.attestation, expect=ExecutorAttestation)
             except WireError as exc:

@@ -471,6 +471,7 @@ class ValidatorService:
                     busy.add(ctx.executor.executor_id)
                 elif ctx.outcome is not None:
                     self._finish(ctx.executor, ctx.outcome, round_no)
+            self._settle_gpu_uuids(ctxs)
         except Exception:
             # Our bug, not the executors': no verdict for this group, a traceback for us.
             self.stats.internal_errors += 1
@@ -483,6 +484,16 @@ class ValidatorService:
                 e.in_flight = False
                 # A busy executor is asked again after half an interval, never scored for it.
                 e.last_challenged = now - self.params.challenge_interval_s / 2 if e.executor_id in busy else now
+
+    def _settle_gpu_uuids(self, ctxs: list["ChallengeCtx"]) -> None:
+        """Contenders for one GPU UUID are challenged together; one that answered right and in
+        time (a duplicate-gpu reason aside) takes the UUID from a holder that did not."""
+        ok_kinds = {R.PASSED, R.DUPLICATE_GPU, R.NO_CREDIT}
+        done = [c for c in ctxs if c.outcome is not None and not c.outcome.busy]
+        passed = {c.executor.executor_id for c in done if all(R.reason_kind(r) in ok_kinds for r in c.outcome.record.reasons)}
+        failed = {c.executor.executor_id for c in done} - passed
+        for uuid, winner in self.gpu_ids.settle(passed, failed):
+            log.warning("GPU UUID moves to the executor that proved it", extra={"fields": {"uuid": uuid, "executor": winner[-8:]}})
 
     def _finish(self, e: KnownExecutor, out: ChallengeOutcome, round_no: int = 0) -> None:
         rec = out.record
@@ -709,7 +720,7 @@ class ValidatorService:
         rules = BusyRules(rounds=round_no > 0, max_commit_s=C.MAX_COMMIT_WINDOW_S, max_openings_s=C.MAX_OPENINGS_TIMEOUT_S)
         reason = judge_busy(env, raw, e.executor_id, now_ms=self.wall_ms(),
                             admitted=book.is_admitted if book is not None else (lambda peer, now: True),
-                            busy_share=sum(e.recent_busy) / len(e.recent_busy) if len(e.recent_busy) >= 4 else 0.0, rules=rules)
+                            busy_share=sum(e.recent_busy) / len(e.recent_busy) if len(e.recent_busy) >= BUSY_WINDOW else 0.0, rules=rules)
         if reason is not None:
             rec.reasons = [reason]
             return ChallengeOutcome(rec)

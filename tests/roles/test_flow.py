@@ -37,13 +37,13 @@ def make_cfg(tmp: Path, name: str, role: str, bootstrap: list[str], **sections) 
 
 def write_profiles(tmp: Path) -> None:
     (tmp / "profiles.toml").write_text(
-        '[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.01\nmeasured = false\n'
+        '[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.01\nmeasured = true\n'
         'source = "test: generous"\n'
     )
 
 
-async def start(nursery, cfg: NodeConfig) -> Node:
-    node = Node(cfg, Identity.generate())
+async def start(nursery, cfg: NodeConfig, identity: Identity | None = None) -> Node:
+    node = Node(cfg, identity or Identity.generate())
     await nursery.start(node.run)
     return node
 
@@ -62,10 +62,11 @@ async def test_full_flow_validators_miners_remote_executor(tmp_path):
         v0 = await start(nursery, make_cfg(tmp_path, "v0", "validator", []))
         boot = [v0.host.listen_addr]
         v1 = await start(nursery, make_cfg(tmp_path, "v1", "validator", boot))
-        m0 = await start(nursery, make_cfg(tmp_path, "m0", "miner", boot))
+        x0_id = Identity.generate()
+        m0 = await start(nursery, make_cfg(tmp_path, "m0", "miner", boot, miner={"remote_executors": [x0_id.peer_id]}))
         m1 = await start(nursery, make_cfg(tmp_path, "m1", "miner", boot))
         ex_cfg = make_cfg(tmp_path, "x0", "executor", [m0.host.listen_addr], executor={"miner": m0.host.listen_addr})
-        x0 = await start(nursery, ex_cfg)
+        x0 = await start(nursery, ex_cfg, x0_id)
         executors = {*m0.service.local, *m1.service.local, x0.identity.peer_id}
         assert len(executors) == 3
 
@@ -131,7 +132,7 @@ async def test_busy_executor_is_never_scored(tmp_path):
         for v in (v0, v1):
             failed = [r.reasons for r in v.ledger.verdicts() if not r.passed]
             assert not failed, failed
-            assert v.ledger.executor_score(next(iter(m.service.local))) > 0
+            assert v.ledger.executor_score(next(iter(m.service.local))) > 0, [(r.reasons, r.performance_factor) for r in v.ledger.verdicts()]
         assert sum(e.stats["busy"] for e in m.service.local.values()) >= 2
         nursery.cancel_scope.cancel()
 
@@ -142,8 +143,9 @@ async def test_validator_times_executors_with_signed_pings(tmp_path):
     write_profiles(tmp_path)
     async with trio.open_nursery() as nursery:
         v = await start(nursery, make_cfg(tmp_path, "v", "validator", []))
-        m = await start(nursery, make_cfg(tmp_path, "m", "miner", [v.host.listen_addr]))
-        x = await start(nursery, make_cfg(tmp_path, "x", "executor", [m.host.listen_addr], executor={"miner": m.host.listen_addr}))
+        x_id = Identity.generate()
+        m = await start(nursery, make_cfg(tmp_path, "m", "miner", [v.host.listen_addr], miner={"remote_executors": [x_id.peer_id]}))
+        x = await start(nursery, make_cfg(tmp_path, "x", "executor", [m.host.listen_addr], executor={"miner": m.host.listen_addr}), x_id)
         want = {*m.service.local, x.identity.peer_id}
         await wait_for(lambda: set(v.service.rtt) >= want, 20, "round trips to both executors")
         assert all(0 < v.service.rtt[e] < 1.0 for e in want)
@@ -174,4 +176,19 @@ async def test_our_own_bug_is_never_blamed_on_the_executor(tmp_path, monkeypatch
         await wait_for(lambda: v.service.stats.internal_errors >= 2, 20, "two challenges to end in our own error")
         assert [r.reasons for r in v.ledger.verdicts() if not r.passed] == []
         assert v.service.stats.failed == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_miner_refuses_remote_executors_its_operator_did_not_list(tmp_path):
+    """Listing an executor endorses it (its false proofs ban the miner too), so an outsider cannot
+    register a throwaway executor with an honest miner to frame it."""
+    write_profiles(tmp_path)
+    async with trio.open_nursery() as nursery:
+        v = await start(nursery, make_cfg(tmp_path, "v", "validator", []))
+        m = await start(nursery, make_cfg(tmp_path, "m", "miner", [v.host.listen_addr]))
+        x = await start(nursery, make_cfg(tmp_path, "x", "executor", [m.host.listen_addr], executor={"miner": m.host.listen_addr}))
+        await wait_for(lambda: m.service.stats["refused"] >= 1, 10, "the miner to refuse the registration")
+        assert x.identity.peer_id not in m.service.remote
+        await trio.sleep(1.0)
+        assert x.identity.peer_id not in v.service.executors
         nursery.cancel_scope.cancel()

@@ -21,8 +21,10 @@ def test_one_uuid_under_two_executors_of_one_miner():
     reg = GpuIdentityRegistry()
     reg.observe("e1", "m1", UUID_A, "0000:17:00.0", "host1", 1000)
     reg.observe("e2", "m1", UUID_A, "0000:17:00.0", "host1", 1000)
-    assert reg.duplicates_of("e1") == {"e2"}
+    # same instant: the lower id holds the UUID; the other is the duplicate
+    assert reg.duplicates_of("e1") == set() and reg.holder(UUID_A) == "e1"
     assert reg.duplicates_of("e2") == {"e1"}
+    assert reg.contenders_of("e1") == {"e2"}
     assert reg.duplicate_groups() == [{"e1", "e2"}]
 
 
@@ -31,7 +33,8 @@ def test_one_uuid_under_two_miners_is_a_duplicate_whatever_the_host():
     reg.observe("e1", "m1", UUID_A, "0000:17:00.0", "host1", 1000)
     reg.observe("e2", "m2", UUID_A, "0000:b3:00.0", "host2", 2000)
     reg.observe("e3", "m3", UUID_A, "", "host3", 3000)
-    assert reg.duplicates_of("e1") == {"e2", "e3"}
+    assert reg.duplicates_of("e1") == set()  # the first registrant keeps it
+    assert reg.duplicates_of("e2") == {"e1", "e3"}
     assert reg.duplicates_of("e3") == {"e1", "e2"}
 
 
@@ -42,7 +45,7 @@ def test_duplicate_until_one_deregisters_cleanly():
     for t in range(2000, 10000, 1000):  # roster refreshes keep them both live
         reg.observe("e1", "m1", UUID_A, "", "h", t)
         reg.observe("e2", "m2", UUID_A, "", "h", t)
-        assert reg.duplicates_of("e1") == {"e2"}
+        assert reg.duplicates_of("e2") == {"e1"}
     reg.deregister("e2", 10_000)
     assert reg.duplicates_of("e1") == set()
     assert reg.duplicates_of("e2") == set()
@@ -91,7 +94,7 @@ def test_changing_the_reported_uuid_releases_the_old_one():
     assert reg.duplicates_of("e1") == set()
     assert reg.duplicates_of("e2") == set()
     reg.observe("e3", "m9", UUID_B, "", "h", 3000)
-    assert reg.duplicates_of("e2") == {"e3"}
+    assert reg.duplicates_of("e3") == {"e2"}  # e2 reported UUID_B first
 
 
 def test_cpu_placeholder_uuids_never_collide():
@@ -131,9 +134,9 @@ def test_an_executor_that_vanished_without_a_word_stops_counting_after_the_stale
     # stale entries are also forgotten, so the registry does not grow without bound
     reg.observe("e2", "m2", UUID_A, "", "h", 200_000)
     assert reg.sighting("e1") is None
-    # and it comes back as a duplicate if it speaks again
+    # and it comes back as a duplicate if it speaks again (e2 holds the UUID now)
     reg.observe("e1", "m1", UUID_A, "", "h", 200_500)
-    assert reg.duplicates_of("e2") == {"e1"}
+    assert reg.duplicates_of("e1") == {"e2"} and reg.duplicates_of("e2") == set()
 
 
 def test_sighting_keeps_the_latest_facts():
@@ -142,3 +145,26 @@ def test_sighting_keeps_the_latest_facts():
     reg.observe("e1", "m1", UUID_A, "0000:18:00.0", "host2", 5000)
     s = reg.sighting("e1")
     assert (s.pci_bus_id, s.host_fingerprint, s.first_seen_ms, s.last_seen_ms) == ("0000:18:00.0", "host2", 1000, 5000)
+
+
+def test_copying_a_victims_public_uuid_fails_the_copier_not_the_victim():
+    reg = GpuIdentityRegistry()
+    reg.observe("victim", "m1", UUID_A, "0000:17:00.0", "host1", 1000)
+    reg.observe("copier", "m9", UUID_A, "0000:17:00.0", "host9", 5000)
+    assert reg.duplicates_of("victim") == set()
+    assert reg.duplicates_of("copier") == {"victim"}
+
+
+def test_a_co_scheduled_challenge_settles_a_stolen_uuid():
+    # the copier registered first (it saw the UUID before the card's owner joined): the owner is the
+    # duplicate until a co-scheduled challenge of both fails the copier and passes the owner
+    reg = GpuIdentityRegistry()
+    reg.observe("copier", "m9", UUID_A, "", "host9", 1000)
+    reg.observe("owner", "m1", UUID_A, "", "host1", 2000)
+    assert reg.duplicates_of("owner") == {"copier"}
+    assert reg.settle(passed={"owner"}, failed={"copier"}) == [(UUID_A, "owner")]
+    assert reg.holder(UUID_A) == "owner"
+    assert reg.duplicates_of("owner") == set() and reg.duplicates_of("copier") == {"owner"}
+    # a holder that passes keeps it; a failing non-holder moves nothing
+    assert reg.settle(passed={"owner"}, failed={"copier"}) == []
+    assert reg.holder(UUID_A) == "owner"
