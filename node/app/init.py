@@ -26,6 +26,7 @@ from node.identity import (
 from node.resources import shipped
 
 DEFAULT_PORTS = {"validator": 7700, "miner": 7710, "executor": 7720}
+CPU_TRYOUT_MEMORY = 8 * 1024 * 1024  # a CPU executor's declared pool when `gpow init --engine cpu`
 
 
 def toml_value(v: Any) -> str:
@@ -77,7 +78,7 @@ def init_main(args: argparse.Namespace) -> int:
     if not port.isdigit():
         raise ConfigError(f"--listen {args.listen}: expected HOST:PORT")
     admitted = list(args.admit or [])
-    for pid in [*admitted, *([args.authority] if args.authority else [])]:
+    for pid in [*admitted, *([args.authority] if args.authority else []), *(args.allow_executor or [])]:
         public_key_from_peer_id(pid)  # a typo would lock every validator out: refuse it here
     if not (admitted or args.authority or args.open_admission):
         if role != "validator":
@@ -98,10 +99,14 @@ def init_main(args: argparse.Namespace) -> int:
     ]
     if args.metrics_port is not None:
         values.append(("node", "metrics_port", args.metrics_port))
+    if role in ("miner", "executor"):
+        values.append((role, "engine", args.engine))
+        if args.engine == "cpu":  # a full CPU challenge stays a few seconds on one core (T = 460 at n = 128)
+            values.append((role, "cpu_memory_bytes", CPU_TRYOUT_MEMORY))
     if role == "executor":
-        values += [("executor", "miner", args.miner or ""), ("executor", "engine", args.engine)]
+        values.append(("executor", "miner", args.miner or ""))
     if role == "miner":
-        values.append(("miner", "engine", args.engine))
+        values.append(("miner", "remote_executors", sorted(set(args.allow_executor or []))))
     text = shipped("configs", f"{role}.toml").read_text()
     text = text.replace("gpow run --config configs/", f"gpow run --config {d}/").replace(
         f"{d}/{role}.toml", str(cfg_path))
@@ -144,5 +149,7 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
                    help="an admitted validator's peer id (repeatable; a validator admits itself when none is given)")
     p.add_argument("--authority", metavar="PEER_ID", help="instead of --admit: the admitting authority's peer id")
     p.add_argument("--open-admission", action="store_true", help="admit ANY validator (test networks only)")
+    p.add_argument("--allow-executor", action="append", metavar="PEER_ID",
+                   help="miner: a remote executor allowed to register (repeatable; the id its `gpow init` printed)")
     p.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this port")
     p.add_argument("--force", action="store_true", help="overwrite an existing config.toml (the key is kept)")
