@@ -31,11 +31,10 @@ class ValidatorParams:
     n_gpu: int = 8192  # matrix size for GPU executors
     n_cpu: int = 128  # matrix size for CPU executors (development and the harness)
     memory_fill: float = 0.9  # a challenge's pool fills this fraction of the claimed memory
-    max_steps: int = 4096  # cap on T whatever the memory
+    max_steps: int = 4096  # cap on T for CPU classes (a GPU claim is never capped: it proves its whole memory)
     tolerance: float = 1.5  # measured time may exceed the profile's by this factor for full credit
     rtt_margin_s: float = 0.25  # fixed allowance for the network round trip
     commit_slack_s: float = 2.0  # extra time before a commitment counts as late
-    cpu_step_allowance_s: float = 0.02  # commitment deadline per step for models without a profile
     openings_timeout_s: float = 10.0  # from the reveal to the openings
     co_schedule: bool = True  # challenge executors that could share a GPU at the same instant
     profiles_file: str = ""  # default: configs/gpu_profiles.toml shipped with the package

@@ -88,26 +88,14 @@ class ProfileBook:
         return _norm(model) in self._by_model
 
     def expected_seconds(self, model: str, n: int, T: int) -> float | None:
-        """Expected time for T steps at size n on this model, or None for an unknown model.
-
-        With a profile for this exact n: ``step_seconds * T``. With profiles for the model at
-        other sizes only, the nearest size (in log2 n; the larger on a tie) is scaled by
-        ``(n / n_profile) ** 3``, the cost of the n x n product. This is approximate: at smaller n
-        the epilogue, hashing and launch overheads (which grow as n^2 or stay fixed) take a larger
-        share, so scaling down underestimates the time (strict) and scaling up overestimates it
-        (lenient). Validators should size challenges at a profiled n.
-        """
+        """Expected time for T steps at size n on this model: ``step_seconds * T`` with a profile
+        measured at this exact n, else None. Never scaled from another n: at smaller n the
+        epilogue, hashing and launch overheads (n^2 or fixed) take a larger share, so scaling
+        would hand a slower class the time of a faster one."""
         if n <= 0 or T < 0:
             raise ValueError(f"expected_seconds needs n > 0 and T >= 0, got n = {n}, T = {T}")
-        slot = self._by_model.get(_norm(model))
-        if not slot:
-            return None
-        p = slot.get(n)
-        if p is not None:
-            return p.step_seconds * T
-        nearest = min(slot, key=lambda ni: (abs(math.log2(n / ni)), -ni))
-        return slot[nearest].step_seconds * (n / nearest) ** 3 * T
-
+        p = self.get(model, n)
+        return None if p is None else p.step_seconds * T
 
 def _parse_entry(path: Path, index: int, entry: object) -> Profile:
     where = f"{path}: profile #{index}"
