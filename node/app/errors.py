@@ -3,3 +3,7 @@
 
 class NodeStartError(Exception):
     """The node cannot start as configured; the message says what to change."""
+
+
+class GpuUnavailable(NodeStartError):
+    """A GPU engine was asked for and no usable CUDA device is there (exit code 3, not 2)."""

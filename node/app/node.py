@@ -14,7 +14,7 @@ import trio
 
 from node.app.config import NodeConfig
 from node.identity import Identity, load_or_create_key_file
-from node.app.errors import NodeStartError
+from node.app.errors import GpuUnavailable
 from node.roles.answerer import Answerer
 from node.roles.executor import ExecutorService, GpuFacts, host_fingerprint
 
@@ -132,7 +132,7 @@ class Node:
         if mp.engine == "gpu":
             devices = mp.gpu_devices or visible_gpus()
             if not devices:
-                raise NodeStartError("engine = gpu but no CUDA device is visible (use --engine cpu for development)")
+                raise GpuUnavailable("engine = gpu but no CUDA device is visible (use --engine cpu for development)")
             idents = [load_or_create_key_file(self.data_dir / f"executor-{d}.key") for d in devices]
             return make_gpu_executors(idents, self.identity.peer_id, devices, admission=self.admission, assignment=self.agreement.assigned,
                                       answerer=parts.answerer, executor_class=parts.executor_class)
@@ -172,6 +172,7 @@ class Node:
                 self.identity, "", make_cpu_engine(ep.cpu_memory_bytes),
                 cpu_facts(ep.cpu_memory_bytes, self.identity.peer_id, host_fp),
                 admission=self.admission, assignment=self.agreement.assigned, answerer=parts.answerer(0),
+                signer=self.gossip.signer,
             )
         self._remote = RemoteExecutorNode(self.host, service, self._miner_peer, heartbeat_interval_s=ep.heartbeat_interval_s)
         return self._remote

@@ -20,7 +20,7 @@ from node.app.config import (
     check_start,
     load_config,
 )
-from node.app.errors import NodeStartError
+from node.app.errors import GpuUnavailable, NodeStartError
 from node.identity import Identity, IdentityError, load_key_file, write_key_file
 
 if TYPE_CHECKING:
@@ -137,12 +137,13 @@ def run_main(args: argparse.Namespace, parts: NodeParts | None = None) -> int:
         pass
     except BaseExceptionGroup as group:
         # Start-up refusals (no GPU, a port in use, a bad set file) are the user's to fix: one
-        # line, not a traceback. Anything else is a bug and keeps its traceback.
+        # line, exit 2 (3 for a missing GPU). Anything else is a bug: gpow's top-level handler
+        # reports it (exit 70, the traceback in a file).
         startup = _startup_error(group)
         if startup is None:
             raise
         print(f"gpow run: {startup}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(startup, GpuUnavailable) else 2
     finally:
         os.close(lock_fd)
     return 0
