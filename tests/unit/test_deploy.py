@@ -53,3 +53,23 @@ def test_systemd_accepts_the_unit(role: str, tmp_path: Path):
     path.write_text(text.replace("/opt/gpow/bin/gpow", str(gpow)).replace("User=gpow\nGroup=gpow\n", ""))
     r = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, check=False)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+
+
+def test_grafana_dashboard_uses_only_exported_metrics():
+    """Every metric deploy/grafana-dashboard.json queries is one node/app/metrics.py exports."""
+    import json
+    import re
+
+    dash = json.loads((REPO / "deploy" / "grafana-dashboard.json").read_text())
+    source = (REPO / "node" / "app" / "metrics.py").read_text()
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert exprs
+    import dataclasses
+
+    from node.roles.validator import ValidatorStats
+
+    # families named in metrics.py, and the validator's counters (gpow_validator_<ValidatorStats field>)
+    dynamic = {f"gpow_validator_{f.name}" for f in dataclasses.fields(ValidatorStats)}
+    for name in {m for e in exprs for m in re.findall(r"gpow_[a-z_]+", e)}:
+        family = re.sub(r"_total$", "", name)
+        assert f'"{family}"' in source or family in dynamic, f"{name} is not exported by node/app/metrics.py"
