@@ -73,17 +73,21 @@ def size_challenge(att: ExecutorAttestation, *, history: int, profiles: ProfileB
     ledger's count: leaving and re-joining a roster does not reset it)."""
     if att.engine not in ("cpu", "gpu"):
         return Refusal(f"{R.CLAIM_MISMATCH}:engine")
+    # The model is a GPU model whatever n the engine's claim picks: checked before the profile at
+    # that n, or a CPU engine claiming an H200 would be sized at n_cpu, where no H200 profile
+    # exists, and be refused as an unknown profile instead of as the mismatch it is.
+    model_memory = profiles.model_memory(att.gpu_model)
+    is_gpu_model = model_memory > 0
+    if is_gpu_model and att.engine != "gpu":
+        return Refusal(f"{R.CLAIM_MISMATCH}:cpu-engine-claims-gpu")
     n = params.n_cpu if att.engine == "cpu" else params.n_gpu
     profile = profiles.get(att.gpu_model, n)
     if profile is None:
         # No measured step time at this n: the clock could not tell this model from any other.
         return Refusal(f"{R.UNKNOWN_PROFILE}:{att.gpu_model[:40]}@{n}")
-    is_gpu_model = profile.memory_bytes > 0
-    if is_gpu_model and att.engine != "gpu":
-        return Refusal(f"{R.CLAIM_MISMATCH}:cpu-engine-claims-gpu")
     if not is_gpu_model and att.engine == "gpu":
         return Refusal(f"{R.CLAIM_MISMATCH}:gpu-engine-claims-cpu-class")
-    if is_gpu_model and att.memory_bytes < MIN_MEMORY_SHARE * profile.memory_bytes:
+    if is_gpu_model and att.memory_bytes < MIN_MEMORY_SHARE * model_memory:
         return Refusal(f"{R.CLAIM_MISMATCH}:memory")
     if att.memory_bytes <= 0:
         return Refusal(f"{R.CLAIM_MISMATCH}:memory")

@@ -87,6 +87,11 @@ class ProfileBook:
     def knows(self, model: str) -> bool:
         return _norm(model) in self._by_model
 
+    def model_memory(self, model: str) -> int:
+        """The memory a model's profiles give (the largest, at any n); 0 for a CPU class or an
+        unknown model. What a model is does not depend on the n a challenge is sized at."""
+        return max((p.memory_bytes for p in self._by_model.get(_norm(model), {}).values()), default=0)
+
     def expected_seconds(self, model: str, n: int, T: int) -> float | None:
         """Expected time for T steps at size n on this model: ``step_seconds * T`` with a profile
         measured at this exact n, else None. Never scaled from another n: at smaller n the
