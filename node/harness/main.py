@@ -166,6 +166,8 @@ class Harness:
             }
         bootstrap: list[str] = []
         for name, kind in validators:
+            if kind != "honest" and hp.rounds:
+                continue  # in rounds, attacking validators join the running network (below)
             v = self._node(name, "validator", {"validator": dict(validator_section), "net": {"bootstrap": bootstrap}}, kind=kind)
             v.start()
             addr = self._wait_listen(v)
@@ -207,6 +209,11 @@ class Harness:
             e.extra["miner_addr"] = target
             e.start()
             self._wait_listen(e)
+        for name, kind in validators:
+            if kind != "honest" and hp.rounds:
+                v = self._node(name, "validator", {"validator": dict(validator_section), "net": {"bootstrap": bootstrap}}, kind=kind)
+                v.start()
+                self._wait_listen(v)
 
     def gpu_devices(self, needed: int) -> list[int]:
         """One GPU per miner and remote executor (an engine allocates its whole GPU at start)."""

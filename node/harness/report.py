@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from node.harness.adversaries import parse_kind
+from node.roles.agreed import MAX_VERDICTS_PER_VALIDATOR
 
 def _executor_owners(harness) -> dict[str, tuple[str, str]]:
     """executor id -> (node name, kind), from the nodes' last status files."""
@@ -93,8 +94,21 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
     for n in harness.nodes:
         if n.role == "validator" and n.kind != "honest":
             vst = n.status() or {}
-            validator_cheats[n.name] = {"kind": n.kind, "peer_id": vst.get("peer_id"),
+            own = {k: v for k, v in {**vst.get("agreement", {}), **vst.get("validator", {})}.items() if k in ("grinder", "eraser", "flood")}
+            validator_cheats[n.name] = {"kind": n.kind, "peer_id": vst.get("peer_id"), "own": own,
                                         "verdicts": [d for d in verdicts if d["validator"] == n.name]}
+    # What the honest validator holds of each validator's verdicts, and the beacon's view of them.
+    ag = st.get("agreement", {})
+    agreement_view = {"stored": ag.get("verdicts", {}).get("stored", {}), "refused": ag.get("verdicts", {}).get("refused", {}),
+                      "beacon": ag.get("rounds", {}).get("beacon", {}), "excluded": ag.get("rounds", {}).get("excluded", [])}
+    # The run without liars, from the same run: the median over honest validators of their pass rates.
+    rates: dict[str, dict[str, list[bool]]] = {}
+    for d in verdicts:
+        if d.get("validator_kind") == "honest" and d.get("executor_id"):
+            rates.setdefault(d["executor_id"], {}).setdefault(d["validator"], []).append(bool(d.get("passed")))
+    baseline = {eid: statistics.median(sum(p) / len(p) for p in per.values()) for eid, per in rates.items()}
+    for eid, a in agreed.items():
+        a["baseline"] = baseline.get(eid)
     rejected = {n.name: (n.status() or {}).get("agreement", {}).get("rejected_verdicts", 0)
                 for n in harness.nodes if n.role == "validator" and n.kind == "honest"}
     return {
@@ -102,6 +116,7 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
         "started_at": t_start,
         "agreed_scores": agreed,
         "validator_cheaters": validator_cheats,
+        "agreement_view": agreement_view,
         "unadmitted_verdicts_rejected": rejected,
         "ended_at": time.time(),
         "interrupted": interrupted,
@@ -121,6 +136,7 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
     }
 
 
+AGREED_TOLERANCE = 0.05  # rounds mode: an honest executor's agreed score vs the run without liars
 FAULT_GRACE_MS = (15_000, 20_000)  # a challenge may start this long before a cut, and end this long after the heal
 # Unreachable or slowed by the cut (TCP's retransmission backoff outlasts the heal by seconds).
 UNAVAILABLE = ("missing-commitment", "late-commitment", "missing-openings", "late-openings", "co-scheduled-timeout",
@@ -190,8 +206,61 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
             problems.append(f"cheater {name} ({kind}) was not caught (wanted {'/'.join(want)}; saw {slot['failed_reasons'] or 'no failing verdict'})")
     # Cheating validators are neutralised when the agreed scores still say the truth.
     report["validator_cheaters_neutralised"] = {}
+    view = report.get("agreement_view", {})
+    rounds = report.get("params", {}).get("rounds")
+    # Rounds mode: the agreed score of every honest executor is within AGREED_TOLERANCE of the run
+    # without liars (the honest validators' median), and no cheating executor's is lifted above it.
+    off = []
+    if rounds:
+        for a in report["agreed_scores"].values():
+            if a["kind"] == "unknown" or a.get("baseline") is None:
+                continue
+            if a["kind"] == "honest" and (a["score"] is None or abs(a["score"] - a["baseline"]) > AGREED_TOLERANCE):
+                off.append(f"{a['node']}: {a['score']} vs {a['baseline']:.2f} without liars")
+            elif a["kind"] != "honest" and a["score"] is not None and a["score"] > a["baseline"] + AGREED_TOLERANCE:
+                off.append(f"{a['node']} ({a['kind']}) lifted: {a['score']} vs {a['baseline']:.2f} without liars")
     for name, vc in report.get("validator_cheaters", {}).items():
         kind = vc["kind"]
+        base = kind.partition(":")[0]
+        pid = vc.get("peer_id") or ""
+        refused = view.get("refused", {}).get(pid, {})
+        stored = view.get("stored", {}).get(pid, 0)
+        if base in ("beacon-grinder", "verdict-eraser", "verdict-flood", "colluding-validators"):
+            counted = [a["node"] for a in report["agreed_scores"].values() if name in a["by_validator"] or pid[-8:] in a["by_validator"]]
+            own = vc.get("own", {})
+            if base == "beacon-grinder":
+                g = own.get("grinder", {})
+                tried = g.get("rounds_ground", 0)
+                drawn = sum(x["executors_drawn"] for x in g.get("attempts", []))
+                attacked = tried > 0 and view.get("beacon", {}).get("equivocations", 0) > 0
+                ok = attacked and stored == 0 and not counted
+                detail = (f"ground {tried} rounds (drew {drawn} executors to itself in its own view); honest view: "
+                          f"{view.get('beacon', {}).get('equivocations', 0)} equivocations, excluded now: {pid in view.get('excluded', [])}, "
+                          f"{stored} verdicts counted")
+            elif base == "verdict-eraser":
+                e = own.get("eraser", {})
+                attacked = refused.get("foreign-id", 0) > 0
+                ok = attacked
+                detail = (f"{e.get('from_busy', 0)} erasures from {e.get('busy_seen', 0)} BUSYs ({e.get('probes', 0)} probes), "
+                          f"{e.get('from_verdicts', 0)} from verdicts; honest view refused {refused.get('foreign-id', 0)} as another's challenge id")
+            elif base == "verdict-flood":
+                published = own.get("flood", {}).get("published", 0)
+                dropped = sum(refused.values())
+                attacked = published > 0 and dropped > 0
+                ok = attacked and stored <= MAX_VERDICTS_PER_VALIDATOR
+                detail = f"published {published}; honest view holds {stored}, refused {dropped} ({', '.join(f'{k} {v}' for k, v in sorted(refused.items()))})"
+            else:
+                lies = [d for d in vc["verdicts"] if (d.get("kind") == "honest") != bool(d.get("passed")) and d.get("kind") != "unknown"]
+                attacked = bool(lies)
+                ok = attacked
+                detail = f"{len(lies)} lying verdicts, {stored} counted in the honest view"
+            ok = ok and not off
+            if off:
+                detail += "; agreed scores moved: " + "; ".join(off)
+            report["validator_cheaters_neutralised"][name] = {"kind": kind, "neutralised": ok, "detail": detail}
+            if not ok:
+                problems.append(f"cheating validator {name} ({kind}) was not neutralised: {detail}")
+            continue
         if kind.startswith("lying-validator"):
             lies = [d for d in vc["verdicts"] if d.get("kind") == "honest" and not d.get("passed")] + \
                    [d for d in vc["verdicts"] if d.get("kind") not in ("honest", "unknown") and d.get("passed")]
@@ -248,9 +317,13 @@ def agreed_table(report: dict) -> Table | None:
     if not rows:
         return None
     t = Table(title="agreed scores (median over validators; as an honest validator sees them)")
-    for c in ("executor node", "kind", "agreed score", "verdicts", "pass rate by validator"):
+    for c in ("executor node", "kind", "agreed score", "without liars", "verdicts", "pass rate by validator"):
         t.add_column(c)
     for a in sorted(rows.values(), key=lambda a: a["node"]):
+        if a["kind"] == "unknown" and a["score"] is None:
+            continue  # made-up executors (a verdict flood): nobody scores them
         per = ", ".join(f"{v}: {r:.2f}" for v, r in sorted(a["by_validator"].items()))
-        t.add_row(a["node"], a["kind"], "-" if a["score"] is None else f"{a['score']:.2f}", str(a["verdicts"]), per)
+        base = a.get("baseline")
+        t.add_row(a["node"], a["kind"], "-" if a["score"] is None else f"{a['score']:.2f}", "-" if base is None else f"{base:.2f}",
+                  str(a["verdicts"]), per)
     return t

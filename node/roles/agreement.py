@@ -20,7 +20,7 @@ from node.roles import agreed as A
 from node.roles import rounds as RB
 from node.roles.agreed import AgreedScores, VerdictView
 from node.roles.params import AdmissionParams, RoundParams
-from node.roles.rounds import Beacon, RoundSchedule, assign, assign
+from node.roles.rounds import Beacon, RoundSchedule, assign
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
 from node.wire.envelope import Envelope
@@ -44,7 +44,7 @@ class Agreement:
             round_ms=int(rounds.round_s * 1000), window_ms=int(rounds.reveal_window_s * 1000),
             jitter_ms=int(rounds.jitter_s * 1000), genesis_ms=rounds.genesis_ms,
         )
-        self.beacon = Beacon(self.schedule, host.identity.peer_id)
+        self.beacon = Beacon(self.schedule, host.identity.peer_id, since_ms=self.wall_ms())
         self.scores = AgreedScores(rounds.window_rounds, rounds.min_validators, rounds=rounds.enabled)
         self.verdict_listeners: list[Callable[[Envelope], None]] = []
         self.rejected_verdicts = 0
@@ -64,7 +64,10 @@ class Agreement:
 
     def round_validators(self, r: int) -> frozenset[str]:
         """Validators that take part in round r: admitted ones that revealed (all admitted if none
-        did), less those dropped from the beacon for equivocating."""
+        did), less those dropped from the beacon for equivocating. Empty while our view of round r
+        may not be everyone's (we started too recently): we neither challenge nor count then."""
+        if not self.beacon.trusted(r):
+            return frozenset()
         now = self.wall_ms()
         revealed = {v for v in self.beacon.contributors(r) if self.book.is_admitted(v, now)}
         if revealed:
@@ -74,25 +77,17 @@ class Agreement:
     def assignee(self, r: int, executor_id: str) -> str | None:
         """The validator round r's beacon drew for ``executor_id``; None before the beacon is known here."""
         beacon = self.beacon.value(r, self.wall_ms())
-        if beacon is None:
+        if beacon is None or not self.beacon.trusted(r):
             return None
         return assign(beacon, executor_id, self.round_validators(r))
-
-    def assigned(self, validator: str, executor: str, r: int, now_ms: int) -> bool | None:
-        """Whether round ``r``'s beacon gives ``executor`` to ``validator``; None when this node
-        cannot tell (rounds off, or the beacon of that round not known here yet)."""
-        if not self.params.enabled:
-            return None
-        beacon = self.beacon.value(r, now_ms)
-        if beacon is None:
-            return None
-        return assign(beacon, executor, self.round_validators(r)) == validator
 
     def assigned(self, validator_id: str, executor_id: str, r: int, now_ms: int | None = None) -> bool | None:
         """Does round r's beacon give ``executor_id`` to ``validator_id``? None while the beacon
         is unknown here (before its window closes, or older than the beacon's memory)."""
+        if not self.params.enabled:
+            return None
         beacon = self.beacon.value(r, self.wall_ms() if now_ms is None else now_ms)
-        if beacon is None:
+        if beacon is None or not self.beacon.trusted(r):
             return None
         return assign(beacon, executor_id, self.round_validators(r)) == validator_id
 

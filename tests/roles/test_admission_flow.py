@@ -58,5 +58,5 @@ async def test_authority_set_learned_from_gossip(tmp_path: Path):
         assert passed() >= executors
         refused = [r for r in bad.ledger.verdicts() if any("unadmitted-validator" in x for x in r.reasons)]
         assert refused, [r.reasons for r in bad.ledger.verdicts()]
-        assert m.host.gossip.score(outsider.peer_id) < 0, "refused challenges are penalised in gossip scoring"
+        assert m.gossip.score(outsider.peer_id) < 0, "refused challenges are penalised in gossip scoring"
         nursery.cancel_scope.cancel()

@@ -17,7 +17,7 @@ from node.app.node import NodeParts
 @dataclass(frozen=True)
 class Adversary:
     kind: str
-    role: str  # the role of the node that runs it: "miner" or "validator"
+    role: str  # the role of the node that runs it: "miner", "validator" or "executor" (a remote executor)
     summary: str
     # miner-side kinds: caught when one of its executors gets a failing verdict with a reason
     # starting with one of these; validator-side kinds are judged by the agreed scores instead
@@ -26,6 +26,9 @@ class Adversary:
     local_executors: int = 1  # a CPU miner running it needs at least this many executors
     cpu_only: bool = False  # rewrites the numpy engine's states: no GPU form
     default_arg: str = ""
+    admitted: bool = True  # validator kinds: the network's admitted set lists it
+    nodes_from_arg: bool = False  # validator kinds: the argument is how many nodes run it
+    lies: bool = False  # validator kinds: its verdicts on the executors drawn for it are lies (the harness sizes min_validators to 2f+1)
 
 
 def _corrupt_rows(arg: str) -> NodeParts:
@@ -97,6 +100,51 @@ def _lying_validator(arg: str) -> NodeParts:
     return NodeParts(validator_class=lying_validator(arg or "always-fail"))
 
 
+def _beacon_grinder(arg: str) -> NodeParts:
+    from node.harness.adversaries.validators import GrindingAgreement, GrindingValidator
+
+    return NodeParts(validator_class=GrindingValidator, agreement_class=GrindingAgreement)
+
+
+def _verdict_eraser(arg: str) -> NodeParts:
+    from node.harness.adversaries.validators import VerdictEraser
+
+    return NodeParts(validator_class=VerdictEraser)
+
+
+def _verdict_flood(arg: str) -> NodeParts:
+    from node.harness.adversaries.validators import VerdictFlood
+
+    return NodeParts(validator_class=VerdictFlood)
+
+
+def _colluding_validators(arg: str) -> NodeParts:
+    from node.harness.adversaries.validators import colluding_validator
+
+    if not arg.isdigit() or int(arg) < 1:
+        raise ValueError(f"colluding-validators takes how many collude, e.g. colluding-validators:2, not {arg!r}")
+    return NodeParts(validator_class=colluding_validator())
+
+
+def _judging(name: str):
+    """The issue-17 adversaries (node/harness/adversaries/judging.py), imported when built."""
+    def build(arg: str) -> NodeParts:
+        from node.harness.adversaries import judging as J
+
+        return {
+            "cpu-claims-gpu": lambda: NodeParts(answerer=lambda index: J.CpuClaimsGpu()),
+            "small-memory-claim": lambda: NodeParts(answerer=lambda index: J.SmallMemoryClaim()),
+            "forged-busy": lambda: NodeParts(executor_class=lambda index: J.ForgedBusy),
+            "probation-reset": lambda: NodeParts(local_executors=J.probation_reset_executors, miner_class=J.RelistingMiner),
+            "busy-lock": lambda: NodeParts(validator_class=J.BusyLockValidator),
+            "junk-evidence": lambda: NodeParts(validator_class=J.JunkEvidenceValidator),
+            "frame-miner": lambda: NodeParts(answerer=lambda index: J.FrameMiner()),
+            "uuid-copy": lambda: NodeParts(miner_class=J.uuid_copy_miner(arg)),
+            "slow-sybil": lambda: NodeParts(local_executors=J.slow_sybil_executors),
+        }[name]()
+    return build
+
+
 def _unadmitted_validator(arg: str) -> NodeParts:
     from node.harness.adversaries.nodes import SelfAdmittedValidator
 
@@ -122,8 +170,36 @@ ADVERSARIES: dict[str, Adversary] = {a.kind: a for a in [
     Adversary("shared-gpu", "miner", "two executor ids backed by one engine and one memory budget",
               ("co-scheduled-timeout", "duplicate-gpu"), _shared_gpu, local_executors=2),
     Adversary("lying-validator", "validator", "an admitted validator that lies in its verdicts (always-pass|always-fail)",
-              (), _lying_validator, default_arg="always-fail"),
-    Adversary("unadmitted-validator", "validator", "a validator outside the admitted set", (), _unadmitted_validator),
+              (), _lying_validator, default_arg="always-fail", lies=True),
+    Adversary("unadmitted-validator", "validator", "a validator outside the admitted set", (), _unadmitted_validator,
+              admitted=False),
+    Adversary("beacon-grinder", "validator", "reads the others' beacon shares, grinds its own and re-commits to draw executors to itself",
+              (), _beacon_grinder),
+    Adversary("verdict-eraser", "validator", "publishes failing verdicts under other validators' challenge ids (from BUSYs)",
+              (), _verdict_eraser),
+    Adversary("verdict-flood", "validator", "floods verdicts: several per executor and round, made-up executors, far-off rounds",
+              (), _verdict_flood),
+    Adversary("colluding-validators", "validator", "N admitted validators that report the opposite of what they saw",
+              (), _colluding_validators, default_arg="2", nodes_from_arg=True, lies=True),
+    # issue 17: attacks on judging
+    Adversary("cpu-claims-gpu", "miner", "a CPU engine attesting an NVIDIA H200 (engine cpu)", ("claim-mismatch",),
+              _judging("cpu-claims-gpu")),
+    Adversary("small-memory-claim", "miner", "attests an NVIDIA H200 on the GPU engine with 12 GB", ("claim-mismatch:memory",),
+              _judging("small-memory-claim")),
+    Adversary("forged-busy", "miner", "answers every challenge BUSY with a challenge it signed itself (throwaway key)",
+              ("missing-commitment:busy-unadmitted-issuer", "missing-commitment:busy-in-round"), _judging("forged-busy")),
+    Adversary("probation-reset", "miner", "holds 1/8 of its claimed memory; leaves and re-joins its roster to stay on probation",
+              ("missing-commitment:capacity", "late-commitment", "co-scheduled-timeout"), _judging("probation-reset"), cpu_only=True),
+    Adversary("busy-lock", "validator", "sends cheap challenges whose deadlines are a day (or an hour) away, never reveals",
+              (), _judging("busy-lock")),
+    Adversary("junk-evidence", "validator", "gossips false-proof verdicts on everyone with evidence that proves nothing",
+              (), _judging("junk-evidence")),
+    Adversary("frame-miner", "executor", "an outsider's remote executor that registers with an honest miner and answers falsely",
+              (), _judging("frame-miner")),
+    Adversary("uuid-copy", "miner", "its executor attests a victim executor's GPU UUID (from the victim's roster)",
+              ("duplicate-gpu",), _judging("uuid-copy")),
+    Adversary("slow-sybil", "miner", "4 executor ids on one engine and one memory budget, each claiming all of it",
+              ("co-scheduled-timeout", "late-commitment", "duplicate-gpu"), _judging("slow-sybil"), local_executors=4, cpu_only=True),
 ]}
 
 
