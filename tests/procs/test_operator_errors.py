@@ -115,6 +115,8 @@ def test_lock_log_level_open_admission_and_unreachable_peers(tmp_path: Path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[node]\nlog_level = "debug"\n')
     dead = f"ws://127.0.0.1:{free_port()}"  # nothing listens there
+    boot = Node("run", "--role", "miner", "--engine", "cpu", "--open-admission", "--data-dir", str(tmp_path / "b"),
+                "--listen", "127.0.0.1:0", "--bootstrap", dead, log=tmp_path / "boot.log")
     first = Node("run", "--role", "executor", "--engine", "cpu", "--config", str(cfg), "--open-admission", "--data-dir", str(data),
                  "--listen", "127.0.0.1:0", "--miner", dead, log=tmp_path / "first.log")
     try:
@@ -127,8 +129,10 @@ def test_lock_log_level_open_admission_and_unreachable_peers(tmp_path: Path):
                  "--listen", "127.0.0.1:0", "--miner", dead)
         one_line(r, 2, f"the data dir {data} is in use by another gpow process (pid {first.proc.pid})")
         first.wait_for(rf"W gpow.node: cannot reach the miner {dead} \(the executor cannot register")
+        boot.wait_for(rf"W gpow.node: cannot reach the bootstrap peer {dead}: check that a gpow node runs there")
     finally:
         assert first.stop() == 0
+        assert boot.stop() == 0
     # the lock died with the process: the data dir is usable again
     again = Node("--log-level", "warning", "run", "--role", "miner", "--engine", "cpu", "--open-admission", "--data-dir", str(data),
                  "--listen", "127.0.0.1:0", log=tmp_path / "again.log")
