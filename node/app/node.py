@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
+from node.clock import now_ms
 from node.app.config import NodeConfig
 from node.identity import Identity, load_or_create_key_file
 from node.app.errors import GpuUnavailable
@@ -112,7 +112,7 @@ class Node:
         self.admission = self.agreement.book
         self.service: Any = None
         self.ledger = None
-        self.started_ms = int(time.time() * 1000)
+        self.started_ms = now_ms()
         self._remote = None
 
     # ---- role construction -------------------------------------------------------------------
@@ -164,7 +164,7 @@ class Node:
         ep = self.cfg.executor
         parts = self.parts
         if ep.engine == "gpu":
-            (service,) = make_gpu_executors([self.identity], "", [ep.gpu_device], admission=self.admission, assignment=self.agreement.assigned,
+            (service,) = make_gpu_executors([self.identity], "", [ep.gpu_device], admission=self.admission, assignment=self.agreement.assigned, signer=self.gossip.signer,
                                             answerer=parts.answerer, executor_class=parts.executor_class)
         else:
             host_fp = ep.host_fingerprint or host_fingerprint()
@@ -226,7 +226,7 @@ class Node:
             "listen": self.host.listen_addr,
             "pid": os.getpid(),
             "started_ms": self.started_ms,
-            "updated_ms": int(time.time() * 1000),
+            "updated_ms": now_ms(),
             "peers": {pid: {"role": p.role, "outbound": p.outbound} for pid, p in peers.items()},
             "net": self.host.stats_dict() if hasattr(self.host, "stats_dict") else {},
         }

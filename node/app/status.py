@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from node.clock import now_ms
 from node.app.config import load_config
 from node.roles import verdicts as R
 
@@ -78,7 +79,7 @@ def read_status(data_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
         ledger = Ledger(ledger_path)
         try:
-            rows = ledger.executor_table(int(time.time() * 1000))
+            rows = ledger.executor_table(now_ms())
         finally:
             ledger.close()
     return status, rows

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from typing import Any, Callable, Protocol
 
 import trio
 
+from node.clock import now_ms
 from node.gossip.params import GossipParams
 from node.gossip.router import Deliver, Disconnect, Equivocation, PeerRecords, Router, Send, Validate, message_id
 from node.identity import Identity
@@ -74,7 +74,7 @@ class GossipDriver:
         self._send = host.send_gossip
         self._disconnect = host.disconnect
         self._px_sink: Callable[[list[bytes]], None] | None = host.add_peer_records
-        self._wall_ms = wall_ms or getattr(host, "wall_ms", None) or (lambda: int(time.time() * 1000))
+        self._wall_ms = wall_ms or getattr(host, "wall_ms", None) or now_ms
         self.signer = Signer(identity, self._wall_ms)
         self.router = Router(identity.peer_id, params, rng or getattr(host, "rng", None) or random.Random(),
                              px_source=host.records_for)
@@ -216,16 +216,22 @@ class GossipDriver:
 
     def publish(self, topic: str, body: Any) -> bytes:
         """Seal ``body`` with our signer and send it; it is not delivered locally. Returns its id."""
-        return self.publish_raw(topic, self.signer.seal(body))
+        data = self.signer.seal(body)
+        return self._publish(topic, data, self.identity.peer_id, self.signer.last_seq)
 
     def publish_raw(self, topic: str, data: bytes) -> bytes:
         """Send an envelope signed by anyone (e.g. a validator set) unchanged. Returns its id."""
         if len(data) > self.params.max_message_bytes:
             raise ValueError(f"gossip: message of {len(data)} bytes exceeds max_message_bytes={self.params.max_message_bytes}")
         env = decode_envelope(data, max_bytes=self.params.max_message_bytes)  # our own bug if this fails
+        return self._publish(topic, data, env.sender, env.seq)
+
+    def _publish(self, topic: str, data: bytes, origin: str, seq: int) -> bytes:
+        if len(data) > self.params.max_message_bytes:
+            raise ValueError(f"gossip: message of {len(data)} bytes exceeds max_message_bytes={self.params.max_message_bytes}")
         mid = message_id(data)
         self._count("published")
-        self._process(self.router.publish(topic, data, mid, self._now(), origin=env.sender, seq=env.seq))
+        self._process(self.router.publish(topic, data, mid, self._now(), origin=origin, seq=seq))
         return mid
 
     # ---- subscriptions -------------------------------------------------------------------------

@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 import cupy as cp
 
+from node.clock import now_ms
 from node.gpu.engine import GpuEngine
 from node.gpu.facts import gpu_facts
 from node.pow.engine import ChallengeParams
@@ -56,7 +56,7 @@ def attest_main(args: argparse.Namespace) -> int:
     from node.identity import Identity, load_key_file
 
     ident = load_key_file(Path(args.key)) if args.key else Identity.generate()
-    body = attestation_body(ident.peer_id, int(time.time() * 1000))
+    body = attestation_body(ident.peer_id, now_ms())
     raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     doc = {"body": body, "signature": ident.sign(ATTEST_DOMAIN + raw).hex(), "public_key": ident.public_key.hex()}
     text = json.dumps(doc, indent=1, sort_keys=True)

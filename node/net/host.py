@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
@@ -32,10 +31,11 @@ from trio_websocket import (
     connect_websocket_url,
 )
 
+from node.clock import now_ms
 from node.identity import Identity
 from node.net.connection import Connection
 from node.net.errors import HandshakeRefused, LinkClosed, LinkIntegrityError, NetError, PeerUnreachable, RequestFailed, RequestTimeout
-from node.net.framing import FRAME_OVERHEAD, decode_frame, encode_frame, goodbye_frame
+from node.net.framing import FRAME_OVERHEAD, decode_frame, encode_frame, goodbye_frame, rpc_size
 from node.net.handshake import MAX_HANDSHAKE_FRAME, Handshake, HandshakeResult
 from node.net.limits import inbound_socket_cap, raise_nofile_limit
 from node.net.params import NetParams
@@ -187,7 +187,7 @@ class Host:
         self.identity = identity
         self.params = net_params
         self.role = role
-        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self._wall_ms = wall_ms or now_ms
         self._rng = rng or random.Random()
         self.stats: Counter[str] = Counter()
         self._events: PeerEvents = _NoEvents(self.stats)
@@ -366,6 +366,7 @@ class Host:
             "dialing": len(self._dialing),
             "peer_store": len(self.peerstore),
             "queued_frames": sum(c._recv_ch.statistics().current_buffer_used for c in conns),
+            "gossip_rpcs_coalesced": sum(c.rpcs_coalesced for c in conns),  # on the links up now
             "queued_bytes": sum(c.queued_bytes for c in conns),
             "inbound_sockets": self._server.open_sockets if self._server is not None else 0,
             "inbound_socket_cap": self.inbound_socket_cap,
@@ -897,11 +898,11 @@ class Host:
         conn = self._conns.get(peer_id)
         if conn is None or conn.closing_reason is not None:
             return False
-        frame = encode_frame(rpc)
-        if len(frame) > self.params.max_frame_bytes:
+        size = rpc_size(rpc)
+        if size > self.params.max_frame_bytes:
             self.stats["gossip_dropped_oversized"] += 1
             return False
-        if conn.try_send(frame):
+        if conn.try_send_rpc(rpc, size):
             self.stats["gossip_rpcs_out"] += 1
             return True
         self.stats["gossip_dropped_queue_full"] += 1

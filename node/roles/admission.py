@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from node.clock import now_ms
 from node.wire.envelope import Envelope
 from node.wire.messages import ValidatorSet
 
@@ -131,7 +132,6 @@ def show_main(args) -> int:
     """``gpow admission show``: check a signed validator set and print it."""
     import json
     import sys
-    import time
     from pathlib import Path
 
     from node.wire import WireError, decode_envelope
@@ -139,7 +139,7 @@ def show_main(args) -> int:
     try:
         env = decode_envelope(Path(args.file).read_bytes(), expect=ValidatorSet)
         book = ValidatorSetBook(authority=args.authority or env.sender)
-        book.offer(env, int(time.time() * 1000))
+        book.offer(env, now_ms())
     except (OSError, WireError, AdmissionError) as exc:
         print(f"gpow admission show: {args.file}: {exc}", file=sys.stderr)
         return 1

@@ -8,12 +8,12 @@ into it (its own reveals and verdicts, and a listener for other validators' verd
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Callable
 
 import trio
 
+from node.clock import now_ms
 from node.roles import penalties as P
 from node.roles.admission import AdmissionError, ValidatorSetBook
 from node.roles import agreed as A
@@ -37,7 +37,7 @@ class Agreement:
         self.host = host
         self.gossip = gossip  # node.gossip.GossipDriver, built on the host
         self.params = rounds
-        self.wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self.wall_ms = wall_ms or now_ms
         self.book = ValidatorSetBook(admission.validators, admission.authority)
         self.set_file = admission.set_file
         self.schedule = RoundSchedule(

@@ -15,6 +15,7 @@ from typing import Callable
 
 import trio
 
+from node.clock import now_ms
 from node.identity import Identity
 from node.pow.chain import sample_commit
 from node.pow.engine import ChallengeParams, Engine, EngineCapacityError, Trace, pool_bytes
@@ -126,15 +127,16 @@ class ExecutorService:
         lock: trio.Lock | None = None,
         budget: PoolBudget | None = None,
         assignment: "Callable[[str, str, int, int], bool | None] | None" = None,
+        signer: Signer | None = None,  # the node's own, when this executor is the node's identity
     ):
         self.identity = identity
-        self.signer = Signer(identity, wall_ms)
+        self.signer = signer or Signer(identity, wall_ms)
         self.miner_id = miner_id
         self.engine = engine
         self.facts = facts
         self.admission = admission or ValidatorSetBook()
         self.answerer = answerer or Answerer()
-        self.wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self.wall_ms = wall_ms or now_ms
         # One engine runs one chain at a time: identities backed by one engine share this lock
         # (and its memory budget), which is exactly what co-scheduled challenges expose.
         self.lock = lock or trio.Lock()

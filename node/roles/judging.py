@@ -123,14 +123,16 @@ class BusyRules:
     rounds: bool  # in rounds every executor is challenged once, at one instant: any BUSY is a miss
     max_commit_s: float  # the longest commitment window an honest executor accepts (ExecutorLimits)
     max_openings_s: float
-    # An executor BUSY for more than this share of one validator's recent challenges is missing,
-    # whatever it names (validators that do not coordinate collide now and then; a colluder
-    # feeding an executor excuses must not turn its every failure into an abort).
-    max_busy_share: float = 0.5
+    # An executor that answered this validator BUSY on every attempt for longer than this is
+    # missing, whatever it names: honest validators that do not coordinate collide now and then,
+    # but a challenge in flight ends within its windows; a colluder feeding an executor genuine
+    # excuses back to back must not turn every miss into an abort. Set per challenge (twice our
+    # own commitment and openings windows for it).
+    max_busy_s: float = float("inf")
 
 
 def judge_busy(busy_env: Envelope, our_raw: bytes, executor_id: str, *, now_ms: int,
-               admitted: Callable[[str, int], bool], busy_share: float, rules: BusyRules) -> str | None:
+               admitted: Callable[[str, int], bool], busy_for_s: float, rules: BusyRules) -> str | None:
     """None when the BUSY is excused (the challenge it names is genuinely in flight), else the
     failing reason. ``busy_env`` is the executor's signed BUSY (its signer already checked);
     ``busy_share`` the share of this executor's recent challenges that ended BUSY, this one included."""
@@ -156,8 +158,8 @@ def judge_busy(busy_env: Envelope, our_raw: bytes, executor_id: str, *, now_ms: 
         return f"{R.MISSING_COMMITMENT}:busy-deadline-beyond-cap"
     if body.commit_deadline_ms + body.openings_timeout_ms + STALE_BUSY_GRACE_MS < now_ms:
         return f"{R.MISSING_COMMITMENT}:stale-busy"
-    if busy_share > rules.max_busy_share:
-        return f"{R.MISSING_COMMITMENT}:busy-too-often"
+    if busy_for_s > rules.max_busy_s:
+        return f"{R.MISSING_COMMITMENT}:busy-too-long"
     return None
 
 

@@ -21,11 +21,11 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from node import clock
 from node.roles import verdicts as R
 from node.roles.verdicts import VerdictRecord
 
@@ -109,10 +109,6 @@ class UnknownChallengeError(LedgerError):
 
 class ChallengeClosedError(LedgerError):
     """A state change for a challenge that already ended (verdict stored, or busy)."""
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Ledger:
@@ -238,7 +234,7 @@ class Ledger:
     def record_verdict(self, rec: VerdictRecord, now_ms: int | None = None) -> None:
         """Store the verdict and close its challenge, in one transaction."""
         with self._tx() as db:
-            self._store_verdict(db, rec, now_ms if now_ms is not None else _now_ms())
+            self._store_verdict(db, rec, now_ms if now_ms is not None else clock.now_ms())
 
     def _store_verdict(self, db: sqlite3.Connection, rec: VerdictRecord, now_ms: int) -> None:
         self._advance(db, rec.challenge_id, "closed_ms = ?", (now_ms,), CLOSED)
@@ -408,7 +404,7 @@ class Ledger:
                 "INSERT INTO bans VALUES (?,?,?,?) ON CONFLICT(peer_id) DO UPDATE SET "
                 "reason = CASE WHEN excluded.until_ms > until_ms THEN excluded.reason ELSE reason END, "
                 "until_ms = max(until_ms, excluded.until_ms)",
-                (peer_id, until_ms, reason, now_ms if now_ms is not None else _now_ms()),
+                (peer_id, until_ms, reason, now_ms if now_ms is not None else clock.now_ms()),
             )
             self._bans[peer_id] = max(self._bans.get(peer_id, 0), until_ms)
 

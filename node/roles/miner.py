@@ -9,17 +9,16 @@ request/response streams and are routed by the executor id they name.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import trio
 
+from node.clock import now_ms
 from node.roles import penalties as P
 from node.roles.executor import ChallengeRefused, ExecutorService
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
-from node.wire.envelope import Signer
 from node.wire.messages import Challenge, Deregister, ExecutorAttestation, Heartbeat, Ping, Pong, Register, Reveal, Roster
 
 log = logging.getLogger("gpow.miner")
@@ -54,7 +53,7 @@ class MinerService:
         self.roster_interval_s = roster_interval_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.clock = clock
-        self.wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self.wall_ms = wall_ms or now_ms
         self._routes: dict[bytes, str] = {}  # challenge id -> executor id, for the reveal
         self._roster_version = 0
         self._roster_changed = trio.Event()
@@ -63,7 +62,7 @@ class MinerService:
         host.set_handler(C.PROTO_REVEAL, self._on_reveal)
         host.set_handler(C.PROTO_REGISTER, self._on_register)
         host.set_handler(C.PROTO_PING, self._on_ping)
-        self.signer = Signer(host.identity, self.wall_ms)
+        self.signer = gossip.signer  # one seq counter per identity: gossip indexes (sender, seq)
 
     async def _on_ping(self, peer_id: str, payload: bytes) -> bytes:
         """Answer a validator's signed ping with a signed pong: its round-trip measurement."""

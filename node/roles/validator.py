@@ -21,6 +21,7 @@ from typing import Callable
 
 import trio
 
+from node.clock import now_ms
 from node.pow.chain import sample_commit
 from node.pow.engine import ChallengeParams
 from node.pow.openings import ProofFormatError, decode_openings
@@ -38,7 +39,7 @@ from node.roles.rounds import assign
 from node.roles.verdicts import VerdictRecord
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
-from node.wire.envelope import Envelope, Signer
+from node.wire.envelope import Envelope
 from node.wire.messages import (
     Busy,
     Challenge,
@@ -59,8 +60,6 @@ log = logging.getLogger("gpow.validator")
 # Verdict reasons that mean the miner delivered a forged, replayed or false signed answer.
 FORGED_ANSWERS = frozenset({R.FALSE_PROOF, R.REPLAY, R.WRONG_SIGNER, R.WRONG_EXECUTOR, R.BAD_SIGNATURE})
 ROSTER_LISTING_TTL_S = 60.0  # a miner whose roster has not listed an executor for this long no longer counts
-# The share of an executor's recent challenges that may end BUSY is judged over this many.
-BUSY_WINDOW = 8
 
 
 @dataclass
@@ -74,7 +73,7 @@ class KnownExecutor:
     challenges: int = 0  # issued by this validator, ever (from the ledger when first learned)
     in_flight: bool = False
     last_verdict: str = ""
-    recent_busy: list[bool] = field(default_factory=list)  # the last BUSY_WINDOW challenges: ended BUSY?
+    busy_since: float | None = None  # clock time of the first of the BUSY answers in a row, else None
 
 
 @dataclass
@@ -138,8 +137,8 @@ class ValidatorService:
         self.profiles = profiles
         self.rng = rng or random.SystemRandom()
         self.clock = clock
-        self.wall_ms = wall_ms or (lambda: int(time.time() * 1000))
-        self.signer = Signer(host.identity, self.wall_ms)
+        self.wall_ms = wall_ms or now_ms
+        self.signer = gossip.signer  # one seq counter per identity: gossip indexes (sender, seq)
         self.executors: dict[str, KnownExecutor] = {}
         self.gpu_ids = GpuIdentityRegistry()
         # executor -> {miner: when its roster last listed it}; two live listings is a duplicate.
@@ -497,6 +496,7 @@ class ValidatorService:
 
     def _finish(self, e: KnownExecutor, out: ChallengeOutcome, round_no: int = 0) -> None:
         rec = out.record
+        e.busy_since = None  # answered (or failed): any streak of BUSY answers is over
         self.ledger.record_verdict(rec)
         if out.bundle:
             self._store_bundle(rec.challenge_id, out.bundle)
@@ -620,7 +620,7 @@ class ValidatorService:
         except WireError as exc:
             return self._fail(ctx, f"{R.BAD_SIGNATURE if exc.reason == 'bad-signature' else R.MISSING_COMMITMENT}:{exc.reason}")
         if isinstance(cm_env.body, Busy):
-            ctx.outcome = self._judge_busy(e, rec, cm_env, ctx.raw, ctx.body.round)
+            ctx.outcome = self._judge_busy(e, rec, cm_env, ctx.raw, ctx.body.round, ctx.commit_timeout)
             return
         self._note_busy(e, False)
         signer_problem = self._check_signer(cm_env, e)
@@ -706,9 +706,13 @@ class ValidatorService:
         return R.WRONG_SIGNER
 
     def _note_busy(self, e: KnownExecutor, busy: bool) -> None:
-        e.recent_busy = (e.recent_busy + [busy])[-BUSY_WINDOW:]
+        if not busy:
+            e.busy_since = None
+        elif e.busy_since is None:
+            e.busy_since = self.clock()
 
-    def _judge_busy(self, e: KnownExecutor, rec: VerdictRecord, env: Envelope, raw: bytes, round_no: int) -> ChallengeOutcome:
+    def _judge_busy(self, e: KnownExecutor, rec: VerdictRecord, env: Envelope, raw: bytes, round_no: int,
+                    commit_timeout: float) -> ChallengeOutcome:
         """A signed BUSY is excused only when the challenge it names is genuinely in flight
         (judging.judge_busy); anything else is a miss."""
         signer_problem = self._check_signer(env, e)
@@ -717,10 +721,12 @@ class ValidatorService:
             return ChallengeOutcome(rec)
         self._note_busy(e, True)
         book = self.agreement.book if self.agreement is not None else None
-        rules = BusyRules(rounds=round_no > 0, max_commit_s=C.MAX_COMMIT_WINDOW_S, max_openings_s=C.MAX_OPENINGS_TIMEOUT_S)
+        rules = BusyRules(rounds=round_no > 0, max_commit_s=C.MAX_COMMIT_WINDOW_S, max_openings_s=C.MAX_OPENINGS_TIMEOUT_S,
+                          max_busy_s=2 * (commit_timeout + self.params.openings_timeout_s))
+        assert e.busy_since is not None
         reason = judge_busy(env, raw, e.executor_id, now_ms=self.wall_ms(),
                             admitted=book.is_admitted if book is not None else (lambda peer, now: True),
-                            busy_share=sum(e.recent_busy) / len(e.recent_busy) if len(e.recent_busy) >= BUSY_WINDOW else 0.0, rules=rules)
+                            busy_for_s=self.clock() - e.busy_since, rules=rules)
         if reason is not None:
             rec.reasons = [reason]
             return ChallengeOutcome(rec)

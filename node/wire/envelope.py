@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from node.clock import now_ms
 from node.identity import Identity, IdentityError, public_key_from_peer_id, verify_signature
 from node.wire import constants as C
 from node.wire.codec import check_fields, from_wire, pack_canonical, unpack_strict
@@ -45,6 +46,20 @@ class Envelope:
 def signing_bytes(version: int, mtype: str, sender: str, seq: int, ts: int, body: Any) -> bytes:
     unsigned = {"body": body, "seq": seq, "sender": sender, "ts": ts, "type": mtype, "v": version}
     return C.SIG_DOMAIN_ENVELOPE + pack_canonical(unsigned)
+
+
+_SIG_ENTRY = b"\xa3sig\xc4\x40"  # the canonical encoding of the key "sig" and a 64-byte bin header
+
+
+def _signed_part(raw: bytes, sig: bytes) -> bytes:
+    """``signing_bytes`` of a received envelope, cut from its bytes instead of re-encoded: the
+    envelope is canonical (checked before this), so the map without "sig" is the same bytes with
+    that entry removed and the map header one entry shorter. Keys are sorted, so the entry sits
+    between "sender" and "ts" and only the short "ts", "type", "v" entries follow it: the last
+    occurrence is the entry (the body, before it, cannot hold the signature made over it)."""
+    i = raw.rfind(_SIG_ENTRY + sig)
+    assert raw[0] == 0x87 and i > 0, "a canonical envelope map has 7 entries and a sig entry"
+    return C.SIG_DOMAIN_ENVELOPE + b"\x86" + raw[1:i] + raw[i + len(_SIG_ENTRY) + len(sig):]
 
 
 def encode_envelope(body: Any, identity: Identity, *, seq: int, now_ms: int, check: bool = True) -> bytes:
@@ -107,7 +122,7 @@ def decode_envelope(
     except IdentityError as exc:
         raise SchemaViolation(f"envelope.sender: {exc}") from None
     body = from_wire(cls, top["body"], where=mtype)
-    if not verify_signature(key, signing_bytes(version, mtype, sender, seq, ts, top["body"]), sig):
+    if not verify_signature(key, _signed_part(bytes(data), sig), sig):
         raise BadSignature(f"signature on {mtype!r} does not verify for sender {sender}")
     if now_ms is not None and abs(now_ms - ts) > max_skew_ms:
         raise StaleMessage(f"{mtype!r} timestamp is {(now_ms - ts) / 1000:.1f} s off this node's clock (limit {max_skew_ms / 1000:.0f} s)")
@@ -122,15 +137,19 @@ class Signer:
     """
 
     def __init__(self, identity: Identity, wall_ms: "Callable[[], int] | None" = None):
-        import time
 
         self.identity = identity
-        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self._wall_ms = wall_ms or now_ms
         self._seq = self._wall_ms() * 1000
 
     @property
     def peer_id(self) -> str:
         return self.identity.peer_id
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the envelope ``seal`` returned last."""
+        return self._seq
 
     def seal(self, body: Any) -> bytes:
         self._seq += 1
