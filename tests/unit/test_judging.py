@@ -185,12 +185,12 @@ class Net:
         return decode_envelope(raw)
 
 
-RULES = BusyRules(rounds=False, max_commit_s=120, max_openings_s=30)
+RULES = BusyRules(rounds=False, max_commit_s=120, max_openings_s=30, max_busy_s=40.0)
 
 
-def judge(net: Net, busy_env, ours: bytes, *, now_ms: int = NOW + 1_000, share: float = 0.25, rules: BusyRules = RULES) -> str | None:
+def judge(net: Net, busy_env, ours: bytes, *, now_ms: int = NOW + 1_000, busy_for_s: float = 0.0, rules: BusyRules = RULES) -> str | None:
     return judge_busy(busy_env, ours, net.ex.peer_id, now_ms=now_ms, admitted=lambda peer, now: peer in net.admitted,
-                      busy_share=share, rules=rules)
+                      busy_for_s=busy_for_s, rules=rules)
 
 
 def test_a_genuine_busy_is_excused():
@@ -270,12 +270,13 @@ def test_a_stale_busy_is_a_miss_and_within_the_grace_it_is_not():
     assert judge(net, net.busy(ours, theirs), ours, now_ms=over + STALE_BUSY_GRACE_MS - 1) is None
 
 
-def test_a_busy_share_above_the_cap_is_a_miss():
+def test_busy_on_every_attempt_for_longer_than_the_cap_is_a_miss():
+    # Genuine excuses fed back to back by a colluder must not turn every miss into an abort.
     net = Net()
     theirs = net.challenge(net.v2, net.ex, at_ms=NOW - 1_000)
     ours = net.challenge(net.v1, net.ex)
-    assert judge(net, net.busy(ours, theirs), ours, share=RULES.max_busy_share) is None
-    assert judge(net, net.busy(ours, theirs), ours, share=0.75) == f"{R.MISSING_COMMITMENT}:busy-too-often"
+    assert judge(net, net.busy(ours, theirs), ours, busy_for_s=RULES.max_busy_s) is None
+    assert judge(net, net.busy(ours, theirs), ours, busy_for_s=RULES.max_busy_s + 1) == f"{R.MISSING_COMMITMENT}:busy-too-long"
 
 
 # ---- check_evidence -----------------------------------------------------------------------------------
