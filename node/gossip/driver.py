@@ -257,6 +257,10 @@ class GossipDriver:
 
     # ---- scores --------------------------------------------------------------------------------
 
+    def topic_peer_count(self, topic: str) -> int:
+        """Connected peers subscribed to ``topic``: a publish reaches nobody while this is 0."""
+        return len(self.router.topic_peers.get(topic, ()))
+
     def penalize(self, peer_id: str, amount: float, reason: str) -> None:
         self._bump(self._penalties, reason)
         if not self.router.penalize(peer_id, float(amount)):

@@ -29,7 +29,7 @@ from node import clock
 from node.roles import verdicts as R
 from node.roles.verdicts import VerdictRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_SCORE_WINDOW = 20  # verdicts in an executor's rolling score
 FOREIGN_VERDICTS_PER_VALIDATOR = 10_000  # rows of foreign_verdicts kept per other validator (newest)
 FOREIGN_TRIM_EVERY = 100  # inserts per validator between trims: at most this many rows over the bound
@@ -83,6 +83,14 @@ CREATE TABLE foreign_verdicts (
     PRIMARY KEY (validator_id, cid)
 );
 CREATE INDEX foreign_executor ON foreign_verdicts(executor_id);
+CREATE TABLE outbox (
+    cid TEXT PRIMARY KEY REFERENCES verdicts(cid),
+    topic TEXT NOT NULL,
+    data BLOB NOT NULL,              -- the signed message, published as is (same id on every try)
+    created_ms INTEGER NOT NULL,
+    published_ms INTEGER             -- NULL until a publish reached at least one peer
+);
+CREATE INDEX outbox_pending ON outbox(published_ms);
 CREATE TABLE bans (
     peer_id TEXT PRIMARY KEY,
     until_ms INTEGER NOT NULL,
@@ -90,6 +98,8 @@ CREATE TABLE bans (
     since_ms INTEGER NOT NULL
 );
 """
+
+_OUTBOX_V2 = _SCHEMA[_SCHEMA.index("CREATE TABLE outbox"):_SCHEMA.index("CREATE TABLE bans")]
 
 _VERDICT_COLS = ("cid", "validator_id", "executor_id", "miner_id", "passed", "reasons", "n", "T", "m", "k",
                  "commit_seconds", "openings_seconds", "verify_seconds", "expected_seconds", "performance_factor", "created_ms")
@@ -154,6 +164,12 @@ class Ledger:
                 if tables:
                     raise LedgerError(f"{self.path}: not a gpow ledger (tables present, no schema version)")
                 for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self._db.execute(stmt)
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                return
+            if version == 1:  # v2 adds the verdict outbox
+                for stmt in _OUTBOX_V2.split(";"):
                     if stmt.strip():
                         self._db.execute(stmt)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -231,10 +247,24 @@ class Ledger:
 
     # ---- verdicts ------------------------------------------------------------------------------
 
-    def record_verdict(self, rec: VerdictRecord, now_ms: int | None = None) -> None:
-        """Store the verdict and close its challenge, in one transaction."""
+    def record_verdict(self, rec: VerdictRecord, now_ms: int | None = None, *, outbox: tuple[str, bytes] | None = None) -> None:
+        """Store the verdict and close its challenge, in one transaction; with ``outbox`` (topic,
+        signed message) also queue it for publishing, so a verdict stored is never one lost."""
+        now = now_ms if now_ms is not None else clock.now_ms()
         with self._tx() as db:
-            self._store_verdict(db, rec, now_ms if now_ms is not None else clock.now_ms())
+            self._store_verdict(db, rec, now)
+            if outbox is not None:
+                db.execute("INSERT INTO outbox (cid, topic, data, created_ms) VALUES (?,?,?,?)",
+                           (rec.challenge_id, outbox[0], bytes(outbox[1]), now))
+
+    def unpublished(self, limit: int = 64) -> list[tuple[str, str, bytes]]:
+        """Queued messages no publish has delivered yet, oldest first: (cid, topic, data)."""
+        rows = self._read("SELECT cid, topic, data FROM outbox WHERE published_ms IS NULL ORDER BY created_ms LIMIT ?", (limit,))
+        return [(r["cid"], r["topic"], bytes(r["data"])) for r in rows]
+
+    def mark_published(self, cid: str, now_ms: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET published_ms = ? WHERE cid = ? AND published_ms IS NULL", (now_ms, cid))
 
     def _store_verdict(self, db: sqlite3.Connection, rec: VerdictRecord, now_ms: int) -> None:
         self._advance(db, rec.challenge_id, "closed_ms = ?", (now_ms,), CLOSED)

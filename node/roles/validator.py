@@ -60,6 +60,10 @@ log = logging.getLogger("gpow.validator")
 # Verdict reasons that mean the miner delivered a forged, replayed or false signed answer.
 FORGED_ANSWERS = frozenset({R.FALSE_PROOF, R.REPLAY, R.WRONG_SIGNER, R.WRONG_EXECUTOR, R.BAD_SIGNATURE})
 ROSTER_LISTING_TTL_S = 60.0  # a miner whose roster has not listed an executor for this long no longer counts
+ROSTER_MIN_GAP_S = 0.5  # a miner's rosters closer together than this are ignored (not penalised)
+ATTESTATION_CACHE = 8192  # verified attestation envelopes kept, by the hash of their bytes
+OUTBOX_RETRY_S = 2.0  # stored verdicts not yet delivered are published again this often
+MAX_NEW_PER_MINER = 32  # executors of one miner still on probation that we take on at once
 
 
 @dataclass
@@ -107,6 +111,10 @@ class ValidatorStats:
     busy: int = 0
     rosters: int = 0
     rosters_rejected: int = 0
+    rosters_stale: int = 0
+    rosters_rate_limited: int = 0
+    published: int = 0  # verdicts delivered to at least one peer (from the ledger's outbox)
+    executors_deferred: int = 0  # new executors of a miner beyond MAX_NEW_PER_MINER on probation
     foreign_verdicts: int = 0
     audits: int = 0
     audit_disagreements: int = 0
@@ -141,6 +149,9 @@ class ValidatorService:
         self.signer = gossip.signer  # one seq counter per identity: gossip indexes (sender, seq)
         self.executors: dict[str, KnownExecutor] = {}
         self.gpu_ids = GpuIdentityRegistry()
+        self._verified: dict[bytes, Envelope] = {}
+        self._parsed_rosters: dict[bytes, list[tuple[Envelope, ExecutorAttestation]]] = {}
+        self._roster_seen: dict[str, tuple[int, float]] = {}  # miner -> (newest roster timestamp, when)
         # executor -> {miner: when its roster last listed it}; two live listings is a duplicate.
         self.listings: dict[str, dict[str, float]] = {}
         self.stats = ValidatorStats()
@@ -159,11 +170,19 @@ class ValidatorService:
     # ---- rosters -----------------------------------------------------------------------------
 
     def _parse_roster(self, env: Envelope) -> list[tuple[Envelope, ExecutorAttestation]]:
+        """The roster's live entries. Each distinct signed attestation is verified once (a miner
+        re-gossips the same entries every few seconds); a roster is parsed once, in validation."""
         roster: Roster = env.body
         now = self.wall_ms()
         out = []
         for raw in roster.entries:
-            att_env = decode_envelope(raw, expect=ExecutorAttestation)
+            key = hashlib.sha256(raw).digest()
+            att_env = self._verified.get(key)
+            if att_env is None:
+                att_env = decode_envelope(raw, expect=ExecutorAttestation)
+                self._verified[key] = att_env
+                if len(self._verified) > ATTESTATION_CACHE:
+                    self._verified.pop(next(iter(self._verified)))
             att: ExecutorAttestation = att_env.body
             if att.miner_id != env.sender:
                 raise WireError(f"roster entry for {att_env.sender} names miner {att.miner_id}, not the roster's signer")
@@ -176,27 +195,48 @@ class ValidatorService:
         if not isinstance(env.body, Roster):  # any signed type can be published on any topic
             self.stats.rosters_rejected += 1
             return "reject"
+        last = self._roster_seen.get(env.sender)
+        if last is not None and env.timestamp_ms <= last[0]:
+            # An older (or replayed) roster of this miner says nothing new: it must not make us forget
+            # executors a newer one lists.
+            self.stats.rosters_stale += 1
+            return "ignore"
+        if last is not None and self.clock() - last[1] < ROSTER_MIN_GAP_S:
+            self.stats.rosters_rate_limited += 1  # rosters come every few seconds; faster is a flood
+            return "ignore"
         try:
-            self._parse_roster(env)
+            self._parsed_rosters[env.raw] = self._parse_roster(env)
         except WireError as exc:
             self.stats.rosters_rejected += 1
             log.warning("roster rejected", extra={"fields": {"miner": env.sender, "error": exc.message}})
             return "reject"
+        while len(self._parsed_rosters) > 16:  # handed to _on_roster right after; never piles up
+            self._parsed_rosters.pop(next(iter(self._parsed_rosters)))
+        self._roster_seen[env.sender] = (env.timestamp_ms, self.clock())
         return "accept"
 
     def _on_roster(self, env: Envelope) -> None:
         self.stats.rosters += 1
         now = self.clock()
         listed = set()
-        for att_env, att in self._parse_roster(env):
+        parsed = self._parsed_rosters.pop(env.raw, None)
+        for att_env, att in parsed if parsed is not None else self._parse_roster(env):
             eid = att_env.sender
             listed.add(eid)
             known = self.executors.get(eid)
             if known is None:
+                on_probation = sum(1 for k in self.executors.values()
+                                   if k.miner_id == env.sender and k.challenges < self.params.probation_challenges)
+                history = self.ledger.challenges_issued(eid)
+                if history < self.params.probation_challenges and on_probation >= MAX_NEW_PER_MINER:
+                    # No challenge work for entries a miner cannot back yet: its new ids wait until
+                    # earlier ones have shown they are real.
+                    self.stats.executors_deferred += 1
+                    continue
                 log.info("learned executor", extra={"fields": {"executor": eid[-8:], "miner": env.sender[-8:], "model": att.gpu_model}})
                 # First challenge soon but spread out, so a new network does not start in lockstep.
                 known = KnownExecutor(eid, env.sender, att, att_env.raw, now, last_challenged=now - self.params.challenge_interval_s + self.rng.uniform(0.5, 2.0),
-                                      challenges=self.ledger.challenges_issued(eid))
+                                      challenges=history)
                 self.executors[eid] = known
             else:
                 known.miner_id, known.attestation, known.attestation_raw, known.seen_at = env.sender, att, att_env.raw, now
@@ -356,6 +396,7 @@ class ValidatorService:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._audit_loop)
             nursery.start_soon(self._ping_loop)
+            nursery.start_soon(self._outbox_loop)
             task_status.started()
             if self.agreement is not None and self.agreement.params.enabled:
                 await self._run_rounds(nursery)
@@ -484,6 +525,41 @@ class ValidatorService:
                 # A busy executor is asked again after half an interval, never scored for it.
                 e.last_challenged = now - self.params.challenge_interval_s / 2 if e.executor_id in busy else now
 
+    def _verdict_message(self, rec: VerdictRecord, out: ChallengeOutcome, round_no: int) -> Verdict:
+        # Signed before it is stored (one transaction stores it and queues it), so score_ppm is the
+        # executor's score here before this verdict.
+        score = self.ledger.executor_score(rec.executor_id)
+        return Verdict(
+            challenge_id=bytes.fromhex(rec.challenge_id),
+            executor_id=rec.executor_id,
+            miner_id=rec.miner_id,
+            passed=rec.passed,
+            reasons=rec.reasons[:32],
+            n=rec.n,
+            steps=rec.T,
+            commit_us=int((rec.commit_seconds or 0) * 1e6),
+            openings_us=int((rec.openings_seconds or 0) * 1e6),
+            verify_us=int((rec.verify_seconds or 0) * 1e6),
+            expected_us=int((rec.expected_seconds or 0) * 1e6),
+            score_ppm=max(0, min(1_000_000, int(score * 1e6))),
+            round=round_no,
+            evidence=out.bundle if (not rec.passed and out.bundle and len(out.bundle) < C.DEFAULT_MAX_MESSAGE_BYTES // 2) else b"",
+        )
+
+    def _publish_outbox(self) -> None:
+        """Publish queued verdicts while some peer is subscribed; the rest wait in the ledger."""
+        if self.gossip.topic_peer_count(C.TOPIC_VERDICT) == 0:
+            return
+        for cid, topic, data in self.ledger.unpublished():
+            self.gossip.publish_raw(topic, data)
+            self.ledger.mark_published(cid, self.wall_ms())
+            self.stats.published += 1
+
+    async def _outbox_loop(self) -> None:
+        while True:
+            await trio.sleep(OUTBOX_RETRY_S)
+            self._publish_outbox()
+
     def _settle_gpu_uuids(self, ctxs: list["ChallengeCtx"]) -> None:
         """Contenders for one GPU UUID are challenged together; one that answered right and in
         time (a duplicate-gpu reason aside) takes the UUID from a holder that did not."""
@@ -497,7 +573,9 @@ class ValidatorService:
     def _finish(self, e: KnownExecutor, out: ChallengeOutcome, round_no: int = 0) -> None:
         rec = out.record
         e.busy_since = None  # answered (or failed): any streak of BUSY answers is over
-        self.ledger.record_verdict(rec)
+        verdict = self._verdict_message(rec, out, round_no)
+        raw = self.signer.seal(verdict)
+        self.ledger.record_verdict(rec, outbox=(C.TOPIC_VERDICT, raw))
         if out.bundle:
             self._store_bundle(rec.challenge_id, out.bundle)
         e.last_verdict = "pass" if rec.passed else ",".join(rec.reasons)
@@ -517,28 +595,13 @@ class ValidatorService:
             # A signed answer that is forged, replayed or false: the miner that delivered it pays in
             # gossip score too (the ban above keeps it from being challenged; this keeps it off the mesh).
             self.gossip.penalize(e.miner_id, P.FORGERY, "answer: " + ",".join(forged))
-        score = self.ledger.executor_score(e.executor_id)
-        verdict = Verdict(
-            challenge_id=bytes.fromhex(rec.challenge_id),
-            executor_id=rec.executor_id,
-            miner_id=rec.miner_id,
-            passed=rec.passed,
-            reasons=rec.reasons[:32],
-            n=rec.n,
-            steps=rec.T,
-            commit_us=int((rec.commit_seconds or 0) * 1e6),
-            openings_us=int((rec.openings_seconds or 0) * 1e6),
-            verify_us=int((rec.verify_seconds or 0) * 1e6),
-            expected_us=int((rec.expected_seconds or 0) * 1e6),
-            score_ppm=max(0, min(1_000_000, int(score * 1e6))),
-            round=round_no,
-            evidence=out.bundle if (not rec.passed and out.bundle and len(out.bundle) < C.DEFAULT_MAX_MESSAGE_BYTES // 2) else b"",
-        )
-        self.gossip.publish(C.TOPIC_VERDICT, verdict)
+        self._publish_outbox()
         if self.agreement is not None and self.agreement.book.is_admitted(self.host.identity.peer_id, self.wall_ms()):
             self.agreement.add_verdict(self.host.identity.peer_id, verdict)
-        log.info(
-            "verdict",
+        # A failed verdict is what an operator watches for: WARNING, with the reason.
+        log.log(
+            logging.INFO if rec.passed else logging.WARNING,
+            "verdict" if rec.passed else "verdict: FAILED",
             extra={"fields": {"executor": rec.executor_id[-8:], "passed": rec.passed, "reasons": ",".join(rec.reasons),
                               "commit_s": round(rec.commit_seconds or 0, 3), "expected_s": round(rec.expected_seconds or 0, 3)}},
         )

@@ -16,6 +16,7 @@ import pytest
 from node.identity import Identity
 from node.roles import verdicts as R
 from node.roles.ledger import (
+    SCHEMA_VERSION,
     ChallengeClosedError,
     DuplicateChallengeError,
     Ledger,
@@ -76,7 +77,7 @@ def test_wal_mode_full_sync_and_schema_version(tmp_path, led):
     other = sqlite3.connect(tmp_path / "ledger.sqlite3")
     try:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
-        assert other.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert other.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         other.close()
     assert led.integrity_check() == "ok"
@@ -266,7 +267,7 @@ def test_restart_timeouts_do_not_count_in_the_score(led):
 
 WRITER = r"""
 import sys
-from node.roles.ledger import Ledger
+from node.roles.ledger import SCHEMA_VERSION, Ledger
 from node.roles.verdicts import VerdictRecord
 
 led = Ledger(sys.argv[1])
@@ -482,3 +483,42 @@ def test_ledger_files_are_owner_only(tmp_path):
                 assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
         finally:
             ledger.close()
+
+
+def test_a_stored_verdict_waits_in_the_outbox_until_published(tmp_path):
+    """A verdict and its signed message are stored in one transaction; until a publish reaches a
+    peer it stays queued, across a restart (the outbox is in the ledger)."""
+    from node.roles.ledger import Ledger
+
+    path = tmp_path / "ledger.sqlite3"
+    led = Ledger(path)
+    for i in range(3):
+        cid = f"{i:032x}"
+        led.record_challenge(cid, "ex", "mi", b"c", b"s", 1000 + i, 2000)
+        led.record_verdict(rec_for(cid), 1500 + i, outbox=("gpow/verdict/1", b"signed-" + bytes([i])))
+    assert [c for c, _, _ in led.unpublished()] == [f"{i:032x}" for i in range(3)]
+    led.mark_published(f"{0:032x}", 3000)
+    led.close()
+    led = Ledger(path)  # a restart: what was not delivered is still there
+    assert [(c, t, d) for c, t, d in led.unpublished()] == [(f"{i:032x}", "gpow/verdict/1", b"signed-" + bytes([i])) for i in (1, 2)]
+    led.close()
+
+
+def test_a_version_1_ledger_gains_the_outbox(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    from node.roles.ledger import _SCHEMA
+
+    v1 = _SCHEMA[:_SCHEMA.index("CREATE TABLE outbox")] + _SCHEMA[_SCHEMA.index("CREATE TABLE bans"):]
+    for stmt in v1.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    from node.roles.ledger import Ledger
+
+    led = Ledger(path)
+    assert led._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert led.unpublished() == []
+    led.close()
