@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node import schema
 from node.gossip.params import GossipParams
 from node.net.params import NetParams
 from node.net.peerstore import valid_ws_addr
@@ -133,55 +133,14 @@ class NodeConfig:
 _SECTIONS = {f.name: f for f in dataclasses.fields(NodeConfig) if f.name != "source"}
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
 def coerce(tp: Any, value: Any, where: str) -> Any:
-    """Check one TOML value against a dataclass field type (int, float, bool, str, lists, optionals)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or value == "":
-            return None
-        return coerce(args[0], value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        (item,) = typing.get_args(tp)
-        return [coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported config type {_type_name(tp)}")
+    """Check one config value against a field type (node/schema.py)."""
+    return schema.coerce(tp, value, where, ConfigError)
 
 
 def build_section(cls: type, table: Any, where: str) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table, got {type(table).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-    kwargs = {k: coerce(hints[k], v, f"{where}.{k}") for k, v in table.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    """One config table as its parameter dataclass (node/schema.py)."""
+    return schema.build(cls, table, where, ConfigError)
 
 
 def load_config(path: str | Path | None) -> NodeConfig:

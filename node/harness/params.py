@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import tomllib
-import typing
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from node import schema
 
 
 @dataclass
@@ -70,19 +71,14 @@ def load_harness_params(args: argparse.Namespace) -> HarnessParams:
     hp = HarnessParams()
     if getattr(args, "config", None):
         path = Path(args.config)
-        with open(path, "rb") as f:
-            table = tomllib.load(f).get("harness", {})
-        hints = typing.get_type_hints(HarnessParams)
-        names = {f.name for f in fields(HarnessParams)}
-        for k, v in table.items():
-            if k not in names:
-                raise ValueError(f"{path}: [harness]: unknown key {k}")
-            want = hints[k]
-            if want is float and isinstance(v, int) and not isinstance(v, bool):
-                v = float(v)
-            if not isinstance(v, want) or (want is int and isinstance(v, bool)):
-                raise ValueError(f"{path}: [harness].{k}: expected {want.__name__}, got {v!r}")
-        hp = replace(hp, **table)
+        try:
+            with open(path, "rb") as f:
+                table = tomllib.load(f).get("harness", {})
+        except FileNotFoundError:
+            raise ValueError(f"harness config {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        hp = schema.build(HarnessParams, table, f"{path}: [harness]", ValueError)
     overrides = {k: getattr(args, k) for k in ("validators", "miners", "executors_per_miner", "remote_executors", "duration", "engine", "rounds", "round_s") if getattr(args, k, None) is not None}
     if getattr(args, "cheaters", None) is not None:
         overrides["adversaries"] = args.cheaters

@@ -16,12 +16,14 @@ A model with no profile is still checked for correctness, but earns no performan
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-_KEYS = {"model": str, "memory_bytes": int, "n": int, "step_seconds": float, "measured": bool, "source": str}
+from node import schema
+
 
 
 class ProfileError(ValueError):
@@ -108,20 +110,7 @@ def _parse_entry(path: Path, index: int, entry: object) -> Profile:
         raise ProfileError(f"{where}: expected a table, got {type(entry).__name__}")
     if isinstance(entry.get("model"), str):
         where += f" ({entry['model']!r})"
-    missing = [k for k in _KEYS if k not in entry]
-    if missing:
-        raise ProfileError(f"{where}: missing keys {missing}")
-    unknown = sorted(set(entry) - set(_KEYS))
-    if unknown:
-        raise ProfileError(f"{where}: unknown keys {unknown}")
-    values = {}
-    for key, typ in _KEYS.items():
-        v = entry[key]
-        if typ is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if (typ is int and isinstance(v, bool)) or not isinstance(v, typ):
-            raise ProfileError(f"{where}: {key} must be {typ.__name__}, got {type(v).__name__} {v!r}")
-        values[key] = v
+    values = dataclasses.asdict(schema.build(Profile, entry, where, ProfileError, required=True))
     if not values["model"].strip():
         raise ProfileError(f"{where}: model must not be empty")
     if not values["source"].strip():

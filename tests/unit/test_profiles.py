@@ -72,11 +72,11 @@ def test_empty_file_is_an_empty_book(tmp_path):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("[[profile]]\n" + entry().replace('source = "test"\n', ""), r"profile #1 \('GPU X'\): missing keys \['source'\]"),
-        ("[[profile]]\n" + entry() + "colour = 1\n", r"profile #1 \('GPU X'\): unknown keys \['colour'\]"),
-        ("[[profile]]\n" + entry().replace("n = 4096", 'n = "4096"'), r"'GPU X'\): n must be int"),
-        ("[[profile]]\n" + entry().replace("memory_bytes = 1000", "memory_bytes = true"), r"memory_bytes must be int"),
-        ("[[profile]]\n" + entry(measured='"yes"'), r"measured must be bool"),
+        ("[[profile]]\n" + entry().replace('source = "test"\n', ""), r"profile #1 \('GPU X'\): missing key\(s\) source"),
+        ("[[profile]]\n" + entry() + "colour = 1\n", r"profile #1 \('GPU X'\): unknown key\(s\) colour"),
+        ("[[profile]]\n" + entry().replace("n = 4096", 'n = "4096"'), r"'GPU X'\)\.n: expected an integer"),
+        ("[[profile]]\n" + entry().replace("memory_bytes = 1000", "memory_bytes = true"), r"memory_bytes: expected an integer"),
+        ("[[profile]]\n" + entry(measured='"yes"'), r"measured: expected true or false"),
         ("[[profile]]\n" + entry(n=1000), r"n must be a power of two"),
         ("[[profile]]\n" + entry(n=32), r"n must be a power of two"),
         ("[[profile]]\n" + entry(step=0), r"step_seconds must be a positive number"),
