@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from node.app.config import ConfigError, load_config
 from node.clock import now_ms
-from node.app.config import load_config
 from node.roles import verdicts as R
 
 # One line per verdict reason (node/roles/verdicts.py is the vocabulary; a test keeps them in step).
@@ -71,7 +71,11 @@ def read_status(data_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     status: dict[str, Any] = {}
     status_file = data_dir / "status.json"
     if status_file.exists():
-        status = json.loads(status_file.read_text())
+        try:
+            status = json.loads(status_file.read_text())
+        except ValueError:
+            raise ConfigError(f"{status_file} is not a status file written by gpow (not JSON); "
+                              "is --data-dir the node's data dir?") from None
     rows: list[dict[str, Any]] = []
     ledger_path = data_dir / "ledger.sqlite3"
     if ledger_path.exists():
