@@ -131,6 +131,9 @@ class _Out:
         self.prune: list[Prune] = []
 
     def rpcs(self) -> list[GossipRPC]:
+        if (len(self.publish) == 1 and not (self.subs or self.ihave or self.iwant or self.graft or self.prune)
+                and len(self.publish[0].data) <= _MAX_RPC_DATA):
+            return [GossipRPC(publish=self.publish)]  # the common case: one message forwarded
         out: list[GossipRPC] = []
         pubs = _chunk_publish(self.publish)
         n = max(
@@ -157,6 +160,7 @@ class _Out:
 
 
 def _chunk_publish(msgs: list[PublishedMessage]) -> list[list[PublishedMessage]]:
+    """Split published messages into groups that fit one RPC (count and bytes)."""
     chunks: list[list[PublishedMessage]] = []
     cur: list[PublishedMessage] = []
     size = 0

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.wire import constants as C
 from node.wire.codec import from_wire, pack_canonical, unpack_strict
 from node.wire.errors import MalformedMessage, UnknownMessageType
-from node.wire.messages import GossipRPC, Goodbye, PeerExchange, Ping, Pong, Request, Response
+from node.wire.messages import GossipRPC, Goodbye, PeerExchange, Ping, Pong, PublishedMessage, Request, Response
 
 LINK_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (Goodbye, Ping, Pong, PeerExchange, GossipRPC, Request, Response)}
 _KEYS = frozenset({"b", "t"})
@@ -42,3 +43,44 @@ def decode_frame(data: bytes, *, max_bytes: int) -> Any:
 
 def goodbye_frame(reason: str) -> bytes:
     return encode_frame(Goodbye(reason=reason[:256]))
+
+
+def rpc_size(rpc: GossipRPC) -> int:
+    """An upper bound on ``len(encode_frame(rpc))`` (msgpack headers and key names included)."""
+    n = 96 + sum(len(m.data) + len(m.topic) + 32 for m in rpc.publish)
+    n += sum(len(s.topic) + 24 for s in rpc.subscriptions) + 40 * len(rpc.iwant)
+    n += sum(len(h.topic) + 24 + 40 * len(h.ids) for h in rpc.ihave)
+    n += sum(len(t) + 8 for t in rpc.graft)
+    n += sum(len(p.topic) + 40 + sum(len(r) + 8 for r in p.peers) for p in rpc.prune)
+    return n
+
+
+def coalesce_rpcs(rpcs: list[GossipRPC], max_bytes: int) -> list[GossipRPC]:
+    """Merge consecutive publish-only gossip RPCs into as few as fit (in count and bytes); an RPC
+    with control or subscriptions stays whole and in its place, so the order of control is kept."""
+    if len(rpcs) == 1:
+        return rpcs
+    out: list[GossipRPC] = []
+    run: list[PublishedMessage] = []
+    size = 0
+
+    def end_run() -> None:
+        nonlocal size
+        if run:
+            out.append(GossipRPC(publish=list(run)))
+            run.clear()
+        size = 0
+
+    for rpc in rpcs:
+        if rpc.subscriptions or rpc.ihave or rpc.iwant or rpc.graft or rpc.prune:
+            end_run()
+            out.append(rpc)
+            continue
+        for m in rpc.publish:
+            m_size = len(m.data) + len(m.topic) + 32
+            if run and (len(run) >= C.MAX_PUBLISH_PER_RPC or size + m_size + 96 > max_bytes):
+                end_run()
+            run.append(m)
+            size += m_size
+    end_run()
+    return out

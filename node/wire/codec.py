@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import msgpack
 
@@ -148,38 +148,122 @@ def _hints(cls: type) -> dict[str, Any]:
     return h
 
 
-# Per dataclass: (field names, [(name, type hint, metadata, optional)]), built once.
-_SCHEMAS: dict[type, tuple[frozenset[str], list[tuple[str, Any, Any, bool]]]] = {}
+# Per type: a converter ``conv(value, where) -> value`` built once from the schema, so decoding
+# makes no typing introspection and builds no error path unless a check fails.
+Converter = Callable[[Any, str], Any]
+_CONVERTERS: dict[Any, Converter] = {}
 
 
-def _schema(cls: type) -> tuple[frozenset[str], list[tuple[str, Any, Any, bool]]]:
-    sc = _SCHEMAS.get(cls)
-    if sc is None:
-        hints = _hints(cls)
-        fs = dataclasses.fields(cls)
-        sc = (frozenset(f.name for f in fs),
-              [(f.name, hints[f.name], f.metadata,
-                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING) for f in fs])
-        _SCHEMAS[cls] = sc
-    return sc
+def _dataclass_converter(cls: type) -> Converter:
+    conv = _CONVERTERS.get(cls)
+    if conv is not None:
+        return conv
+    hints = _hints(cls)
+    fs = dataclasses.fields(cls)
+    names = frozenset(f.name for f in fs)
+    fields: list[tuple[str, Converter | None, bool]] = []
+
+    def conv(value: Any, where: str) -> Any:
+        if type(value) is not dict:
+            raise SchemaViolation(f"{where}: expected a map, got {_tname(value)}")
+        if not names.issuperset(value):
+            raise SchemaViolation(f"{where}: unknown field(s) {sorted(set(value) - names)}")
+        kwargs = {}
+        for name, fconv, optional in fields:
+            if name not in value:
+                if optional:
+                    continue
+                raise SchemaViolation(f"{where}.{name}: missing")
+            kwargs[name] = fconv(value[name], where + "." + name)  # type: ignore[misc]
+        return cls(**kwargs)
+
+    _CONVERTERS[cls] = conv  # before the fields: a schema may refer to itself
+    for f in fs:
+        fields.append((f.name, _converter(hints[f.name], f.metadata),
+                       f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING))
+    return conv
+
+
+def _converter(tp: Any, meta: Any) -> Converter:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"unsupported union {tp!r}")
+        inner_conv = _converter(inner[0], meta)
+        if type(None) not in args:
+            return inner_conv
+        return lambda v, where: None if v is None else inner_conv(v, where)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        exact, mx = (meta.get("length"), meta.get("max_len")) if meta else (None, None)
+        if item_tp in (bytes, str, int):
+            # Lists of scalars (message ids, records, names): one type check per item, and the
+            # item's path only when one fails.
+            item_conv = _converter(item_tp, {})
+            lim = C.MAX_STRING if item_tp is str else None
+
+            def conv_scalars(v: Any, where: str) -> Any:
+                if type(v) is not list:
+                    raise SchemaViolation(f"{where}: expected a list, got {_tname(v)}")
+                n = len(v)
+                if (exact is not None and n != exact) or (mx is not None and n > mx):
+                    _check_len(v, where, meta)
+                for x in v:
+                    if type(x) is not item_tp or (lim is not None and len(x) > lim):
+                        return [item_conv(x, f"{where}[{i}]") for i, x in enumerate(v)]  # raises, naming the item
+                return v
+            return conv_scalars
+        item_conv = _converter(item_tp, {})
+
+        def conv_list(v: Any, where: str) -> Any:
+            if type(v) is not list:
+                raise SchemaViolation(f"{where}: expected a list, got {_tname(v)}")
+            n = len(v)
+            if (exact is not None and n != exact) or (mx is not None and n > mx):
+                _check_len(v, where, meta)
+            return [item_conv(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        return conv_list
+    if dataclasses.is_dataclass(tp):
+        return _dataclass_converter(tp)  # type: ignore[arg-type]
+    if tp is bool:
+        def conv_bool(v: Any, where: str) -> Any:
+            if type(v) is not bool:
+                raise SchemaViolation(f"{where}: expected a bool, got {_tname(v)}")
+            return v
+        return conv_bool
+    if tp is int:
+        lo, hi = (meta.get("min"), meta.get("max")) if meta else (None, None)
+
+        def conv_int(v: Any, where: str) -> Any:
+            if type(v) is not int:
+                raise SchemaViolation(f"{where}: expected an integer, got {_tname(v)}")
+            if lo is not None and v < lo:
+                raise SchemaViolation(f"{where}: {v} is below the minimum {lo}")
+            if hi is not None and v > hi:
+                raise SchemaViolation(f"{where}: {v} is above the maximum {hi}")
+            return v
+        return conv_int
+    if tp is bytes or tp is str:
+        m = meta or ({"max_len": C.MAX_STRING} if tp is str else {})
+        exact, mx = m.get("length"), m.get("max_len")
+        label = "bytes" if tp is bytes else "a string"
+
+        def conv_blob(v: Any, where: str) -> Any:
+            if type(v) is not tp:
+                raise SchemaViolation(f"{where}: expected {label}, got {_tname(v)}")
+            n = len(v)
+            if (exact is not None and n != exact) or (mx is not None and n > mx):
+                _check_len(v, where, m)
+            return v
+        return conv_blob
+    raise TypeError(f"unsupported schema type {tp!r}")
 
 
 def from_wire(cls: type[T], value: Any, where: str = "") -> T:
     """Build dataclass ``cls`` from a decoded map, checking every field's type and range."""
-    where = where or cls.__name__
-    if not isinstance(value, dict):
-        raise SchemaViolation(f"{where}: expected a map, got {_tname(value)}")
-    names, fields = _schema(cls)
-    if not names.issuperset(value):
-        raise SchemaViolation(f"{where}: unknown field(s) {sorted(set(value) - names)}")
-    kwargs = {}
-    for name, hint, meta, optional in fields:
-        if name not in value:
-            if optional:
-                continue
-            raise SchemaViolation(f"{where}.{name}: missing")
-        kwargs[name] = _convert(hint, value[name], f"{where}.{name}", meta)
-    return cls(**kwargs)
+    return _dataclass_converter(cls)(value, where or cls.__name__)  # type: ignore[no-any-return]
 
 
 def check_fields(obj: Any) -> None:
@@ -189,50 +273,6 @@ def check_fields(obj: Any) -> None:
 
 def _tname(v: Any) -> str:
     return type(v).__name__
-
-
-def _convert(tp: Any, v: Any, where: str, meta: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if v is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) != 1:
-            raise TypeError(f"unsupported union at {where}")
-        return _convert(inner[0], v, where, meta)
-    if origin is list:
-        if not isinstance(v, list):
-            raise SchemaViolation(f"{where}: expected a list, got {_tname(v)}")
-        _check_len(v, where, meta)
-        (item_tp,) = typing.get_args(tp)
-        return [_convert(item_tp, x, f"{where}[{i}]", {}) for i, x in enumerate(v)]
-    if dataclasses.is_dataclass(tp):
-        return from_wire(tp, v, where)
-    if tp is bool:
-        if not isinstance(v, bool):
-            raise SchemaViolation(f"{where}: expected a bool, got {_tname(v)}")
-        return v
-    if tp is int:
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise SchemaViolation(f"{where}: expected an integer, got {_tname(v)}")
-        lo, hi = meta.get("min") if meta else None, meta.get("max") if meta else None
-        if lo is not None and v < lo:
-            raise SchemaViolation(f"{where}: {v} is below the minimum {lo}")
-        if hi is not None and v > hi:
-            raise SchemaViolation(f"{where}: {v} is above the maximum {hi}")
-        return v
-    if tp is bytes:
-        if not isinstance(v, bytes):
-            raise SchemaViolation(f"{where}: expected bytes, got {_tname(v)}")
-        _check_len(v, where, meta)
-        return v
-    if tp is str:
-        if not isinstance(v, str):
-            raise SchemaViolation(f"{where}: expected a string, got {_tname(v)}")
-        _check_len(v, where, meta or {"max_len": C.MAX_STRING})
-        return v
-    raise TypeError(f"unsupported schema type {tp!r} at {where}")
 
 
 def _check_len(v: Any, where: str, meta: Any) -> None:

@@ -267,9 +267,10 @@ async def test_full_send_queue_is_counted_not_raised(autojump_clock: trio.testin
         net.connect(a, b)
         await net.start()
         await trio.sleep(1.5)
-        for i in range(5):
+        for i in range(5):  # one RPC each (1 ms apart: not coalesced), into a queue of one
             net.drivers[a].publish(TOPIC, Heartbeat(busy=bool(i % 2)))
-        assert net.drivers[a].stats_dict()["driver"]["rpcs_dropped"] >= 3
+            await trio.sleep(0.001)
+        assert net.drivers[a].stats_dict()["driver"]["rpcs_dropped"] >= 2
         await trio.sleep(0.5)
         assert 1 <= len(net.received[b]) < 5
         nursery.cancel_scope.cancel()

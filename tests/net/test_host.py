@@ -490,3 +490,34 @@ async def test_an_oversized_message_arriving_while_the_node_closes_the_link_does
                 await trio.sleep(0.2)
         assert await a.request(b.peer_id, "echo", b"alive", timeout=3) == b"evila"
         assert b.stats["handshake_refused.timeout"] >= 3 and b.stats["ws_internal_errors"] >= 1
+
+
+def test_coalesce_rpcs_merges_publishes_and_keeps_control_in_place() -> None:
+    from node.net.framing import coalesce_rpcs, rpc_size
+    from node.wire.messages import IHave, Prune, PublishedMessage, SubOpt
+
+    m = [PublishedMessage(topic="t", data=bytes([i]) * 100) for i in range(6)]
+    rpcs = [GossipRPC(publish=[m[0]]), GossipRPC(publish=[m[1], m[2]]), GossipRPC(prune=[Prune(topic="t", backoff_s=1, peers=[])]),
+            GossipRPC(publish=[m[3]]), GossipRPC(subscriptions=[SubOpt(topic="u")], ihave=[IHave(topic="t", ids=[bytes(32)])]),
+            GossipRPC(publish=[m[4]]), GossipRPC(publish=[m[5]])]
+    out = coalesce_rpcs(rpcs, 1 << 20)
+    assert [len(r.publish) for r in out] == [3, 0, 1, 0, 2] and out[1] is rpcs[2] and out[3] is rpcs[4]
+    assert [x for r in out for x in r.publish] == m  # nothing lost, order kept
+    small = coalesce_rpcs([GossipRPC(publish=[x]) for x in m], 3 * 140 + 96)  # about three messages a frame
+    assert [len(r.publish) for r in small] == [3, 3]
+    for r in out:
+        assert len(encode_frame(r)) <= rpc_size(r)
+
+
+async def test_gossip_queued_behind_a_busy_writer_leaves_in_one_frame() -> None:
+    async with hosts(2) as (a, b):
+        got: list[bytes] = []
+        b.gossip.subscribe("gpow/test/1", lambda env: got.append(env.body.reason))
+        a.gossip.subscribe("gpow/test/1", lambda env: None)
+        await a.dial(b.listen_addr)
+        await wait_for(lambda: b.peer_id in a.gossip.router.mesh.get("gpow/test/1", ()))
+        for i in range(20):  # in one go: the writer finds them all queued
+            a.gossip.publish("gpow/test/1", Goodbye(reason=f"m{i}"))
+        await wait_for(lambda: len(got) == 20)
+        assert got == [f"m{i}" for i in range(20)]
+        assert a.stats_dict()["gossip_rpcs_coalesced"] >= 18  # 20 RPCs in one or two frames
