@@ -190,8 +190,7 @@ def _linked(node: Any, addr: str) -> bool:
     want = addr.rstrip("/")
     if any(want in (a.rstrip("/") for a in p.listen_addrs) for p in peers.values()):
         return True
-    boot = getattr(node.host, "_boot", {}).get(addr)  # the host remembers which peer a bootstrap dial reached
-    return boot is not None and boot.peer_id in peers
+    return node.host.bootstrap_peer(addr) in peers  # the peer a bootstrap dial reached, whatever it announces
 
 
 async def warn_unreachable(node: Any, grace_s: float = REACH_GRACE_S, repeat_s: float = REACH_REPEAT_S) -> None:

@@ -258,6 +258,11 @@ class Host:
         e = self.peerstore.get(peer_id)
         return e is not None and bool(e.addrs)
 
+    def bootstrap_peer(self, addr: str) -> str | None:
+        """The peer a dial to the bootstrap address ``addr`` last reached (None: not yet)."""
+        st = self._boot.get(addr)
+        return st.peer_id if st is not None else None
+
     def connected_peers(self) -> dict[str, PeerInfo]:
         return {pid: PeerInfo(pid, c.role, c.outbound, list(c.listen_addrs), c.ip, c.connected_ms)
                 for pid, c in self._conns.items()}

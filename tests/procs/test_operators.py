@@ -118,8 +118,10 @@ def test_operators_guide_runs_verbatim_in_namespaces(hosts, tmp_path: Path):
         executors = [_status(tmp_path, "executor")["peer_id"], *_status(tmp_path, "miner")["miner"]["local_executors"]]
         for eid in executors:
             assert eid[-8:] in status_out, status_out
-        for _, p in nodes:
+        for host, p in nodes:
             assert p.poll() is None, "a node exited"
+            # the links came up, so no node reported its bootstrap peer or miner as unreachable
+            assert "cannot reach" not in (tmp_path / f"{host}.log").read_text(), host
     finally:
         for _, p in nodes:
             if p.poll() is None:
