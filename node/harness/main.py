@@ -61,7 +61,22 @@ def write_profiles(path: Path, n: int, step_s: float, allowance: float) -> None:
         f"[[profile]]\nmodel = \"cpu-fast\"\nmemory_bytes = 0\nn = {n}\n"
         f"step_seconds = {step_s / 10:.6g}\nmeasured = false\n"
         "source = \"a fictitious class 10x faster than cpu-reference, for the fake-model adversary\"\n"
+        + shipped_gpu_profiles()
     )
+
+
+def shipped_gpu_profiles() -> str:
+    """The shipped GPU models' profiles as TOML, so a CPU run knows them too: a CPU engine that
+    claims an H200 is then refused for the mismatch, not for an unknown model."""
+    from node.app.node import default_profiles_path
+    from node.roles.profiles import ProfileBook
+
+    out = ["\n# The shipped GPU profiles (configs/gpu_profiles.toml), GPU models only.\n"]
+    for p in ProfileBook.load(default_profiles_path()).profiles():
+        if p.memory_bytes > 0:
+            out.append(f"[[profile]]\nmodel = {json.dumps(p.model)}\nmemory_bytes = {p.memory_bytes}\nn = {p.n}\n"
+                       f"step_seconds = {p.step_seconds!r}\nmeasured = {'true' if p.measured else 'false'}\nsource = {json.dumps(p.source)}\n\n")
+    return "".join(out)
 
 
 def _toml_value(v) -> str:
