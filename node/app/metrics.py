@@ -34,6 +34,9 @@ NET_GAUGES: dict[str, tuple[str, str]] = {
     "inbound_sockets": ("gpow_net_inbound_sockets", "open inbound TCP sockets, before and after the handshake"),
     "inbound_socket_cap": ("gpow_net_inbound_sockets_limit", "inbound sockets accepted at most (below the file limit)"),
     "nofile_limit": ("gpow_net_open_files_limit", "the process's soft RLIMIT_NOFILE"),
+    # a sum over the links up now: it falls when a link closes, so it is no counter
+    "gossip_rpcs_coalesced": ("gpow_net_open_links_gossip_rpcs_coalesced", "gossip RPCs sent merged into one frame, "
+                              "summed over the links up now"),
 }
 GOSSIP_GAUGES: dict[str, tuple[str, str]] = {
     "peers": ("gpow_gossip_peers", "peers speaking gossip"),
