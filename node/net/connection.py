@@ -34,6 +34,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("gpow.net")
 
 
+class _RpcBatch:
+    """Gossip RPCs queued one after another, waiting for the writer as one queue entry: a burst
+    of them takes one slot of the frame-bounded queue (its bytes still count in full)."""
+
+    __slots__ = ("rpcs", "size")
+
+    def __init__(self, rpc: GossipRPC, size: int) -> None:
+        self.rpcs = [rpc]
+        self.size = size
+
+
 class Connection:
     def __init__(self, ws: SecureSocket, *, peer_id: str, role: str, outbound: bool,
                  listen_addrs: list[str], ip: str, connected_ms: int, params: NetParams) -> None:
@@ -45,8 +56,9 @@ class Connection:
         self.ip = ip
         self.connected_ms = connected_ms
         self.params = params
-        self._send_ch, self._recv_ch = trio.open_memory_channel[bytes | tuple[GossipRPC, int]](params.send_queue_frames)
-        self._held: bytes | tuple[GossipRPC, int] | None = None  # taken from the queue, not yet sent
+        self._send_ch, self._recv_ch = trio.open_memory_channel[bytes | _RpcBatch](params.send_queue_frames)
+        self._held: bytes | _RpcBatch | None = None  # taken from the queue, not yet sent
+        self._tail: _RpcBatch | None = None  # the last entry queued, while it is a batch the writer has not taken
         self.rpcs_coalesced = 0  # gossip RPCs that left inside another one's frame
         self.rpcs_oversized = 0  # gossip frames over the frame limit, dropped by the writer
         self.queued_bytes = 0
@@ -85,6 +97,7 @@ class Connection:
             return self._dropped()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return False
+        self._tail = None  # RPCs queued after this frame go after it
         self.queued_bytes += len(frame)
         return True
 
@@ -95,12 +108,18 @@ class Connection:
             return False
         if self.queued_bytes + size > self.params.send_queue_bytes:
             return self._dropped()
-        try:
-            self._send_ch.send_nowait((rpc, size))
-        except trio.WouldBlock:
-            return self._dropped()
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
+        if self._tail is not None:
+            self._tail.rpcs.append(rpc)
+            self._tail.size += size
+        else:
+            batch = _RpcBatch(rpc, size)
+            try:
+                self._send_ch.send_nowait(batch)
+            except trio.WouldBlock:
+                return self._dropped()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return False
+            self._tail = batch
         self.queued_bytes += size
         return True
 
@@ -124,6 +143,7 @@ class Connection:
             await self._send_ch.send(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise LinkClosed(f"link closing: {self.closing_reason}") from None
+        self._tail = None
         self.queued_bytes += len(frame)
 
     # ---- closing -----------------------------------------------------------------------------
@@ -190,20 +210,24 @@ class Connection:
                 pass
         await self.ws.aclose()
 
-    def _take_rpcs(self, first: tuple[GossipRPC, int]) -> list[bytes]:
+    def _take_rpcs(self, first: _RpcBatch) -> list[bytes]:
         """``first`` and the gossip RPCs queued right behind it, as frames."""
-        rpcs = [first[0]]
-        self.queued_bytes -= first[1]
+        rpcs = list(first.rpcs)
+        self.queued_bytes -= first.size
+        if self._tail is first:
+            self._tail = None
         while True:
             try:
                 nxt = self._recv_ch.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
-            if not isinstance(nxt, tuple):
+            if not isinstance(nxt, _RpcBatch):
                 self._held = nxt  # a request or response: sent after these, in its place
                 break
-            rpcs.append(nxt[0])
-            self.queued_bytes -= nxt[1]
+            rpcs.extend(nxt.rpcs)
+            self.queued_bytes -= nxt.size
+            if self._tail is nxt:
+                self._tail = None
         limit = self.params.max_frame_bytes
         merged = coalesce_rpcs(rpcs, limit // 2)
         self.rpcs_coalesced += len(rpcs) - len(merged)
@@ -225,7 +249,7 @@ class Connection:
                 item = await self._recv_ch.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return None
-        if isinstance(item, tuple):
+        if isinstance(item, _RpcBatch):
             return self._take_rpcs(item)
         self.queued_bytes -= len(item)
         return [item]

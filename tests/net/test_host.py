@@ -275,18 +275,22 @@ async def test_dead_peer_is_detected_and_shutdown_says_goodbye() -> None:
 
 
 async def test_send_queue_is_bounded_gossip_drops_and_slow_peer_is_disconnected() -> None:
-    async with hosts(2, send_queue_frames=4, slow_peer_drops_before_disconnect=10) as (a, b):
+    from node.net.framing import rpc_size
+
+    async with hosts(2, send_queue_frames=4, send_queue_bytes=4096, max_frame_bytes=64 * 1024,
+                     slow_peer_drops_before_disconnect=10) as (a, b):
         await a.dial(b.listen_addr)
         conn = a._conns[b.peer_id]
-        await wait_for(lambda: conn._recv_ch.statistics().current_buffer_used == 0)
-        rpc = GossipRPC()
-        # synchronous sends: the writer cannot run in between, so the queue fills up
+        await wait_for(lambda: conn.queued_bytes == 0)
+        rpc = GossipRPC(publish=[PublishedMessage(topic="t", data=b"x" * 1000)])
+        size = rpc_size(rpc)
+        # synchronous sends: the writer cannot run in between, so the queue fills up (in bytes:
+        # RPCs queued one after another share one entry of the frame-bounded queue)
         results = [a.send_gossip(b.peer_id, rpc) for _ in range(8)]
-        # 4 queued (+1 handed straight to the writer if it was already waiting), the rest dropped
         k = results.count(True)
-        assert k in (4, 5) and results == [True] * k + [False] * (8 - k)
-        assert conn._recv_ch.statistics().current_buffer_used == 4
-        await wait_for(lambda: conn._recv_ch.statistics().current_buffer_used == 0)
+        assert k == 4096 // size and results == [True] * k + [False] * (8 - k)
+        assert conn.queued_bytes == k * size and conn._recv_ch.statistics().current_buffer_used <= 1
+        await wait_for(lambda: conn.queued_bytes == 0)
         assert a.send_gossip(b.peer_id, rpc)  # drained: room again
         # requests wait for room instead of being dropped
         for _ in range(4):
