@@ -8,16 +8,16 @@ into it (its own reveals and verdicts, and a listener for other validators' verd
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import trio
 
 from node.clock import now_ms
-from node.roles import penalties as P
-from node.roles.admission import AdmissionError, ValidatorSetBook
 from node.roles import agreed as A
+from node.roles import penalties as P
 from node.roles import rounds as RB
+from node.roles.admission import AdmissionError, ValidatorSetBook
 from node.roles.agreed import AgreedScores, VerdictView
 from node.roles.params import AdmissionParams, RoundParams
 from node.roles.rounds import Beacon, RoundSchedule, assign

@@ -222,10 +222,10 @@ class Beacon:
         self._pruned_at = r
         low = r - KEEP_ROUNDS
         for table in (self._commits, self._first):
-            for key in [k for k in table if k[1] < low]:
-                del table[key]
+            for pair in [k for k in table if k[1] < low]:
+                del table[pair]  # type: ignore[arg-type]  # both keyed (validator, round)
         for d in (self._reveals, self._values, self._my_secrets):
-            for key in [k for k in d if k < low]:
-                del d[key]
+            for r_old in [k for k in d if k < low]:
+                del d[r_old]  # type: ignore[attr-defined]
         for vid in [v for v, (_, last) in self._excluded.items() if last < low]:
             del self._excluded[vid]

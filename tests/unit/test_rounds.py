@@ -104,9 +104,9 @@ def honest_round(beacons: dict[str, Beacon], r: int, senders: list[str], at: int
     """``senders`` reveal at the round's start (or ``at``) and everyone hears them."""
     msgs = {v: beacons[v].make_reveal(r) for v in senders}
     for sender, msg in msgs.items():
-        for receiver in beacons:
+        for receiver, b in beacons.items():
             if receiver != sender:
-                beacons[receiver].on_reveal(sender, msg, at if at is not None else SCHED.start_ms(r) + 100)
+                b.on_reveal(sender, msg, at if at is not None else SCHED.start_ms(r) + 100)
     return msgs
 
 

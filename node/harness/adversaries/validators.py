@@ -22,19 +22,28 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 
 import trio
+import trio.lowlevel
 
+from node.pow.chain import sample_commit
 from node.roles import verdicts as R
 from node.roles.agreed import new_challenge_id
 from node.roles.agreement import Agreement
 from node.roles.rounds import DOMAIN, Beacon, assign, secret_commit
 from node.roles.validator import ChallengeOutcome, KnownExecutor, ValidatorService
-from node.pow.chain import sample_commit
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
 from node.wire.envelope import Envelope
-from node.wire.messages import BeaconReveal, Busy, Challenge, Commitment, Reveal, Verdict
+from node.wire.messages import (
+    BeaconReveal,
+    Busy,
+    Challenge,
+    Commitment,
+    Reveal,
+    Verdict,
+)
 
 log = logging.getLogger("gpow.adversary")
 
@@ -83,12 +92,12 @@ class GrindingAgreement(Agreement):
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
         self.me = self.host.identity.peer_id
-        self.beacon = GroundBeacon(self.schedule, self.me)
+        self.beacon: GroundBeacon = GroundBeacon(self.schedule, self.me, since_ms=self.wall_ms())
         self.beacon.ground = {}
         self.ground_validators: dict[int, frozenset[str]] = {}
         self.heard: dict[int, dict[str, bytes]] = {}  # round -> validator -> share heard on gossip
         self.joined: set[int] = set()  # rounds it revealed honestly in
-        self.targets = lambda: []  # executor ids it knows (set by its validator)
+        self.targets: Callable[[], list[str]] = list  # executor ids it knows (set by its validator)
         self.attempts: list[dict] = []
         self._send, self._recv = trio.open_memory_channel[int](16)
         self.gossip.subscribe(C.TOPIC_BEACON, self._hear)
@@ -270,7 +279,7 @@ class VerdictFlood(ValidatorService):
             for v in out:
                 self.gossip.publish(C.TOPIC_VERDICT, v)
                 self.flooded += 1
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
             r = max(r + 1, ag.schedule.round_at(self.wall_ms()) + 1)
 
     def status(self) -> dict:
