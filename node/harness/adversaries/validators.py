@@ -269,7 +269,7 @@ class VerdictFlood(ValidatorService):
             await self._sleep_until_ms(ag.schedule.window_closes_ms(r) + 200)
             out: list[Verdict] = []
             for e in list(self.executors.values()):
-                if ag.assigned(me, e.executor_id, r) is not True:
+                if ag.assigned(me, e.executor_id, r) is False:  # not those the beacon gave it (or may have)
                     out += [_verdict(new_challenge_id(me), e.executor_id, e.miner_id, r) for _ in range(self.PER_EXECUTOR)]
             for _ in range(self.FAKE_EXECUTORS):
                 fake = "fake-" + os.urandom(12).hex()
