@@ -24,33 +24,29 @@ import trio
 from node.clock import now_ms
 from node.pow.chain import sample_commit
 from node.pow.engine import ChallengeParams
-from node.pow.openings import ProofFormatError, decode_openings
 from node.pow.verifier import verify
 from node.roles import penalties as P
 from node.roles import verdicts as R
 from node.roles.agreed import new_challenge_id
 from node.roles.agreement import Agreement
-from node.roles.judging import BusyRules, Refusal, Sizing, challenge_hash, check_evidence, judge_busy, judge_time, size_challenge
+from node.roles.judging import BusyRules, Refusal, Sizing, check_evidence, judge_busy, size_challenge
+from node.roles.session import BusyAnswer, ChallengeOutcome, ChallengeSession, VerifyJob
 from node.roles.gpu_identity import GpuIdentityRegistry
 from node.roles.ledger import Ledger
 from node.roles.params import ValidatorParams
-from node.roles.profiles import ProfileBook, performance_factor
+from node.roles.profiles import ProfileBook
 from node.roles.rounds import assign
 from node.roles.verdicts import VerdictRecord
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
 from node.wire.envelope import Envelope
 from node.wire.messages import (
-    Busy,
     Challenge,
     Commitment,
     ExecutorAttestation,
-    Openings,
     Ping,
     Pong,
-    ProofBundle,
     ProofRequest,
-    Reveal,
     Roster,
     Verdict,
 )
@@ -60,7 +56,10 @@ log = logging.getLogger("gpow.validator")
 # Verdict reasons that mean the miner delivered a forged, replayed or false signed answer.
 FORGED_ANSWERS = frozenset({R.FALSE_PROOF, R.REPLAY, R.WRONG_SIGNER, R.WRONG_EXECUTOR, R.BAD_SIGNATURE})
 ROSTER_LISTING_TTL_S = 60.0  # a miner whose roster has not listed an executor for this long no longer counts
-ROSTER_MIN_GAP_S = 0.5  # a miner's rosters closer together than this are ignored (not penalised)
+# A miner's rosters beyond this rate are ignored (not penalised): they come every few seconds and
+# on each change; a burst covers a change right after a periodic one.
+ROSTER_BURST = 3.0
+ROSTER_RATE_PER_S = 2.0
 ATTESTATION_CACHE = 8192  # verified attestation envelopes kept, by the hash of their bytes
 OUTBOX_RETRY_S = 2.0  # stored verdicts not yet delivered are published again this often
 MAX_NEW_PER_MINER = 32  # executors of one miner still on probation that we take on at once
@@ -78,28 +77,6 @@ class KnownExecutor:
     in_flight: bool = False
     last_verdict: str = ""
     busy_since: float | None = None  # clock time of the first of the BUSY answers in a row, else None
-
-
-@dataclass
-class ChallengeOutcome:
-    record: VerdictRecord
-    bundle: bytes = b""
-    busy: bool = False
-
-
-@dataclass
-class ChallengeCtx:
-    executor: KnownExecutor
-    body: Challenge
-    raw: bytes
-    secret: bytes
-    params: ChallengeParams
-    rec: VerdictRecord
-    commit_timeout: float
-    co_scheduled: bool
-    sizing: Sizing | None = None
-    commitment: Envelope | None = None
-    outcome: ChallengeOutcome | None = None
 
 
 @dataclass
@@ -152,6 +129,7 @@ class ValidatorService:
         self._verified: dict[bytes, Envelope] = {}
         self._parsed_rosters: dict[bytes, list[tuple[Envelope, ExecutorAttestation]]] = {}
         self._roster_seen: dict[str, tuple[int, float]] = {}  # miner -> (newest roster timestamp, when)
+        self._roster_tokens: dict[str, tuple[float, float]] = {}  # miner -> (tokens, last refill)
         # executor -> {miner: when its roster last listed it}; two live listings is a duplicate.
         self.listings: dict[str, dict[str, float]] = {}
         self.stats = ValidatorStats()
@@ -201,7 +179,7 @@ class ValidatorService:
             # executors a newer one lists.
             self.stats.rosters_stale += 1
             return "ignore"
-        if last is not None and self.clock() - last[1] < ROSTER_MIN_GAP_S:
+        if not self._roster_token(env.sender):
             self.stats.rosters_rate_limited += 1  # rosters come every few seconds; faster is a flood
             return "ignore"
         try:
@@ -214,6 +192,17 @@ class ValidatorService:
             self._parsed_rosters.pop(next(iter(self._parsed_rosters)))
         self._roster_seen[env.sender] = (env.timestamp_ms, self.clock())
         return "accept"
+
+    def _roster_token(self, miner: str) -> bool:
+        """A token bucket per miner: ROSTER_BURST rosters at once, ROSTER_RATE_PER_S after that."""
+        now = self.clock()
+        tokens, last = self._roster_tokens.get(miner, (ROSTER_BURST, now))
+        tokens = min(ROSTER_BURST, tokens + (now - last) * ROSTER_RATE_PER_S)
+        ok = tokens >= 1.0
+        self._roster_tokens[miner] = (tokens - 1.0 if ok else tokens, now)
+        if len(self._roster_tokens) > 4096:  # bounded: forget the longest-idle miner
+            del self._roster_tokens[min(self._roster_tokens, key=lambda k: self._roster_tokens[k][1])]
+        return ok
 
     def _on_roster(self, env: Envelope) -> None:
         self.stats.rosters += 1
@@ -498,20 +487,20 @@ class ValidatorService:
         """
         busy: set[str] = set()
         try:
-            ctxs = [self.issue(e, co_scheduled=co_scheduled, round_no=round_no) for e in group]
+            runs = [(e, self.issue(e, co_scheduled=co_scheduled, round_no=round_no)) for e in group]
             async with trio.open_nursery() as nursery:
-                for ctx in ctxs:
-                    nursery.start_soon(self.commit_phase, ctx)
+                for e, ctx in runs:
+                    nursery.start_soon(self.commit_phase, e, ctx)
             async with trio.open_nursery() as nursery:
-                for ctx in ctxs:
+                for e, ctx in runs:
                     if ctx.outcome is None:
-                        nursery.start_soon(self.reveal_phase, ctx)
-            for ctx in ctxs:
+                        nursery.start_soon(self.reveal_phase, e, ctx)
+            for e, ctx in runs:
                 if ctx.outcome is not None and ctx.outcome.busy:
-                    busy.add(ctx.executor.executor_id)
+                    busy.add(e.executor_id)
                 elif ctx.outcome is not None:
-                    self._finish(ctx.executor, ctx.outcome, round_no)
-            self._settle_gpu_uuids(ctxs)
+                    self._finish(e, ctx.outcome, round_no)
+            self._settle_gpu_uuids([ctx for _, ctx in runs])
         except Exception:
             # Our bug, not the executors': no verdict for this group, a traceback for us.
             self.stats.internal_errors += 1
@@ -560,13 +549,13 @@ class ValidatorService:
             await trio.sleep(OUTBOX_RETRY_S)
             self._publish_outbox()
 
-    def _settle_gpu_uuids(self, ctxs: list["ChallengeCtx"]) -> None:
+    def _settle_gpu_uuids(self, ctxs: list[ChallengeSession]) -> None:
         """Contenders for one GPU UUID are challenged together; one that answered right and in
         time (a duplicate-gpu reason aside) takes the UUID from a holder that did not."""
         ok_kinds = {R.PASSED, R.DUPLICATE_GPU, R.NO_CREDIT}
         done = [c for c in ctxs if c.outcome is not None and not c.outcome.busy]
-        passed = {c.executor.executor_id for c in done if all(R.reason_kind(r) in ok_kinds for r in c.outcome.record.reasons)}
-        failed = {c.executor.executor_id for c in done} - passed
+        passed = {c.executor_id for c in done if c.outcome is not None and all(R.reason_kind(r) in ok_kinds for r in c.outcome.record.reasons)}
+        failed = {c.executor_id for c in done} - passed
         for uuid, winner in self.gpu_ids.settle(passed, failed):
             log.warning("GPU UUID moves to the executor that proved it", extra={"fields": {"uuid": uuid, "executor": winner[-8:]}})
 
@@ -622,13 +611,13 @@ class ValidatorService:
     async def challenge(self, e: KnownExecutor, *, co_scheduled: bool = False) -> ChallengeOutcome:
         """Run one challenge to its outcome (both phases), without recording it."""
         ctx = self.issue(e, co_scheduled=co_scheduled)
-        await self.commit_phase(ctx)
+        await self.commit_phase(e, ctx)
         if ctx.outcome is None:
-            await self.reveal_phase(ctx)
+            await self.reveal_phase(e, ctx)
         assert ctx.outcome is not None
         return ctx.outcome
 
-    def issue(self, e: KnownExecutor, *, co_scheduled: bool = False, round_no: int = 0) -> "ChallengeCtx":
+    def issue(self, e: KnownExecutor, *, co_scheduled: bool = False, round_no: int = 0) -> ChallengeSession:
         """Size, sign and record a fresh challenge (fresh id, seed and secret). A claim that cannot
         be judged as made is recorded as refused, with its outcome set: nothing is sent."""
         sizing = self.size_challenge(e)
@@ -655,101 +644,57 @@ class ValidatorService:
         self.stats.issued += 1
         e.challenges += 1
         params = ChallengeParams(seed=seed, validator=self.host.identity.public_key, executor=self.host_key(e.executor_id), n=body.n, T=body.steps, m=m)
-        ctx = ChallengeCtx(e, body, raw, secret, params, rec, commit_timeout, co_scheduled,
-                           sizing=sizing if isinstance(sizing, Sizing) else None)
+        session = ChallengeSession(e.executor_id, body, raw, secret, params, rec, commit_timeout, co_scheduled,
+                                   sizing if isinstance(sizing, Sizing) else None)
         if isinstance(sizing, Refusal):
-            self._fail(ctx, sizing.reason)
-        return ctx
+            session.refuse(sizing.reason)
+        return session
 
-    def _fail(self, ctx: "ChallengeCtx", reason: str, bundle: bytes = b"") -> None:
-        ctx.rec.reasons = [reason]
-        ctx.outcome = ChallengeOutcome(ctx.rec, bundle)
+    def _is_known_executor(self, peer_id: str) -> bool:
+        return peer_id in self.executors
 
-    async def commit_phase(self, ctx: "ChallengeCtx") -> None:
-        """Send the challenge and time the signed commitment."""
-        e, rec = ctx.executor, ctx.rec
+    async def commit_phase(self, e: KnownExecutor, ctx: ChallengeSession) -> None:
+        """Send the challenge and time the signed commitment (the session judges the answer)."""
         if ctx.outcome is not None:  # refused at issue: nothing to send
             return
-        sent_at: list[float] = []
         failure, resp = await self._request(e.miner_id, C.PROTO_CHALLENGE, ctx.raw, ctx.commit_timeout,
-                                            on_sent=lambda: sent_at.append(self.clock()))
-        # Timed from the moment the challenge left, not from a wait for the link's request slot.
-        rec.commit_seconds = self.clock() - sent_at[0] if sent_at else None
+                                            on_sent=lambda: ctx.sent(self.clock()))
         if failure is not None:
-            late = failure == R.LATE_COMMITMENT or failure.startswith(R.MISSING_COMMITMENT + ":capacity")
-            return self._fail(ctx, R.CO_SCHEDULED_TIMEOUT if (ctx.co_scheduled and late) else failure)
-        try:
-            cm_env = decode_envelope(resp, expect=(Commitment, Busy))
-        except WireError as exc:
-            return self._fail(ctx, f"{R.BAD_SIGNATURE if exc.reason == 'bad-signature' else R.MISSING_COMMITMENT}:{exc.reason}")
-        if isinstance(cm_env.body, Busy):
-            ctx.outcome = self._judge_busy(e, rec, cm_env, ctx.raw, ctx.body.round, ctx.commit_timeout)
+            ctx.on_commit_failure(failure, self.clock())
+            return
+        step = ctx.on_commit_response(resp, self.clock(), self._is_known_executor)
+        if isinstance(step, BusyAnswer):
+            ctx.busy_judged(self._judge_busy(e, step.envelope, ctx))
+            if ctx.outcome is not None and ctx.outcome.busy:
+                self.stats.busy += 1
+                self.ledger.mark_busy(ctx.rec.challenge_id, self.wall_ms())
             return
         self._note_busy(e, False)
-        signer_problem = self._check_signer(cm_env, e)
-        if signer_problem:
-            return self._fail(ctx, signer_problem)
-        cm: Commitment = cm_env.body
-        if cm.challenge_id != ctx.body.challenge_id or cm.challenge_hash != challenge_hash(ctx.raw):
-            return self._fail(ctx, R.REPLAY)
-        ctx.commitment = cm_env
-        self.ledger.record_commitment(rec.challenge_id, cm.root, cm.d_final, self.wall_ms())
+        if step is None:
+            assert ctx.commitment is not None
+            cm: Commitment = ctx.commitment.body
+            self.ledger.record_commitment(ctx.rec.challenge_id, cm.root, cm.d_final, self.wall_ms())
 
-    async def reveal_phase(self, ctx: "ChallengeCtx") -> None:
+    async def reveal_phase(self, e: KnownExecutor, ctx: ChallengeSession) -> None:
         """Reveal the secret, fetch the openings before their deadline, verify, judge the time."""
-        e, rec, cm_env = ctx.executor, ctx.rec, ctx.commitment
-        assert cm_env is not None
-        cm: Commitment = cm_env.body
-        reveal_raw = self.signer.seal(Reveal(challenge_id=ctx.body.challenge_id, secret=ctx.secret))
-        self.ledger.record_reveal(rec.challenge_id, self.wall_ms())
-        t1 = self.clock()
-        failure, op_raw = await self._request(e.miner_id, C.PROTO_REVEAL, reveal_raw, self.params.openings_timeout_s, late=R.LATE_OPENINGS, missing=R.MISSING_OPENINGS)
-        rec.openings_seconds = self.clock() - t1
+        reveal_raw = ctx.reveal(self.signer, self.clock())
+        self.ledger.record_reveal(ctx.rec.challenge_id, self.wall_ms())
+        failure, op_raw = await self._request(e.miner_id, C.PROTO_REVEAL, reveal_raw, self.params.openings_timeout_s,
+                                              late=R.LATE_OPENINGS, missing=R.MISSING_OPENINGS)
         if failure is not None:
-            return self._fail(ctx, failure)
-        try:
-            op_env = decode_envelope(op_raw, expect=Openings)
-        except WireError as exc:
-            return self._fail(ctx, f"{R.MISSING_OPENINGS}:{exc.reason}")
-        signer_problem = self._check_signer(op_env, e)
-        if signer_problem:
-            return self._fail(ctx, signer_problem)
-        self.ledger.record_openings(rec.challenge_id, hashlib.sha256(op_env.body.blob).hexdigest(), len(op_env.body.blob), self.wall_ms())
-        bundle = self.signer.seal(ProofBundle(challenge=ctx.raw, commitment=cm_env.raw, reveal=ctx.secret, openings=op_env.raw))
-
-        t2 = time.perf_counter()
-        try:
-            openings = decode_openings(op_env.body.blob)
-            result = await trio.to_thread.run_sync(lambda: verify(ctx.params, ctx.body.samples, cm.root, cm.d_final, ctx.secret, openings))
-        except ProofFormatError as exc:
-            rec.verify_seconds = time.perf_counter() - t2
-            log.info("openings malformed", extra={"fields": {"executor": e.executor_id[-8:], "error": str(exc)}})
-            return self._fail(ctx, f"{R.FALSE_PROOF}:format", bundle)
-        rec.verify_seconds = time.perf_counter() - t2
-        self.stats.verify_seconds += rec.verify_seconds
-        if not result.ok:
-            rec.reasons = [f"{R.FALSE_PROOF}:{f.check}" for f in result.failures][:8]
-            ctx.outcome = ChallengeOutcome(rec, bundle)
+            ctx.on_openings_failure(failure, self.clock())
             return
-
-        reasons = []
-        sizing = ctx.sizing
-        assert sizing is not None and rec.commit_seconds is not None
-        in_time, measured = judge_time(sizing.expected_s, rec.commit_seconds, self.params)
-        rec.performance_factor = performance_factor(sizing.expected_s, measured, self.params.tolerance)
-        if not in_time:
-            reasons.append(R.SLOW_FOR_PROFILE)
-        if self.gpu_ids.duplicates_of(e.executor_id):
-            reasons.append(R.DUPLICATE_GPU)
-        if self.listed_twice(e.executor_id):
-            reasons.append(R.DUPLICATE_ROSTER)
-        rec.passed = not any(r in (R.SLOW_FOR_PROFILE, R.DUPLICATE_GPU, R.DUPLICATE_ROSTER) for r in reasons)
-        if rec.passed and sizing.no_credit:
-            # Correct and in time, but it proves nothing the network pays for (left out of scores).
-            reasons.append(f"{R.NO_CREDIT}:{sizing.no_credit}")
-            rec.performance_factor = 0.0
-        rec.reasons = reasons or [R.PASSED]
-        ctx.outcome = ChallengeOutcome(rec, bundle)
+        step = ctx.on_openings(op_raw, self.clock(), self._is_known_executor, self.signer)
+        if not isinstance(step, VerifyJob):
+            return
+        self.ledger.record_openings(ctx.rec.challenge_id, hashlib.sha256(op_raw).hexdigest(), len(op_raw), self.wall_ms())
+        t0 = time.perf_counter()
+        args = ctx.verify_args(step)
+        result = await trio.to_thread.run_sync(lambda: verify(*args))
+        seconds = time.perf_counter() - t0
+        self.stats.verify_seconds += seconds
+        ctx.on_verified(result, seconds, step, self.params, duplicate_gpu=bool(self.gpu_ids.duplicates_of(e.executor_id)),
+                        listed_twice=bool(self.listed_twice(e.executor_id)))
 
     def listed_twice(self, executor_id: str) -> set[str]:
         """The miners listing this executor, when more than one does (else empty)."""
@@ -761,41 +706,23 @@ class ValidatorService:
 
         return public_key_from_peer_id(peer_id)
 
-    def _check_signer(self, env: Envelope, e: KnownExecutor) -> str | None:
-        if env.sender == e.executor_id:
-            return None
-        if env.sender in self.executors:
-            return R.WRONG_EXECUTOR
-        return R.WRONG_SIGNER
-
     def _note_busy(self, e: KnownExecutor, busy: bool) -> None:
         if not busy:
             e.busy_since = None
         elif e.busy_since is None:
             e.busy_since = self.clock()
 
-    def _judge_busy(self, e: KnownExecutor, rec: VerdictRecord, env: Envelope, raw: bytes, round_no: int,
-                    commit_timeout: float) -> ChallengeOutcome:
-        """A signed BUSY is excused only when the challenge it names is genuinely in flight
-        (judging.judge_busy); anything else is a miss."""
-        signer_problem = self._check_signer(env, e)
-        if signer_problem:
-            rec.reasons = [signer_problem]
-            return ChallengeOutcome(rec)
+    def _judge_busy(self, e: KnownExecutor, env: Envelope, ctx: ChallengeSession) -> str | None:
+        """None when the BUSY is excused (the challenge it names is genuinely in flight,
+        judging.judge_busy), else the failing reason."""
         self._note_busy(e, True)
         book = self.agreement.book if self.agreement is not None else None
-        rules = BusyRules(rounds=round_no > 0, max_commit_s=C.MAX_COMMIT_WINDOW_S, max_openings_s=C.MAX_OPENINGS_TIMEOUT_S,
-                          max_busy_s=2 * (commit_timeout + self.params.openings_timeout_s))
+        rules = BusyRules(rounds=ctx.body.round > 0, max_commit_s=C.MAX_COMMIT_WINDOW_S, max_openings_s=C.MAX_OPENINGS_TIMEOUT_S,
+                          max_busy_s=2 * (ctx.commit_timeout + self.params.openings_timeout_s))
         assert e.busy_since is not None
-        reason = judge_busy(env, raw, e.executor_id, now_ms=self.wall_ms(),
-                            admitted=book.is_admitted if book is not None else (lambda peer, now: True),
-                            busy_for_s=self.clock() - e.busy_since, rules=rules)
-        if reason is not None:
-            rec.reasons = [reason]
-            return ChallengeOutcome(rec)
-        self.stats.busy += 1
-        self.ledger.mark_busy(rec.challenge_id, self.wall_ms())
-        return ChallengeOutcome(rec, busy=True)
+        return judge_busy(env, ctx.raw, e.executor_id, now_ms=self.wall_ms(),
+                          admitted=book.is_admitted if book is not None else (lambda peer, now: True),
+                          busy_for_s=self.clock() - e.busy_since, rules=rules)
 
     async def _request(self, peer: str, proto: str, payload: bytes, timeout: float, *, late: str = R.LATE_COMMITMENT,
                        missing: str = R.MISSING_COMMITMENT, on_sent: Callable[[], None] | None = None) -> tuple[str | None, bytes]:
