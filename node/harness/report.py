@@ -219,6 +219,9 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
                 off.append(f"{a['node']}: {a['score']} vs {a['baseline']:.2f} without liars")
             elif a["kind"] != "honest" and a["score"] is not None and a["score"] > a["baseline"] + AGREED_TOLERANCE:
                 off.append(f"{a['node']} ({a['kind']}) lifted: {a['score']} vs {a['baseline']:.2f} without liars")
+        for eid, o in report["executors"].items():
+            if o["kind"] == "honest" and eid not in report["agreed_scores"]:
+                off.append(f"{o['node']}: no agreed score (fewer than two validators counted for it)")
     for name, vc in report.get("validator_cheaters", {}).items():
         kind = vc["kind"]
         base = kind.partition(":")[0]

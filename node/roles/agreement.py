@@ -211,9 +211,12 @@ class Agreement:
                 "beacon": vars(self.beacon.stats),
                 "excluded": self.beacon.excluded_now(r),  # dropped from the beacon for equivocating
             },
+            # Executors only one validator speaks of are left out: a flood of made-up ids would
+            # otherwise fill the status (they are still held, within that validator's bound).
             "agreed_scores": {
                 s.executor_id: {"score": s.value, "validators": s.per_validator, "verdicts": s.verdicts, "missing": s.missing}
                 for s in self.scores.table(r, self.book.members(now) if not self.book.open else None)
+                if s.value is not None or len(s.per_validator) > 1
             },
             "rejected_verdicts": self.rejected_verdicts,
             # per validator: verdicts held, and those not counted, by reason
