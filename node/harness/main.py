@@ -196,6 +196,7 @@ class Harness:
             if not bootstrap:
                 bootstrap = [addr]
         miner_addrs = []
+        honest_miner_ids: list[str] = []
         # Remote executors' keys are made here too, so each honest miner's allowlist names its own.
         remote_ids = []
         for i in range(hp.remote_executors):
@@ -216,10 +217,14 @@ class Harness:
                 kind = f"partial-pool:{hp.partial_pool_keep}"
             elif kind == "corrupt-rows":
                 kind = f"corrupt-rows:{hp.corrupt_fraction}"
+            elif kind == "uuid-copy" and honest_miner_ids:
+                kind = f"uuid-copy:{honest_miner_ids[0]}"  # copy an honest miner's executor, as read from its roster
             name = f"miner-{i}" if kind == "honest" else f"cheater-{kind.split(':')[0]}"
             m = self._node(name, "miner", {"miner": miner, "net": {"bootstrap": bootstrap}}, kind=kind)
             m.start()
             miner_addrs.append(self._wait_listen(m))
+            if kind == "honest":
+                honest_miner_ids.append((m.status() or {}).get("peer_id", ""))
         for i in range(hp.remote_executors):
             target = miner_addrs[i % max(1, hp.miners)]
             e = self._node(f"executor-{i}", "executor", {
@@ -228,6 +233,17 @@ class Harness:
                              **({"gpu_device": devices[len(kinds) + i]} if devices else {})},
                 "net": {"bootstrap": [target]},
             })
+            e.extra["miner_addr"] = target
+            e.start()
+            self._wait_listen(e)
+        # Outsiders' remote executors (frame-miner): an honest miner that never listed them.
+        for i, kind in enumerate(hp.executor_adversaries()):
+            target = miner_addrs[i % max(1, hp.miners)]
+            e = self._node(f"cheater-{kind.split(':')[0]}", "executor", {
+                "executor": {"miner": target, "engine": "cpu", "cpu_memory_bytes": hp.cpu_memory_bytes,  # refused before any work
+                             "heartbeat_interval_s": 1.0, "host_fingerprint": f"harness-outsider-{i}"},
+                "net": {"bootstrap": [target]},
+            }, kind=kind)
             e.extra["miner_addr"] = target
             e.start()
             self._wait_listen(e)

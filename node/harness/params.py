@@ -49,7 +49,7 @@ class HarnessParams:
         kinds = [parse_kind(c)[0] for c in self.adversary_list()]  # raises on an unknown kind, naming the known ones
         if self.engine == "gpu" and (bad := [a.kind for a in kinds if a.cpu_only]):
             raise ValueError(f"adversary kind(s) {', '.join(bad)} run on the CPU engine only (they rewrite its states)")
-        if self.remote_executors and not self.miners:
+        if (self.remote_executors or any(a.role == "executor" for a in kinds)) and not self.miners:
             raise ValueError("remote executors need an honest miner to register with")
 
     def adversary_list(self) -> list[str]:
@@ -65,6 +65,10 @@ class HarnessParams:
 
     def validator_adversaries(self) -> list[str]:
         return self._of_role("validator")
+
+    def executor_adversaries(self) -> list[str]:
+        """Remote executors of outsiders (frame-miner): they try to register with an honest miner."""
+        return self._of_role("executor")
 
 
 def load_harness_params(args: argparse.Namespace) -> HarnessParams:

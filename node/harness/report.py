@@ -39,6 +39,7 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
     created: dict[str, int] = {}
     published: dict[str, int] = {}
     receipts: list[tuple[str, int]] = []
+    bans: dict[str, list[dict]] = {}  # honest validator -> the bans in its ledger
     for n in harness.nodes:
         if n.role != "validator":
             continue
@@ -48,6 +49,8 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
         ledger = Ledger(path)
         try:
             integrity = ledger.integrity_check()
+            if n.kind == "honest":
+                bans[n.name] = ledger.bans()
             published.update(ledger.recorded_times())
             for rec in ledger.verdicts():
                 d = rec.to_dict()
@@ -94,7 +97,7 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
     for n in harness.nodes:
         if n.role == "validator" and n.kind != "honest":
             vst = n.status() or {}
-            own = {k: v for k, v in {**vst.get("agreement", {}), **vst.get("validator", {})}.items() if k in ("grinder", "eraser", "flood")}
+            own = {k: v for k, v in {**vst.get("agreement", {}), **vst.get("validator", {})}.items() if k in ("grinder", "eraser", "flood", "busy_lock", "junk")}
             validator_cheats[n.name] = {"kind": n.kind, "peer_id": vst.get("peer_id"), "own": own,
                                         "verdicts": [d for d in verdicts if d["validator"] == n.name]}
     # What the honest validator holds of each validator's verdicts, and the beacon's view of them.
@@ -111,6 +114,23 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
         a["baseline"] = baseline.get(eid)
     rejected = {n.name: (n.status() or {}).get("agreement", {}).get("rejected_verdicts", 0)
                 for n in harness.nodes if n.role == "validator" and n.kind == "honest"}
+    # How the honest validators judged other validators' evidence (junk-evidence), and who was
+    # penalised for it in their gossip scores.
+    audits = {}
+    for n in harness.nodes:
+        if n.role == "validator" and n.kind == "honest":
+            hst = n.status() or {}
+            penalties = hst.get("net", {}).get("gossip", {}).get("penalties", {})
+            audits[n.name] = {"audits": hst.get("validator", {}).get("stats", {}).get("audits", 0),
+                              "disagreements": hst.get("validator", {}).get("stats", {}).get("audit_disagreements", 0),
+                              "evidence_penalties": sum(c for r, c in penalties.items() if r.startswith(("verdict evidence", "verdict: false-proof")))}
+    # Executor-role adversaries (remote executors of outsiders): what they and the miners saw.
+    executor_cheats = {}
+    for n in harness.nodes:
+        if n.role == "executor" and n.kind != "honest":
+            est = n.status() or {}
+            executor_cheats[n.name] = {"kind": n.kind, "peer_id": est.get("peer_id"), "registered": est.get("executor", {}).get("registered"),
+                                       "challenges": est.get("executor", {}).get("challenges", 0)}
     return {
         "faults": list(getattr(harness, "faults", [])),
         "started_at": t_start,
@@ -118,6 +138,9 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
         "validator_cheaters": validator_cheats,
         "agreement_view": agreement_view,
         "unadmitted_verdicts_rejected": rejected,
+        "bans": bans,
+        "audits": audits,
+        "executor_cheaters": executor_cheats,
         "ended_at": time.time(),
         "interrupted": interrupted,
         "params": {k: v for k, v in vars(harness.hp).items()},
@@ -192,7 +215,15 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
         honest_passed += slot["passed"]
         if slot["passed"] != slot["verdicts"]:
             problems.append(f"honest {name} failed {slot['verdicts'] - slot['passed']} of {slot['verdicts']}: {slot['failed_reasons']}")
-    cheaters = {o["node"]: o["kind"] for o in report["executors"].values() if o["kind"] not in ("honest", "unknown")}
+    cheaters = {o["node"]: o["kind"] for o in report["executors"].values()
+                if o["kind"] not in ("honest", "unknown") and parse_kind(o["kind"])[0].role == "miner"}
+    # No honest validator may ban an honest executor or miner, whatever anyone gossiped (issue 17).
+    honest_ids = {eid: o["node"] for eid, o in report["executors"].items() if o["kind"] == "honest"}
+    honest_ids.update({nd["peer_id"]: nd["name"] for nd in report.get("nodes", []) if nd["role"] == "miner" and nd["kind"] == "honest" and nd.get("peer_id")})
+    for vname, rows in report.get("bans", {}).items():
+        for b in rows:
+            if b["peer_id"] in honest_ids:
+                problems.append(f"{vname} banned honest {honest_ids[b['peer_id']]}: {b['reason']}")
     caught = 0
     report["cheaters"] = {}
     for name, kind in sorted(cheaters.items()):
@@ -264,6 +295,12 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
             if not ok:
                 problems.append(f"cheating validator {name} ({kind}) was not neutralised: {detail}")
             continue
+        if base in ("busy-lock", "junk-evidence"):
+            ok, detail = _judging_validator_neutralised(base, vc, report)
+            report["validator_cheaters_neutralised"][name] = {"kind": kind, "neutralised": ok, "detail": detail}
+            if not ok:
+                problems.append(f"cheating validator {name} ({kind}) was not neutralised: {detail}")
+            continue
         if kind.startswith("lying-validator"):
             lies = [d for d in vc["verdicts"] if d.get("kind") == "honest" and not d.get("passed")] + \
                    [d for d in vc["verdicts"] if d.get("kind") not in ("honest", "unknown") and d.get("passed")]
@@ -280,6 +317,15 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
         report["validator_cheaters_neutralised"][name] = {"kind": kind, "neutralised": ok, "detail": detail}
         if not ok:
             problems.append(f"cheating validator {name} ({kind}) was not neutralised: {detail}")
+    # Outsiders' remote executors (frame-miner): no honest miner lists them, so no validator
+    # challenges them and no false answer of theirs can reach a miner (bans checked above).
+    for name, ec in report.get("executor_cheaters", {}).items():
+        judged = [d for d in report["verdicts"] if d.get("executor_id") == ec.get("peer_id")]
+        ok = ec.get("peer_id") is not None and not ec.get("registered") and not judged
+        detail = f"registered: {bool(ec.get('registered'))}, {len(judged)} verdicts on it, {ec.get('challenges', 0)} challenges reached it"
+        report["validator_cheaters_neutralised"][name] = {"kind": ec["kind"], "neutralised": ok, "detail": detail}
+        if not ok:
+            problems.append(f"outsider executor {name} ({ec['kind']}) was not neutralised: {detail}")
     if report.get("params", {}).get("rounds"):
         for eid, a in report["agreed_scores"].items():
             if a["kind"] == "honest" and a["score"] is not None and a["score"] < 0.5:
@@ -295,6 +341,26 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
         "cheaters": len(cheaters), "cheaters_caught": caught,
     }
     return not problems, problems
+
+
+def _judging_validator_neutralised(base: str, vc: dict, report: dict) -> tuple[bool, str]:
+    """Issue 17's validator kinds. busy-lock: its far-deadline challenges were sent and every
+    executor refused them (none was held BUSY); junk-evidence: it gossiped evidence, the honest
+    validators audited and penalised it (no ban on anyone honest is checked for every run)."""
+    own = vc.get("own", {})
+    if base == "busy-lock":
+        lock = own.get("busy_lock", {})
+        refused = [d for d in vc["verdicts"] if any("deadline-too-far" in r for r in d.get("reasons", []))]
+        ok = bool(refused) and lock.get("taken", 0) == 0
+        return ok, (f"sent {lock.get('sent', 0)} challenges with far deadlines; executors refused {len(refused)} (deadline-too-far), "
+                    f"took {lock.get('taken', 0)}")
+    junk = own.get("junk", {})
+    audits = report.get("audits", {})
+    penalised = sum(a["evidence_penalties"] for a in audits.values())
+    ok = sum(junk.values()) > 0 and penalised > 0
+    return ok, (f"gossiped {sum(junk.values())} false-proof verdicts ({', '.join(f'{k} {v}' for k, v in sorted(junk.items()))}); "
+                f"honest validators audited {sum(a['audits'] for a in audits.values())}, penalised its evidence {penalised} times, "
+                f"banned nobody honest")
 
 
 def summary_table(report: dict) -> Table:

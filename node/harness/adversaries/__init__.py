@@ -191,7 +191,7 @@ ADVERSARIES: dict[str, Adversary] = {a.kind: a for a in [
     Adversary("forged-busy", "miner", "answers every challenge BUSY with a challenge it signed itself (throwaway key)",
               ("missing-commitment:busy-unadmitted-issuer", "missing-commitment:busy-in-round", "missing-commitment:busy-too-long"),
               _judging("forged-busy")),
-    Adversary("probation-reset", "miner", "holds 1/8 of its claimed memory; leaves and re-joins its roster to stay on probation",
+    Adversary("probation-reset", "miner", "holds only a probation-sized pool of its claimed memory; leaves and re-joins its roster to stay on probation",
               ("missing-commitment:capacity", "missing-commitment:ChallengeRefused: capacity", "late-commitment", "co-scheduled-timeout"),
               _judging("probation-reset"), cpu_only=True),
     Adversary("busy-lock", "validator", "sends cheap challenges whose deadlines are a day (or an hour) away, never reveals",

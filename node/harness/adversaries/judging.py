@@ -28,10 +28,11 @@ import trio
 from node.app.node import Node, cpu_facts, make_cpu_engine
 from node.identity import Identity, load_or_create_key_file
 from node.roles.answerer import Answerer
-from node.roles.executor import ExecutorService, PoolBudget, host_fingerprint
-from node.roles.judging import challenge_hash
+from node.pow.engine import pool_bytes
+from node.roles.executor import ChallengeRefused, ExecutorService, PoolBudget, host_fingerprint
+from node.roles.judging import PROBATION_MAX_STEPS, challenge_hash
 from node.roles.miner import MinerService
-from node.roles.validator import ChallengeCtx, ChallengeOutcome, KnownExecutor, ValidatorService
+from node.roles.validator import ChallengeOutcome, KnownExecutor, ValidatorService
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
 from node.wire.envelope import Envelope, Signer
@@ -85,18 +86,28 @@ class ForgedBusy(ExecutorService):
 
 # ---- probation ------------------------------------------------------------------------------------
 
-PROBATION_RESET_HOLDS = 1 / 8  # the share of its claimed memory it really holds
+class ProbationSized(ExecutorService):
+    """Claims its configured memory but holds only what probation's small challenges need
+    (T <= PROBATION_MAX_STEPS): a full challenge finds the memory missing."""
+
+    async def on_challenge(self, raw: bytes) -> bytes:
+        env, body = self._check_challenge(raw)
+        held = pool_bytes(body.n, PROBATION_MAX_STEPS)
+        if pool_bytes(body.n, body.steps) > held:
+            self.stats["challenges"] += 1
+            self.stats["refused"] += 1
+            raise ChallengeRefused("capacity", f"pool of {pool_bytes(body.n, body.steps)} bytes; it holds {held} of the "
+                                   f"{self.facts.memory_bytes} it claims")
+        return await super().on_challenge(raw)
 
 
 def probation_reset_executors(node: Node) -> list[ExecutorService]:
-    """One CPU executor that claims the configured memory and holds an eighth of it: enough for
-    probation's small challenges (T <= 32), not for a full one."""
+    """One CPU executor that claims the configured memory and holds only a probation pool."""
     mp = node.cfg.miner
     ident = load_or_create_key_file(node.data_dir / "executor-0.key")
-    holds = max(1, int(mp.cpu_memory_bytes * PROBATION_RESET_HOLDS))
     facts = cpu_facts(mp.cpu_memory_bytes, ident.peer_id, mp.host_fingerprint or host_fingerprint())
-    return [ExecutorService(ident, node.identity.peer_id, make_cpu_engine(holds), facts, admission=node.admission,
-                            assignment=node.agreement.assigned, budget=PoolBudget(holds))]
+    return [ProbationSized(ident, node.identity.peer_id, make_cpu_engine(mp.cpu_memory_bytes), facts, admission=node.admission,
+                           assignment=node.agreement.assigned)]
 
 
 class RelistingMiner(MinerService):
@@ -144,7 +155,7 @@ class BusyLockValidator(ValidatorService):
         super().__init__(*args, **kw)
         self.lock = {"sent": 0, "refused": 0, "taken": 0}
 
-    def issue(self, e: KnownExecutor, *, co_scheduled: bool = False, round_no: int = 0) -> ChallengeCtx:
+    def issue(self, e: KnownExecutor, *, co_scheduled: bool = False, round_no: int = 0) -> Any:
         ctx = super().issue(e, co_scheduled=co_scheduled, round_no=round_no)
         if ctx.outcome is not None:
             return ctx
@@ -156,10 +167,12 @@ class BusyLockValidator(ValidatorService):
         self.lock["sent"] += 1
         return ctx
 
-    async def reveal_phase(self, ctx: ChallengeCtx) -> None:
+    async def reveal_phase(self, *args: Any) -> None:
         # The executor took it: keep it waiting for a reveal that never comes.
+        ctx = args[-1]  # the challenge's session (the validator's reveal_phase(e, session))
         self.lock["taken"] += 1
-        self._fail(ctx, "withheld-reveal")
+        ctx.rec.reasons = ["withheld-reveal"]
+        ctx.outcome = ChallengeOutcome(ctx.rec)
 
     def _finish(self, e: KnownExecutor, out: ChallengeOutcome, round_no: int = 0) -> None:
         if any("deadline-too-far" in r for r in out.record.reasons):
