@@ -1,0 +1,88 @@
+"""A miner with 20 executors passes (issue 17, "honest failures"): more executors than the
+validator's 16 request slots on one link, all challenged at the same instant (one miner: one
+co-scheduled group), every commitment timed from the moment its challenge left.
+
+Real hosts on loopback, real CPU engines, a real ledger; the profile is the CPU engine calibrated
+in this run, scaled by how many chains share this machine's cores at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.app.config import NodeConfig
+from node.app.node import Node
+from node.harness.main import calibrate_cpu_step, write_profiles
+from node.identity import Identity
+from node.net.params import NetParams
+from node.pow.engine import pool_bytes
+
+pytestmark = pytest.mark.slow
+
+N = 64
+EXECUTORS = 20
+T = 48
+MEMORY = int(pool_bytes(N, T) / 0.9) + 1  # memory_fill 0.9: a full challenge is T = 48 at n = 64
+
+
+def cfg_for(tmp: Path, name: str, role: str, bootstrap: list[str], admission: list[str], **sections) -> NodeConfig:
+    cfg = NodeConfig()
+    cfg.node = dataclasses.replace(cfg.node, role=role, data_dir=str(tmp / name), status_interval_s=0.5)
+    cfg.net = dataclasses.replace(cfg.net, listen_host="127.0.0.1", listen_port=0, bootstrap=bootstrap, network="gpow-many-test")
+    cfg.gossip = dataclasses.replace(cfg.gossip, heartbeat_s=0.2)
+    cfg.admission = dataclasses.replace(cfg.admission, validators=admission)
+    cfg.validator = dataclasses.replace(
+        cfg.validator, challenge_interval_s=1.0, n_cpu=N, samples=16, probation_challenges=0, concurrency=1,
+        commit_slack_s=1.0, openings_timeout_s=10.0, profiles_file=str(tmp / "profiles.toml"), tolerance=1.5, rtt_margin_s=0.05,
+    )
+    cfg.miner = dataclasses.replace(cfg.miner, engine="cpu", cpu_memory_bytes=MEMORY, roster_interval_s=0.5, host_fingerprint=f"host-{name}")
+    for k, v in sections.items():
+        setattr(cfg, k, dataclasses.replace(getattr(cfg, k), **v))
+    return cfg
+
+
+def test_more_executors_than_request_slots():
+    # The point of the test: the group is larger than one link's request slots.
+    assert EXECUTORS > NetParams().max_inflight_requests_per_peer
+
+
+async def test_a_miner_with_20_executors_passes(tmp_path: Path):
+    # 20 chains at once on this machine's cores, plus the validator's verification: the calibrated
+    # step time times the chains per core, times 3 for everything else this machine runs.
+    cores = os.cpu_count() or 1
+    write_profiles(tmp_path / "profiles.toml", N, calibrate_cpu_step(N), allowance=3.0 * max(1.0, EXECUTORS / cores))
+    v_id = Identity.generate()
+    admission = [v_id.peer_id]
+    async with trio.open_nursery() as nursery:
+        v = Node(cfg_for(tmp_path, "v", "validator", [], admission), v_id)
+        await nursery.start(v.run)
+        m = Node(cfg_for(tmp_path, "m", "miner", [v.host.listen_addr], admission, miner={"cpu_executors": EXECUTORS}), Identity.generate())
+        await nursery.start(m.run)
+        ids = set(m.service.local)
+        assert len(ids) == EXECUTORS
+
+        def groups() -> dict[int, list]:
+            """Verdicts by the instant their group was issued (one co-scheduled group per miner)."""
+            by: dict[int, list] = {}
+            for r in v.ledger.verdicts():
+                by.setdefault(r.created_ms // 1000, []).append(r)
+            return by
+
+        def full_groups() -> list[list]:
+            return [g for g in groups().values() if {r.executor_id for r in g} == ids]
+
+        with trio.move_on_after(90):
+            while len(full_groups()) < 2:
+                await trio.sleep(0.2)
+        verdicts = v.ledger.verdicts()
+        failed = [(r.executor_id[-6:], r.reasons, r.commit_seconds, r.expected_seconds) for r in verdicts if not r.passed]
+        assert not failed, f"honest executors of a 20-executor miner failed: {failed}"
+        assert len(full_groups()) >= 2, f"no two full co-scheduled groups of {EXECUTORS}: {[len(g) for g in groups().values()]}"
+        for g in full_groups():
+            assert all(r.T == T and r.commit_seconds is not None for r in g)
+        nursery.cancel_scope.cancel()
