@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import trio
 

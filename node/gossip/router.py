@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 from node.gossip.mcache import MessageCache
 from node.gossip.params import GossipParams
@@ -81,7 +81,7 @@ class PeerRecords:
     records: list[bytes]
 
 
-Action = Union[Send, Validate, Deliver, Disconnect, PeerRecords]
+Action = Send | Validate | Deliver | Disconnect | PeerRecords
 
 
 @dataclass(frozen=True)
@@ -323,7 +323,7 @@ class Router:
                 s.discard(pid)
                 if not s:
                     del self.topic_peers[t]
-        for t, m in self.mesh.items():
+        for m in self.mesh.values():
             if pid in m:
                 m.discard(pid)
         for m in self.fanout.values():

@@ -77,7 +77,7 @@ class PeerScore:
 
     MAX_TOPICS_PER_PEER = 128  # topic stats are only created for topics we are subscribed to
 
-    def __init__(self, params: GossipParams, my_topics: "set[str] | None" = None) -> None:
+    def __init__(self, params: GossipParams, my_topics: set[str] | None = None) -> None:
         self.p = params
         self.peers: dict[str, PeerStats] = {}
         self.peer_ips: dict[str, set[str]] = {}  # ip -> connected peers on it
@@ -109,7 +109,7 @@ class PeerScore:
         if st is None:
             return
         # A peer leaving the mesh in deficit keeps the deficit as P3b, as on PRUNE.
-        for topic, ts in st.topics.items():
+        for ts in st.topics.values():
             if ts.in_mesh:
                 self._mesh_leave(ts)
             ts.first_message_deliveries = 0.0  # the spec resets P2 on disconnect

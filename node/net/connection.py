@@ -14,7 +14,8 @@ no added latency: Nagle's idea without the delay).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 from trio_websocket import ConnectionClosed
@@ -24,7 +25,6 @@ from node.net.framing import coalesce_rpcs, encode_frame, goodbye_frame
 from node.net.params import NetParams
 from node.net.reqresp import PendingRequests
 from node.net.secure import SecureSocket
-
 from node.wire.messages import GossipRPC
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class Connection:
 
     # ---- running -----------------------------------------------------------------------------
 
-    async def run(self, on_frame: Callable[["Connection", bytes], None]) -> str:
+    async def run(self, on_frame: Callable[[Connection, bytes], None]) -> str:
         """Read and write until the link ends; return why it ended."""
         try:
             async with trio.open_nursery() as nursery:
@@ -272,7 +272,7 @@ class Connection:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    async def _reader(self, on_frame: Callable[["Connection", bytes], None]) -> None:
+    async def _reader(self, on_frame: Callable[[Connection, bytes], None]) -> None:
         while True:
             try:
                 data = await self.ws.get_message()
@@ -294,9 +294,9 @@ class Connection:
                 log.exception("frame handler failed", extra={"fields": {"peer": self.peer_id}})
 
 
-async def open_raw_link(nursery: trio.Nursery, url: str, identity: "Identity", *, network: str, role: str = "raw",
+async def open_raw_link(nursery: trio.Nursery, url: str, identity: Identity, *, network: str, role: str = "raw",
                         listen_addrs: list[str] | None = None, expected_peer_id: str | None = None,
-                        timeout: float = 5.0, max_message_size: int = 64 * 1024 * 1024) -> tuple[SecureSocket, "HandshakeResult"]:
+                        timeout: float = 5.0, max_message_size: int = 64 * 1024 * 1024) -> tuple[SecureSocket, HandshakeResult]:
     """Dial ``url`` and complete the handshake, returning the link's secure socket and the result.
 
     For tests and adversarial tools that need to speak raw link frames over an authenticated link

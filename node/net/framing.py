@@ -14,7 +14,7 @@ from typing import Any
 from node.wire import constants as C
 from node.wire.codec import from_wire, pack_canonical, unpack_strict
 from node.wire.errors import MalformedMessage, UnknownMessageType
-from node.wire.messages import GossipRPC, Goodbye, PeerExchange, Ping, Pong, PublishedMessage, Request, Response
+from node.wire.messages import Goodbye, GossipRPC, PeerExchange, Ping, Pong, PublishedMessage, Request, Response
 
 LINK_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (Goodbye, Ping, Pong, PeerExchange, GossipRPC, Request, Response)}
 _KEYS = frozenset({"b", "t"})

@@ -18,8 +18,9 @@ import logging
 import random
 import secrets
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 import trio
 from trio_websocket import (
@@ -34,7 +35,15 @@ from trio_websocket import (
 from node.clock import now_ms
 from node.identity import Identity
 from node.net.connection import Connection
-from node.net.errors import HandshakeRefused, LinkClosed, LinkIntegrityError, NetError, PeerUnreachable, RequestFailed, RequestTimeout
+from node.net.errors import (
+    HandshakeRefused,
+    LinkClosed,
+    LinkIntegrityError,
+    NetError,
+    PeerUnreachable,
+    RequestFailed,
+    RequestTimeout,
+)
 from node.net.framing import FRAME_OVERHEAD, decode_frame, encode_frame, goodbye_frame, rpc_size
 from node.net.handshake import MAX_HANDSHAKE_FRAME, Handshake, HandshakeResult
 from node.net.limits import inbound_socket_cap, raise_nofile_limit
@@ -44,7 +53,7 @@ from node.net.reqresp import error_text
 from node.net.secure import SecureSocket
 from node.wire.envelope import encode_envelope
 from node.wire.errors import OversizedMessage, WireError
-from node.wire.messages import GossipRPC, Goodbye, PeerExchange, PeerRecord, Ping, Pong, Request, Response
+from node.wire.messages import Goodbye, GossipRPC, PeerExchange, PeerRecord, Ping, Pong, Request, Response
 
 log = logging.getLogger("gpow.net")
 

@@ -42,10 +42,10 @@ from bench_gossip_load import TOPIC, LoadPlan, Recorder, SystemResult, run_plan,
 from node.gossip.params import GossipParams  # noqa: E402
 from node.identity import Identity  # noqa: E402
 from node.net.host import Host  # noqa: E402
-from tests.net.gossip_host import GossipHost  # noqa: E402
 from node.net.params import NetParams  # noqa: E402
 from node.wire.envelope import Envelope  # noqa: E402
 from node.wire.messages import Register  # noqa: E402
+from tests.net.gossip_host import GossipHost  # noqa: E402
 
 # py-libp2p lives in its own venv (its pins clash with ours): python3 -m venv V && V/bin/pip install libp2p
 LIBP2P_PY = os.environ.get("GPOW_LIBP2P_PYTHON", "/work/libp2p-venv/bin/python")
@@ -81,7 +81,7 @@ async def bench_gpow(n: int, plan: LoadPlan, size: int) -> SystemResult:
                                lambda env: "accept" if isinstance(env.body, Register) else "reject")
         # the graph is up and every mesh is as full as the node's links allow (D_lo = 4)
         want = [len(t) for t in topo]
-        for i, t in enumerate(topo):
+        for t in topo:
             for j in t:
                 want[j] += 1
         await wait_for(lambda: all(len(h.connected_peers()) >= want[i] for i, h in enumerate(hosts)), 30)
@@ -157,7 +157,7 @@ class FloodNode:
         peer = int(await ws.get_message())
         await self._link(ws, peer)
 
-    async def dial(self, other: "FloodNode") -> None:
+    async def dial(self, other: FloodNode) -> None:
         assert self.nursery is not None
         ws = await connect_websocket_url(self.nursery, other.addr, message_queue_size=2, receive_buffer_size=64 * 1024)
         await ws.send_message(str(self.i))

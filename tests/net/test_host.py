@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 import pytest
 import trio
@@ -18,12 +18,12 @@ from node.net.errors import HandshakeRefused, NetError, PeerUnreachable, Request
 from node.net.framing import decode_frame, encode_frame
 from node.net.handshake import MAX_HANDSHAKE_FRAME, Handshake
 from node.net.host import Host
-from tests.net.gossip_host import GossipHost
 from node.net.params import NetParams
 from node.net.peerstore import PeerStore
 from node.wire.envelope import decode_envelope, encode_envelope
 from node.wire.errors import BadSignature, StaleMessage, WireError
 from node.wire.messages import Goodbye, GossipRPC, PeerRecord, Ping, PublishedMessage, Request, Response
+from tests.net.gossip_host import GossipHost
 
 NETWORK = "gpow-test"
 
@@ -416,7 +416,7 @@ async def test_fuzzed_frames_never_crash_the_node(caplog) -> None:
         async with trio.open_nursery() as n:
             raw = Identity.generate()
             ws, _ = await open_raw_link(n, b.listen_addr, raw, network=NETWORK)
-            for i in range(400):
+            for _ in range(400):
                 body = _random_value(rng)
                 frame = {"b": body, "t": rng.choice(list(LINK_TYPES) + ["hello", "nope"])}
                 data = msgpack.packb(frame if rng.random() < 0.9 else body, use_bin_type=True)

@@ -12,14 +12,14 @@ import trio
 from node.gossip.params import GossipParams
 from node.identity import Identity
 from node.net.connection import open_raw_link
+from node.net.framing import decode_frame, encode_frame
 from node.net.handshake import Handshake
 from node.net.host import Host
-from tests.net.gossip_host import GossipHost
 from node.net.params import NetParams
 from node.wire.envelope import decode_envelope, encode_envelope
 from node.wire.errors import WireError
 from node.wire.messages import Deregister, Goodbye, GossipRPC, PublishedMessage, SubOpt
-from node.net.framing import decode_frame, encode_frame
+from tests.net.gossip_host import GossipHost
 
 NETWORK = "gpow-test"
 TOPIC = "gpow/test/1"

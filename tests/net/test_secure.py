@@ -16,7 +16,6 @@ from node.net.framing import decode_frame, encode_frame
 from node.net.secure import KeyExchange, SecureChannel, SessionKeys
 from node.wire.envelope import decode_envelope
 from node.wire.messages import Request, Response
-
 from tests.net.test_handshake import NOW, make, run_pair
 from tests.net.test_host import NETWORK, echo, hosts, wait_for
 

@@ -72,7 +72,7 @@ class Sim:
             others = [q for q in self.ids if q != pid]
             for q in self.rng.sample(others, dials):
                 self.connect(pid, q)
-        for i, pid in enumerate(self.ids):  # staggered heartbeats, like independent nodes
+        for pid in self.ids:  # staggered heartbeats, like independent nodes
             self._push(self.rng.uniform(0, self.p.heartbeat_s), "hb", pid)
 
     # ---- plumbing ------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def test_every_node_delivers_each_message_exactly_once(big: Sim) -> None:
     sends_before = big.sends
     dup_before = sum(r.stats.get("duplicates", 0) for r in big.routers.values())
     ids = []
-    for k, (pid, data) in enumerate(zip(publishers, msgs)):
+    for pid, data in zip(publishers, msgs):
         ids.append((pid, big.publish(pid, data)))
         big.run_until(big.now + 0.3)
     big.run_until(big.now + 5.0)
@@ -771,7 +771,7 @@ def test_p3_prunes_a_black_hole_mesh_peer_but_no_honest_one() -> None:
     sim.run_until(2.0)
     assert all(hole in sim.routers[v].mesh[TOPIC] for v in victims)
     honest = sim.ids[1:]
-    for k, data in enumerate(steady):
+    for data in steady:
         sim.publish(sim.rng.choice(honest), data)
         sim.run_until(sim.now + 0.25)
         if sim.now > 8.0:
