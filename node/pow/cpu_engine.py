@@ -15,7 +15,7 @@ import numpy as np
 
 from node.pow import merkle, philox
 from node.pow.chain import gather_refs, step, step_refs
-from node.pow.engine import ChallengeParams, EngineCapacityError, pool_bytes
+from node.pow.engine import ChallengeParams, EngineCapacityError, Trace, pool_bytes
 
 __all__ = ["CpuTrace", "CpuEngine", "available_ram_bytes", "DEFAULT_BUDGET_FRACTION"]
 
@@ -133,7 +133,7 @@ class CpuEngine:
                 progress(t + 1, T)
         return CpuTrace(params, states, nodes, digests, merkle.trace_root(digests))
 
-    def release(self, trace: CpuTrace) -> None:  # type: ignore[override]
+    def release(self, trace: Trace) -> None:
         # Drop the big arrays now rather than whenever the last reference to the trace goes.
         if isinstance(trace, CpuTrace):
             trace.states = np.empty((0, 0, 0), dtype=np.int8)

@@ -188,6 +188,6 @@ def salt_at(key: Sequence[int], t: np.ndarray | Sequence[int], i: np.ndarray | S
     t_arr = np.asarray(t, dtype=np.uint64)
     i_arr = np.asarray(i, dtype=np.uint64)
     w0, _, _, _ = philox4x32_10_arrays(
-        i_arr & _U64_MASK, i_arr >> _U64_32, t_arr, np.uint64(TAG_SALT), key
+        i_arr & _U64_MASK, i_arr >> _U64_32, t_arr, np.asarray(TAG_SALT, dtype=np.uint64), key
     )
     return w0.astype(np.uint32)

@@ -188,17 +188,17 @@ def _phase_sizes(params: ChallengeParams, d_T: bytes, op: Openings, fail: FailFn
         elif s == T and ent.digest != d_T:
             bad.digests.add(s)
             fail(-1, "d_T-mismatch", f"opened d_{T} differs from the committed d_T", ("dT",))
-    for (s, i), ent in op.rows.items():
+    for (s, i), row_ent in op.rows.items():
         if not (0 <= s <= T and 0 <= i < n):
             bad.rows.add((s, i))
             fail(-1, "extra-opening", f"row {i} of X_{s} opened, but states are 0..{T} and rows 0..{n - 1}",
                  ("r", s, i))
-        elif len(ent.row) != n:
+        elif len(row_ent.row) != n:
             bad.rows.add((s, i))
-            fail(-1, "row-length", f"row {i} of X_{s} has {len(ent.row)} bytes, n = {n}", ("r", s, i))
-        elif len(ent.path) != log_n:
+            fail(-1, "row-length", f"row {i} of X_{s} has {len(row_ent.row)} bytes, n = {n}", ("r", s, i))
+        elif len(row_ent.path) != log_n:
             bad.rows.add((s, i))
-            fail(-1, "row-path", f"row {i} of X_{s}: path has {len(ent.path)} hashes, log2(n) = {log_n}",
+            fail(-1, "row-path", f"row {i} of X_{s}: path has {len(row_ent.path)} hashes, log2(n) = {log_n}",
                  ("r", s, i))
     return bad
 

@@ -223,9 +223,9 @@ class Beacon:
         low = r - KEEP_ROUNDS
         for table in (self._commits, self._first):
             for pair in [k for k in table if k[1] < low]:
-                del table[pair]  # type: ignore[arg-type]  # both keyed (validator, round)
+                del table[pair]  # both keyed (validator, round)
         for d in (self._reveals, self._values, self._my_secrets):
             for r_old in [k for k in d if k < low]:
-                del d[r_old]  # type: ignore[attr-defined]
+                del d[r_old]
         for vid in [v for v, (_, last) in self._excluded.items() if last < low]:
             del self._excluded[vid]

@@ -155,9 +155,9 @@ _CONVERTERS: dict[Any, Converter] = {}
 
 
 def _dataclass_converter(cls: type) -> Converter:
-    conv = _CONVERTERS.get(cls)
-    if conv is not None:
-        return conv
+    cached = _CONVERTERS.get(cls)
+    if cached is not None:
+        return cached
     hints = _hints(cls)
     fs = dataclasses.fields(cls)
     names = frozenset(f.name for f in fs)
@@ -194,7 +194,11 @@ def _converter(tp: Any, meta: Any) -> Converter:
         inner_conv = _converter(inner[0], meta)
         if type(None) not in args:
             return inner_conv
-        return lambda v, where: None if v is None else inner_conv(v, where)
+
+        def optional(v: Any, where: str) -> Any:
+            return None if v is None else inner_conv(v, where)
+
+        return optional
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         exact, mx = (meta.get("length"), meta.get("max_len")) if meta else (None, None)
@@ -263,7 +267,8 @@ def _converter(tp: Any, meta: Any) -> Converter:
 
 def from_wire(cls: type[T], value: Any, where: str = "") -> T:
     """Build dataclass ``cls`` from a decoded map, checking every field's type and range."""
-    return _dataclass_converter(cls)(value, where or cls.__name__)  # type: ignore[no-any-return]
+    built: T = _dataclass_converter(cls)(value, where or cls.__name__)
+    return built
 
 
 def check_fields(obj: Any) -> None:

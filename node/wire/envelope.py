@@ -108,7 +108,7 @@ def decode_envelope(
     if cls is None:
         raise UnknownMessageType(f"unknown message type {mtype!r}")
     if expect is not None and not issubclass(cls, expect):
-        names = [e.TYPE for e in (expect if isinstance(expect, tuple) else (expect,))]
+        names = [getattr(e, "TYPE", e.__name__) for e in (expect if isinstance(expect, tuple) else (expect,))]
         raise UnknownMessageType(f"message type {mtype!r} is not expected here (expected {names})")
     for name, v in (("seq", seq), ("ts", ts)):
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= U63:
@@ -121,7 +121,7 @@ def decode_envelope(
         key = public_key_from_peer_id(sender)
     except IdentityError as exc:
         raise SchemaViolation(f"envelope.sender: {exc}") from None
-    body = from_wire(cls, top["body"], where=mtype)
+    body: Any = from_wire(cls, top["body"], where=mtype)
     if not verify_signature(key, _signed_part(bytes(data), sig), sig):
         raise BadSignature(f"signature on {mtype!r} does not verify for sender {sender}")
     if now_ms is not None and abs(now_ms - ts) > max_skew_ms:

@@ -292,7 +292,7 @@ class Verdict:
     challenge_id: bytes = fld(length=C.CHALLENGE_ID_BYTES)
     executor_id: str = fld(max_len=64)
     miner_id: str = fld(max_len=64)
-    passed: bool
+    passed: bool = fld()  # no default (fld marks it a field for mypy, whose dataclass plugin knows only field())
     reasons: list[str] = fld(max_len=32)
     n: int = fld(min=0, max=16384)
     steps: int = fld(min=0, max=2**31)
