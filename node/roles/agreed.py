@@ -2,10 +2,10 @@
 
 Every node keeps the verdicts gossiped by admitted validators, each under its own validator: a
 verdict is keyed by (validator, executor, round) in rounds mode, by (validator, challenge id)
-otherwise, so nobody's verdict can take the place of another's. Challenge ids start with a
-prefix derived from the issuing validator's id (``new_challenge_id``); a verdict whose id does
-not carry its signer's prefix is refused, so a challenge id leaked in a BUSY is of no use to
-another validator.
+otherwise, so nobody's verdict can take the place of another's. Challenge ids end with a tag
+derived from the issuing validator's id (``new_challenge_id``; random bytes first, so logs that
+print an id's head still tell challenges apart); a verdict whose id does not carry its signer's
+tag is refused, so a challenge id leaked in a BUSY is of no use to another validator.
 
 In rounds mode a verdict counts only if the round's beacon assigned that executor to that
 validator (the caller says whom it was assigned to), and only the first one per (validator,
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from node.wire import constants as C
 
 CHALLENGE_ID_DOMAIN = b"gpow.challenge-id.v1\x00"
-CHALLENGE_ID_PREFIX_BYTES = 8  # of C.CHALLENGE_ID_BYTES; the rest is random (2**-64 collisions per pair)
+CHALLENGE_ID_TAG_BYTES = 8  # of C.CHALLENGE_ID_BYTES; the rest is random (2**-64 collisions per pair)
 MAX_VERDICTS_PER_VALIDATOR = 10_000  # bounded memory, per validator: its oldest verdicts are forgotten first
 
 # Outcomes of AgreedScores.add
@@ -43,17 +43,17 @@ COUNTED, DUPLICATE, UNASSIGNED, UNVERIFIABLE, FOREIGN_ID, STALE, EARLY = (
     "counted", "duplicate", "unassigned", "unverifiable", "foreign-id", "stale", "early")
 
 
-def challenge_id_prefix(validator_id: str) -> bytes:
-    return hashlib.sha256(CHALLENGE_ID_DOMAIN + validator_id.encode()).digest()[:CHALLENGE_ID_PREFIX_BYTES]
+def challenge_id_tag(validator_id: str) -> bytes:
+    return hashlib.sha256(CHALLENGE_ID_DOMAIN + validator_id.encode()).digest()[:CHALLENGE_ID_TAG_BYTES]
 
 
 def new_challenge_id(validator_id: str) -> bytes:
-    """A fresh challenge id that names its issuer: its prefix, then random bytes."""
-    return challenge_id_prefix(validator_id) + os.urandom(C.CHALLENGE_ID_BYTES - CHALLENGE_ID_PREFIX_BYTES)
+    """A fresh challenge id that names its issuer: random bytes, then the issuer's tag."""
+    return os.urandom(C.CHALLENGE_ID_BYTES - CHALLENGE_ID_TAG_BYTES) + challenge_id_tag(validator_id)
 
 
 def issued_by(challenge_id: bytes, validator_id: str) -> bool:
-    return len(challenge_id) == C.CHALLENGE_ID_BYTES and challenge_id.startswith(challenge_id_prefix(validator_id))
+    return len(challenge_id) == C.CHALLENGE_ID_BYTES and challenge_id.endswith(challenge_id_tag(validator_id))
 
 
 @dataclass(frozen=True)
