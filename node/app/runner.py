@@ -176,6 +176,8 @@ async def run_node(cfg: NodeConfig, identity: Identity, parts: NodeParts | None 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, nursery.cancel_scope, node)
         await nursery.start(node.run)
+        # what peers are told to dial (the advertised addresses, else the listen address)
+        log.info("advertising", extra={"fields": {"addrs": cfg.net.advertise_addrs or [node.host.listen_addr]}})
         nursery.start_soon(warn_unreachable, node)
         task_status.started(node)
 
