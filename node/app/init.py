@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from node.wire import constants as C
 from node.app.config import ConfigError, check_start, load_config
 from node.identity import (
     Identity,
@@ -142,7 +143,7 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--advertise", action="append", type=ws_addr, metavar="ws://HOST:PORT",
                    help="the address other hosts dial to reach this node (repeatable)")
     p.add_argument("--bootstrap", action="append", type=ws_addr, metavar="ws://HOST:PORT", help="a node of the network (repeatable)")
-    p.add_argument("--network", default="gpow-local", help="network id (default gpow-local)")
+    p.add_argument("--network", default=C.NETWORK_DEFAULT, help=f"network id (default {C.NETWORK_DEFAULT})")
     p.add_argument("--miner", type=ws_addr, help="executor: ws://HOST:PORT of its miner")
     p.add_argument("--engine", choices=["cpu", "gpu"], default="gpu", help="miner, executor: proving engine (default gpu)")
     p.add_argument("--admit", action="append", metavar="PEER_ID",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from node.wire import constants as C
+
 
 @dataclass
 class NetParams:
@@ -12,7 +14,7 @@ class NetParams:
     listen_port: int = 7700  # 0 = any free port (tests, harness)
     advertise_addrs: list[str] = field(default_factory=list)  # ws://HOST:PORT others should dial; empty = listen addr
     bootstrap: list[str] = field(default_factory=list)  # ws://HOST:PORT kept connected (redialled with backoff)
-    network: str = "gpow-local"  # peers on another network are refused at handshake
+    network: str = C.NETWORK_DEFAULT  # peers on another network are refused at handshake
     max_inbound: int = 64  # accepted links beyond this are rejected (HTTP 503) before the handshake
     max_inbound_per_ip: int = 8  # the same, per remote IP address: one host cannot take every inbound slot
     max_inbound_sockets: int = 512  # TCP connections accepted at once (still upgrading, handshaking or linked); more are closed on accept

@@ -8,7 +8,7 @@ answerer here is the only one the product ships; tests and the harness pass thei
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from node.pow.engine import ChallengeParams, Engine, Trace
 from node.wire.envelope import Signer
@@ -36,9 +36,3 @@ class Answerer:
 
     def sign(self, signer: Signer, body: Any) -> bytes:
         return signer.seal(body)
-
-
-class AnswererFactory(Protocol):
-    """Builds the answerer of one executor (one per executor: answerers may keep state)."""
-
-    def __call__(self) -> Answerer: ...

@@ -33,9 +33,10 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
+from node.wire import constants as C
 from node.wire.messages import BeaconReveal
 
-DOMAIN = b"gpow.beacon.v1\x00"
+DOMAIN = C.SIG_DOMAIN_BEACON
 KEEP_ROUNDS = 8  # bounded memory: commitments and reveals older than this are dropped
 EXCLUDE_ROUNDS = 16  # an equivocating validator is out of the beacon for this many rounds
 

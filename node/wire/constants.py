@@ -1,11 +1,14 @@
-"""Every constant of the node protocol, in one place."""
+"""The constants every node must agree on, in one place: protocol version, signature domains,
+decoding limits, gossip topics, request protocols and the windows honest executors keep.
+
+A node's own policy (how long it waits, how much it tolerates) lives once beside the rule it
+parameterises, e.g. node/roles/judging.py (claims), node/gossip/params.py (mesh and scoring)."""
 
 PROTOCOL_VERSION = 1
 NETWORK_DEFAULT = "gpow-local"
 
 # Domain separation: every signature names what it signs.
 SIG_DOMAIN_ENVELOPE = b"gpow.envelope.v1\x00"
-SIG_DOMAIN_HANDSHAKE = b"gpow.handshake.v1\x00"
 
 # Decoding limits (the frame size limit is configurable; these are hard ceilings of the schema).
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024

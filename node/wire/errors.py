@@ -41,5 +41,3 @@ class VersionMismatch(WireError):
     reason = "version"
 
 
-class ReplayedMessage(WireError):
-    reason = "replay"

@@ -16,7 +16,6 @@ from node.wire.codec import fld
 
 MESSAGE_TYPES: dict[str, type] = {}
 
-U32 = 2**32 - 1
 U63 = 2**63 - 1
 MAX_BLOB = 64 * 1024 * 1024
 

@@ -4,7 +4,6 @@ replacing how a miner's local executors are made."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import trio
 
@@ -72,10 +71,3 @@ def shared_engine_executors(node: Node) -> list[ExecutorService]:
     lock, budget = trio.Lock(), PoolBudget(memory)
     return [ExecutorService(ident, node.identity.peer_id, engine, fact, admission=node.admission, assignment=node.agreement.assigned, lock=lock, budget=budget)
             for ident, fact in zip(idents, facts)]
-
-
-def with_cpu_executors(node: Node, count: int) -> Node:
-    """Make sure a CPU miner has at least ``count`` local executors (some adversaries need two)."""
-    if node.cfg.miner.cpu_executors < count:
-        node.cfg.miner = dataclasses.replace(node.cfg.miner, cpu_executors=count)
-    return node
