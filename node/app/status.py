@@ -184,7 +184,7 @@ def _validator(con: Console, val: dict[str, Any], rows: list[dict[str, Any]]) ->
     rtt = val.get("rtt_s") or {}
     seen: set[str] = set(st.get("reasons") or {})
     t = Table(title="executors (scores from this validator's ledger; model and RTT from the live node)")
-    for c in ("executor", "miner", "model", "RTT ms", "passes", "fails", "pass rate", "perf factor", "score", "last verdict",
+    for c in ("executor", "miner", "model", "RTT ms", "passes", "fails", "pass rate", "perf factor", "score", "GiB proven", "weighted", "last verdict",
               "banned", "flags"):
         t.add_column(c)
     by_id = {r["executor"]: r for r in rows}
@@ -199,15 +199,18 @@ def _validator(con: Console, val: dict[str, Any], rows: list[dict[str, Any]]) ->
         last = (r["last_verdict"] if r else "") or ""
         seen |= _reasons_of(last)
         t.add_row(short(eid), short(r["miner"] if r else e.get("miner", "")), str(e.get("model", "-")), _ms(rtt_s),
-                  *((str(r["passes"]), str(r["fails"]), f"{r['pass_rate']:.2f}", f"{r['perf_factor']:.2f}", f"{r['score']:.2f}")
-                    if r else ("-",) * 5),
+                  *((str(r["passes"]), str(r["fails"]), f"{r['pass_rate']:.2f}", f"{r['perf_factor']:.2f}", f"{r['score']:.2f}",
+                     f"{r.get('proven_bytes', 0) / 2**30:.2f}", f"{r.get('weighted_score', 0.0):.2f}")
+                    if r else ("-",) * 7),
                   last or "-", (r or {}).get("banned") or "-", "; ".join(marks) or "-")
     con.print(t)
     _legend(con, seen, [("-: no value yet (no verdict, no ping answered, no model: the node is stopped or has not "
                          "seen the executor's roster entry), no ban, or no flag"),
                         "RTT: signed ping to the executor along the challenge path (rtt_margin_s is allowed for it)",
                         ("score: pass rate x perf factor over the scoring window; perf factor: profile time / measured "
-                         "time, 0 when there is no profile to time against (unknown-profile: correctness only)")])
+                         "time, 0 when there is no profile to time against (unknown-profile: correctness only)"),
+                        ("GiB proven: the pool of its latest credited pass; weighted: score x GiB proven (a card that "
+                         "proves twice the memory counts twice)")])
 
 
 def _agreed(con: Console, status: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 from node import clock
 from node.roles import verdicts as R
+from node.pow.engine import pool_bytes
 from node.roles.verdicts import VerdictRecord
 
 SCHEMA_VERSION = 2
@@ -357,6 +358,18 @@ class Ledger:
         """
         return self._score_parts(executor_id)[3]
 
+    def proven_bytes(self, executor_id: str) -> int:
+        """The pool its latest credited pass proved it held (pool_bytes(n, T)); 0 with none.
+        Probation, unmeasured profiles and challenges too short to time are not credited."""
+        rows = self._read("SELECT n, T FROM verdicts WHERE executor_id = ? AND passed = 1 AND scored = 1 "
+                          "ORDER BY created_ms DESC, rowid DESC LIMIT 1", (executor_id,))
+        return pool_bytes(rows[0]["n"], rows[0]["T"]) if rows else 0
+
+    def weighted_score(self, executor_id: str) -> float:
+        """The score weighted by the memory proven: score x GiB held. A card that proves twice the
+        memory at the same pass rate and speed counts twice."""
+        return self.executor_score(executor_id) * self.proven_bytes(executor_id) / 2**30
+
     def executor_table(self, now_ms: int) -> list[dict[str, Any]]:
         """One row per executor with a verdict here, for ``gpow status``.
 
@@ -378,6 +391,8 @@ class Ledger:
                 "pass_rate": passes / (passes + fails) if passes + fails else 0.0,
                 "perf_factor": mean_pf,
                 "score": score,
+                "proven_bytes": self.proven_bytes(eid),
+                "weighted_score": score * self.proven_bytes(eid) / 2**30,
                 "last_verdict": "pass" if last["passed"] else ",".join(json.loads(last["reasons"])),
                 "banned": f"{(banned_until - now_ms) / 1000:.0f} s" if banned_until > now_ms else "",
             })

@@ -383,7 +383,7 @@ def test_executor_table_rows(led):
     assert set(rows) == {"e1", "e2"}
     e1, e2 = rows["e1"], rows["e2"]
     assert (e1["miner"], e1["passes"], e1["fails"], e1["pass_rate"], e1["score"]) == ("m1", 1, 0, 1.0, 1.0)
-    assert list(e1) == ["executor", "miner", "passes", "fails", "pass_rate", "perf_factor", "score", "last_verdict", "banned"]
+    assert list(e1) == ["executor", "miner", "passes", "fails", "pass_rate", "perf_factor", "score", "proven_bytes", "weighted_score", "last_verdict", "banned"]
     assert (e1["last_verdict"], e1["banned"]) == ("pass", "")
     assert (e2["passes"], e2["fails"], e2["score"]) == (0, 1, 0.0)
     assert e2["last_verdict"] == "false-proof:relation,false-proof:row-merkle"
@@ -521,4 +521,26 @@ def test_a_version_1_ledger_gains_the_outbox(tmp_path):
     led = Ledger(path)
     assert led._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert led.unpublished() == []
+    led.close()
+
+
+def test_scores_are_weighted_by_the_memory_proven(tmp_path):
+    """Two executors passing every challenge at full speed: the one whose credited challenges
+    held twice the pool counts twice; probation (no-credit) passes prove nothing."""
+    from node.pow.engine import pool_bytes
+    from node.roles.ledger import Ledger
+
+    led = Ledger(tmp_path / "l.sqlite3")
+    for i, (eid, T) in enumerate([("small", 1000), ("big", 2000)]):
+        cid = f"{i:032x}"
+        led.record_challenge(cid, eid, "m", b"c", b"s", 1000, 2000)
+        r = rec_for(cid, eid)
+        r.n, r.T = 4096, T
+        led.record_verdict(r, 1500)
+    led.record_challenge(f"{9:032x}", "new", "m", b"c", b"s", 1000, 2000)
+    probation = rec_for(f"{9:032x}", "new", reasons=[f"{R.NO_CREDIT}:probation"])
+    led.record_verdict(probation, 1500)
+    assert led.proven_bytes("small") == pool_bytes(4096, 1000) and led.proven_bytes("new") == 0
+    assert led.weighted_score("big") / led.weighted_score("small") == pytest.approx(pool_bytes(4096, 2000) / pool_bytes(4096, 1000))
+    assert led.weighted_score("new") == 0.0
     led.close()
