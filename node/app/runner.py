@@ -233,16 +233,29 @@ def _executors(node: Any) -> list[Any]:
     return [svc.service] if hasattr(svc, "service") else []  # a remote executor node
 
 
+def _validator_in_flight(node: Any) -> int:
+    if node.role != "validator" or node.service is None:
+        return 0
+    return int(node.service.status().get("in_flight_groups", 0))
+
+
 async def drain_work(node: Any, max_s: float = DRAIN_MAX_S) -> int:
-    """Let the challenges this node's executors are answering finish before it stops: a proof cut
-    off by our own shutdown would be scored as the executor's failure. Returns how many waited."""
+    """Let the challenges in flight finish before the node stops, at most ``max_s``: a proof cut
+    off by our own shutdown would be scored as the executor's failure, and a validator's verdict
+    cut off would be lost (closed as timed-out-at-restart). An executor waits for the challenges it
+    is answering; a validator until a moment with no challenge group in flight. Returns how many
+    executors or groups were in flight when it began."""
     busy = [e for e in _executors(node) if e.busy()]
-    if busy:
-        log.info("stopping: letting challenges in flight finish", extra={"fields": {"executors": len(busy), "at_most_s": max_s}})
-        with trio.move_on_after(max_s):
-            while any(e.busy() for e in busy):
+    groups = _validator_in_flight(node)
+    if busy or groups:
+        log.info("stopping: letting challenges in flight finish",
+                 extra={"fields": {"executors": len(busy), "groups": groups, "at_most_s": max_s}})
+        with trio.move_on_after(max_s) as scope:
+            while any(e.busy() for e in busy) or _validator_in_flight(node):
                 await trio.sleep(0.1)
-    return len(busy)
+        if scope.cancelled_caught:
+            log.warning("stopping with challenges still in flight", extra={"fields": {"after_s": max_s}})
+    return len(busy) + groups
 
 
 async def _stop_on_signals(scope: trio.CancelScope, node) -> None:

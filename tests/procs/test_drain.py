@@ -82,3 +82,40 @@ def test_sigterm_lets_the_challenge_in_flight_finish(tmp_path: Path):
         assert s["failed"] == 0 and s["passed"] >= 1, s
     finally:
         stop_all(nodes)
+
+
+def test_sigterm_lets_the_validators_challenges_finish(tmp_path: Path):
+    """The validator's side: SIGTERM while a challenge group is in flight; it finishes the group and
+    stores its verdict, so nothing is left in flight for the next start to close as timed out."""
+    from node.roles.ledger import Ledger
+
+    vid = load_or_create_key_file(tmp_path / "validator" / "node.key").peer_id
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text('[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.02\n'
+                        'measured = false\nsource = "test: generous"\n')
+    admission = {"admission": {"validators": [vid]}}
+    nodes: list[NodeProcess] = []
+    try:
+        v = start(tmp_path, "validator", "validator", {**admission, "validator": {
+            "challenge_interval_s": 1.0, "n_cpu": 64, "probation_challenges": 0, "samples": 8, "concurrency": 1,
+            "profiles_file": str(profiles)}})
+        nodes.append(v)
+        wait(lambda: (v.status() or {}).get("listen", "").rsplit(":", 1)[-1] not in ("", "0"), 30, "validator listening", nodes)
+        m = start(tmp_path, "miner", "miner", {**admission, "net": {"bootstrap": [v.status()["listen"]]},
+                                               "miner": {"engine": "cpu", "cpu_memory_bytes": 8 * 1024 * 1024,
+                                                         "roster_interval_s": 0.5}})
+        nodes.append(m)
+        wait(lambda: ((v.status() or {}).get("validator") or {}).get("in_flight_groups", 0) > 0, 90,
+             "a challenge group in flight", nodes)
+        v.proc.send_signal(signal.SIGTERM)
+        assert v.proc.wait(timeout=60) == 0, v.log_tail()
+        assert "letting challenges in flight finish" in (v.data_dir / "node.log").read_text()
+    finally:
+        stop_all(nodes)
+    ledger = Ledger(v.data_dir / "ledger.sqlite3")
+    try:
+        assert ledger.resume(0) == [], "a challenge was left in flight by the stop"
+        passed = [r for r in ledger.verdicts() if r.passed]
+        assert passed, [r.reasons for r in ledger.verdicts()]
+    finally:
+        ledger.close()
