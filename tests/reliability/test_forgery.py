@@ -35,6 +35,7 @@ from tests.net.gossip_host import GossipHost
 from node.net.params import NetParams
 from node.pow.chain import sample_commit
 from node.roles import verdicts as R
+from node.roles.agreed import new_challenge_id
 from node.roles.executor import challenge_hash
 from node.wire import constants as C
 from node.wire.envelope import decode_envelope, encode_envelope, signing_bytes
@@ -228,7 +229,7 @@ async def test_replayed_stale_and_unadmitted_verdicts(tmp_path: Path, error_log:
         async def gossip(data: bytes) -> None:
             await ws.send_message(encode_frame(GossipRPC(publish=[PublishedMessage(topic=C.TOPIC_VERDICT, data=data)])))
 
-        body = Verdict(challenge_id=os.urandom(16), executor_id=Identity.generate().peer_id, miner_id=Identity.generate().peer_id,
+        body = Verdict(challenge_id=new_challenge_id(other.peer_id), executor_id=Identity.generate().peer_id, miner_id=Identity.generate().peer_id,
                        passed=True, reasons=[R.PASSED], n=64, steps=4, commit_us=1, openings_us=1, verify_us=1, expected_us=1,
                        score_ppm=900_000)
         verdict = seal(body, other)
@@ -238,22 +239,26 @@ async def test_replayed_stale_and_unadmitted_verdicts(tmp_path: Path, error_log:
         dup0 = v.gossip.stats_dict()["duplicates"]
         await gossip(verdict)
         await wait_for(lambda: v.gossip.stats_dict()["duplicates"] > dup0, 5, "the duplicate")
-        # re-signed under a new seq (a new message id): delivered, but stored once per (validator, challenge)
+        # re-signed under a new seq (a new message id): counted once per (validator, challenge), not forwarded
         await gossip(seal(body, other))
-        await wait_for(lambda: v.service.stats.foreign_verdicts == 2, 5, "the re-signed copy")
-        assert len(v.ledger.foreign_verdicts()) == 1
+        await wait_for(lambda: v.agreement.scores.refused.get(other.peer_id, {}).get("duplicate") == 1, 5, "the re-signed copy")
+        assert v.service.stats.foreign_verdicts == 1 and len(v.ledger.foreign_verdicts()) == 1
         # a stale copy (older than the clock-skew limit): ignored as stale, the relayer is not blamed
         await gossip(seal(body, other, ts=now_ms() - 600_000))
         await wait_for(lambda: v.gossip.stats_dict()["ignored"].get("stale", 0) == 1, 5, "the stale verdict")
         assert v.gossip.score(other.peer_id) >= 0
+        # under a challenge id that is not its own (issue 18: read in a BUSY, or copied): rejected and penalised
+        await gossip(seal(dataclasses.replace(body, challenge_id=new_challenge_id(v_id.peer_id)), other))
+        await wait_for(lambda: v.agreement.scores.refused.get(other.peer_id, {}).get("foreign-id") == 1, 5, "the foreign challenge id")
+        assert v.gossip.score(other.peer_id) < 0
         # the verdict copied and signed by a peer outside the admitted set: rejected, penalised (P4)
         rogue = Identity.generate()
         ws2, _ = await open_raw_link(nursery, v.host.listen_addr, rogue, network=NETWORK)
         await ws2.send_message(encode_frame(GossipRPC(publish=[PublishedMessage(topic=C.TOPIC_VERDICT, data=seal(body, rogue))])))
         await wait_for(lambda: v.agreement.rejected_verdicts == 1, 5, "the unadmitted verdict")
         await wait_for(lambda: v.gossip.score(rogue.peer_id) < 0, 5, "a score penalty for the rogue")
-        assert v.gossip.stats_dict()["invalid"].get("validator") == 1
-        assert v.service.stats.foreign_verdicts == 2
+        assert v.gossip.stats_dict()["invalid"].get("validator") == 2  # the foreign id and the rogue
+        assert v.service.stats.foreign_verdicts == 1
         nursery.cancel_scope.cancel()
     assert error_log.texts() == []
 
