@@ -27,8 +27,8 @@ import trio
 
 from node.app.node import Node, cpu_facts, make_cpu_engine
 from node.identity import Identity, load_or_create_key_file
-from node.roles.answerer import Answerer
 from node.pow.engine import pool_bytes
+from node.roles.answerer import Answerer
 from node.roles.executor import ChallengeRefused, ExecutorService, PoolBudget, host_fingerprint
 from node.roles.judging import PROBATION_MAX_STEPS, challenge_hash
 from node.roles.miner import MinerService
@@ -300,7 +300,7 @@ class SybilExecutor(ExecutorService):
     """One of several ids on one engine: while a sibling runs a challenge, it answers BUSY naming
     that challenge (the only excuse it has); otherwise it queues on the shared engine."""
 
-    siblings: list["SybilExecutor"] = []
+    siblings: list[SybilExecutor] = []
 
     async def on_challenge(self, raw: bytes) -> bytes:
         running = next((a for s in self.siblings if s is not self for a in s._active.values() if not a.opened), None)
