@@ -109,8 +109,8 @@ def check_start(cfg: NodeConfig) -> None:
         raise ConfigError(f"listening on {cfg.net.listen_host} (every interface) needs the address other hosts "
                           f"dial: pass --advertise ws://THIS_HOST:{cfg.net.listen_port or 'PORT'} or set "
                           "[net].advertise_addrs (else peers would be told ws://" + cfg.net.listen_host + ")")
-    a = cfg.admission
-    if not (a.open or a.validators or a.authority):
+    adm = cfg.admission
+    if not (adm.open or adm.validators or adm.authority):
         raise ConfigError("no [admission]: list the admitted validators' peer ids ([admission].validators), name an "
                           "admitting authority ([admission].authority), or for a test network admit any validator "
                           "with [admission].open = true (or --open-admission); `gpow init` writes a config with one")
@@ -148,8 +148,8 @@ def load_config(path: str | Path | None) -> NodeConfig:
         return NodeConfig()
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
