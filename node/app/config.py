@@ -158,7 +158,7 @@ def load_config(path: str | Path | None) -> NodeConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (known: {', '.join(_SECTIONS)})")
     sections = {}
-    for name, f in _SECTIONS.items():
+    for name in _SECTIONS:
         cls = typing.get_type_hints(NodeConfig)[name]
         sections[name] = build_section(cls, data.get(name, {}), f"{path}: [{name}]")
     cfg = NodeConfig(**sections, source=str(path))

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.wire import constants as C
 from node.app.config import ConfigError, check_start, load_config
 from node.identity import (
     Identity,
@@ -25,6 +24,7 @@ from node.identity import (
     write_key_file,
 )
 from node.resources import shipped
+from node.wire import constants as C
 
 DEFAULT_PORTS = {"validator": 7700, "miner": 7710, "executor": 7720}
 CPU_TRYOUT_MEMORY = 8 * 1024 * 1024  # a CPU executor's declared pool when `gpow init --engine cpu`

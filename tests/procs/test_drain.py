@@ -4,7 +4,6 @@ shutdown (real processes; the SIGTERM is sent when the miner's status says its e
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
