@@ -102,7 +102,7 @@ def init_main(args: argparse.Namespace) -> int:
         values.append(("node", "metrics_port", args.metrics_port))
     if role in ("miner", "executor"):
         values.append((role, "engine", args.engine))
-        if args.engine == "cpu":  # a full CPU challenge stays a few seconds on one core (T = 460 at n = 128)
+        if args.engine == "cpu":  # a full CPU challenge stays a few seconds on one core (T = 367 at n = 128)
             values.append((role, "cpu_memory_bytes", CPU_TRYOUT_MEMORY))
     if role == "executor":
         values.append(("executor", "miner", args.miner or ""))

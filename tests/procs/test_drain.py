@@ -56,7 +56,7 @@ def test_sigterm_lets_the_challenge_in_flight_finish(tmp_path: Path):
             "profiles_file": str(profiles)}})
         nodes.append(v)
         wait(lambda: (v.status() or {}).get("listen", "").rsplit(":", 1)[-1] not in ("", "0"), 30, "validator listening", nodes)
-        # a pool of 8 MiB at n = 64: T = 1843 steps, seconds of work for the CPU engine
+        # a pool of 8 MiB at n = 64: T = 1227 steps, seconds of work for the CPU engine
         m = start(tmp_path, "miner", "miner", {**admission, "net": {"bootstrap": [v.status()["listen"]]},
                                                "miner": {"engine": "cpu", "cpu_memory_bytes": 8 * 1024 * 1024,
                                                          "roster_interval_s": 0.5}})
