@@ -1,51 +1,60 @@
 """The GPU engine: the chain of spec pow-v1 on one CUDA device, pool held in device memory.
 
 Per step, with no host round trip: ``step_prep`` derives the 256 references from ``d_{t-1}``
-(SHA-256 on the device) and the row salts (Philox); the product plus epilogue writes ``X_{t+1}``
+(SHA-256 on the device) and the row salts (Philox); the product and the epilogue write ``X_{t+1}``
 into the pool; ``row_nodes`` hashes the 1 KiB leaves and each row's subtree, and ``merkle_reduce``
-folds the row nodes to ``d_{t+1}`` (in line, or on a second, low-priority stream where that was
-measured faster). Only the ``T+1`` digests come back at the end; openings read rows from the pool.
+folds the row nodes to ``d_{t+1}``. Only the ``T+1`` digests come back at the end; openings read
+rows from the pool.
 
-Three step variants, bit-identical (all are checked against the numpy reference engine):
-- ``cublas``: cuBLAS int8 GEMM (int32 out, cublasGemmEx) then a separate epilogue kernel;
-- ``fused``: kernels/step_mma.cu, int8 mma.sync with the epilogue applied from the accumulators;
-- ``wgmma``: kernels/step_wgmma.cu, the same fusion on Hopper's wgmma (sm_90 only), enabled only
-  after its product matched cuBLAS bit for bit on this device (``_calibrate_wgmma``).
-- ``panels``: the cuBLAS path with each step's GEMM split into ``panels`` row panels on the chain
-  stream; each panel's epilogue runs on a second stream as soon as its GEMM is done (events), so the
-  memory-bound epilogue overlaps the next panel's compute-bound GEMM. The pipeline drains each step
-  (the next GEMM needs the whole new state).
-``auto`` picks the one measured faster on Hopper (see BENCHMARKS.md, "GPU engine").
+Two paths for the product and epilogue, bit-identical (both checked against the numpy reference
+engine and the spec vectors):
+- ``cutlass``: kernels/cutlass_step.cu, CUTLASS's Hopper int8 GEMM (TMA, warp-specialised persistent
+  mainloop) with the step epilogue applied from the accumulators (node/gpu/cutlass_step.py). Loaded
+  on Hopper and checked at start against cuBLAS and the epilogue kernel, bit for bit on random
+  input; used at the sizes where its chain measured faster (``CUTLASS_FASTER_N``);
+- ``cublas``: cuBLAS int8 GEMM (int32 out, cublasGemmEx), then the epilogue kernel. Every other GPU
+  and size, and the fallback where the CUTLASS library is missing (one log line says why).
+Hashing runs on a second, low-priority stream: the whole digest from ``OVERLAP_MIN_N`` up, below it
+only the tree over the row nodes (the leaves in line), as measured (BENCHMARKS.md, "GPU engine").
+The bench-only variants (hand-written mma.sync and wgmma steps, row panels, epilogue fused with
+the leaf hashing, other hashing schedules) live in node/gpu/experimental.py.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import cupy as cp
 import numpy as np
 
+from node.gpu.cutlass_step import CutlassStep, CutlassUnavailable, load_cutlass
+from node.gpu.kernels import PowKernels, pow_kernels
 from node.pow import merkle, philox
 from node.pow.engine import ChallengeParams, EngineCapacityError, pool_bytes
 
-from node.gpu.kernels import (FUSED_SMEM_BYTES, FUSED_TILE, WGMMA_LBO, WGMMA_SBO, WGMMA_SMEM_BYTES, WGMMA_TILE_M,
-                              WGMMA_TILE_N, PowKernels, load_module, pow_kernels)
+__all__ = ["DEFAULT_RESERVE_BYTES", "VARIANTS", "Chain", "CublasInt8", "GpuEngine", "GpuTrace"]
 
-__all__ = ["GpuEngine", "GpuTrace", "VARIANTS", "DEFAULT_RESERVE_BYTES", "CublasInt8"]
+log = logging.getLogger("gpow.gpu")
 
-VARIANTS = ("cublas", "fused", "wgmma", "panels")
+VARIANTS = ("cutlass", "cublas")
 # Left free beside the budget: CUDA context, cuBLAS workspace, NVRTC. The validator fills 90% of
 # the declared budget with the pool, so the working buffers of a step fit in the other 10%.
 DEFAULT_RESERVE_BYTES = 1 << 30
-# Measured on the lent H100 (BENCHMARKS.md): the variant "auto" uses, and the smallest n at which
-# hashing on a second stream beat hashing in line (at n=4096 it slowed the GEMM more than it hid).
-AUTO_VARIANT = "cublas"  # "panels" (P = 2, 4, 8) measured 0.4-16% slower: BENCHMARKS.md, "Panelled ..."
+# Measured on the lent H200 (BENCHMARKS.md, "GPU engine"): the CUTLASS library's tile
+# configuration the engine uses (index into node.gpu.cutlass_step.VARIANT_NAMES), the sizes n at
+# which the CUTLASS chain beat cuBLAS + epilogue (none yet: 222 vs 204 us at 4096, 1177 vs 1086 us
+# at 8192 in the first run), and the smallest n at which hashing the whole state on the second
+# stream beat hashing its leaves in line.
+CUTLASS_VARIANT = 3
+CUTLASS_FASTER_N: frozenset[int] = frozenset()
+CUTLASS_SWIZZLE, CUTLASS_RASTER = 1, 0  # the persistent scheduler's tile order (CUTLASS's defaults)
 OVERLAP_MIN_N = 8192
-AUTO_SMALL_OVERLAP: bool | str = "tree"  # below OVERLAP_MIN_N: only the tree on the second stream
-AUTO_FUSE_LEAVES = False  # epilogue_rows (epilogue + leaf hashing in one kernel): being measured
+SMALL_OVERLAP: bool | str = "tree"  # below OVERLAP_MIN_N: only the tree on the second stream
 
 _G, _RF = 64, 4
 
@@ -128,6 +137,26 @@ def _u32(x: int) -> np.uint32:
     return np.uint32(x & 0xFFFFFFFF)
 
 
+@dataclass(eq=False)
+class Chain:
+    """The device buffers of one chain being proved, handed to ``GpuEngine._chain``."""
+
+    params: ChallengeParams
+    variant: str
+    key: tuple[int, int]
+    states: Any  # (T+1, n, n) int8: the pool
+    nodes: Any  # (T+1, n, 32) uint8: row nodes
+    dig: Any  # (T+1, 32) uint8: digests
+    Bts: Any  # (m, n, n) int8: B_r transposed
+    A: Any  # (n, n) int32 product, or None where the path needs none
+    refs: Any
+    salt: Any
+    scratch: Any
+    hashed: list[Any]  # per state: the event marking its digest on the hashing stream, or None
+    progress: Callable[[int, int], None] | None
+    state_hook: Callable[[int, Any], None] | None
+
+
 class GpuEngine:
     """Engine protocol implementation on one CUDA device (see node.pow.engine.Engine)."""
 
@@ -136,32 +165,13 @@ class GpuEngine:
     def __init__(
         self,
         device_id: int = 0,
-        variant: str = "auto",
         memory_budget_bytes: int | None = None,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
-        overlap: bool | str | None = None,
         preallocate: bool = True,
-        hash_low_priority: bool = True,
-        fuse_leaves: bool | None = None,
-        panels: int = 4,
-        epilogue_low_priority: bool = False,
-        panel_epilogue_inline: bool = False,
     ) -> None:
-        if variant not in VARIANTS + ("auto",):
-            raise ValueError(f"variant must be one of {VARIANTS + ('auto',)}, got {variant!r}")
         if cp.cuda.runtime.getDeviceCount() <= device_id:
             raise RuntimeError(f"no CUDA device {device_id} (this host has {cp.cuda.runtime.getDeviceCount()})")
         self.device_id = device_id
-        self.variant = variant
-        self.overlap = overlap
-        self.hash_low_priority = hash_low_priority
-        self.fuse_leaves = fuse_leaves
-        # Variant "panels": row panels per step (a power of two), and the epilogue stream's priority.
-        self.panels = panels
-        self.epilogue_low_priority = epilogue_low_priority
-        # Variant "panels" with each panel's epilogue on the chain stream (no overlap): measures the
-        # split GEMM alone (cuBLAS picked a faster kernel for 4096 x 8192 x 8192 than for 8192^3).
-        self.panel_epilogue_inline = panel_epilogue_inline
         self._arena: Any = None
         self._arena_busy = False
         with cp.cuda.Device(device_id):
@@ -176,12 +186,13 @@ class GpuEngine:
             # the device's range to its nearest end, so 0 (lowest) and -8 reach both ends.
             self._stream = cp.cuda.Stream(non_blocking=True, priority=-8)
             self._hash_stream_low = cp.cuda.Stream(non_blocking=True, priority=0)
-            self._hash_stream_same = cp.cuda.Stream(non_blocking=True, priority=-8)
-            self._epi_stream = cp.cuda.Stream(non_blocking=True, priority=-8)
-            self._epi_stream_low = cp.cuda.Stream(non_blocking=True, priority=0)
-            self._epilogue_panel_k = load_module("pow", device_id).get_function("epilogue_panel")
             self._gemm = CublasInt8()
-            self.wgmma_desc: tuple[int, int] | None = self._calibrate_wgmma()
+            self.sm_count = int(cp.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"])
+            # The CUTLASS path: which tile configuration, on how many SMs (its grid is persistent).
+            self.cutlass_variant = CUTLASS_VARIANT
+            self.cutlass_sms = self.sm_count
+            self.cutlass_order = (CUTLASS_SWIZZLE, CUTLASS_RASTER)
+            self.cutlass: CutlassStep | None = self._load_cutlass()
         if memory_budget_bytes is not None:
             if memory_budget_bytes <= 0:
                 raise ValueError(f"memory_budget_bytes must be positive, got {memory_budget_bytes}")
@@ -194,40 +205,82 @@ class GpuEngine:
             with cp.cuda.Device(device_id):
                 self._arena = cp.empty(self._budget, dtype=cp.uint8)
 
+    # ---- the CUTLASS path -----------------------------------------------------------------------
+
+    def _load_cutlass(self) -> CutlassStep | None:
+        """The CUTLASS step library if it loads here and computes what cuBLAS and the epilogue
+        kernel compute, bit for bit, on random input; else None, said in one log line."""
+        arch = str(cp.cuda.Device(self.device_id).compute_capability)
+        try:
+            lib = load_cutlass(arch)
+        except CutlassUnavailable as exc:
+            log.info("GPU %d: CUTLASS fused step unavailable, using cuBLAS + epilogue: %s", self.device_id, exc)
+            return None
+        try:
+            bad = self._cutlass_mismatch(lib, self.cutlass_variant, 512)
+        except RuntimeError as exc:
+            bad = str(exc)
+        if bad:
+            log.warning("GPU %d: CUTLASS fused step disagrees with cuBLAS (%s), using cuBLAS + epilogue", self.device_id, bad)
+            return None
+        return lib
+
+    def _cutlass_mismatch(self, lib: CutlassStep, variant: int, n: int) -> str:
+        """Empty if library variant ``variant`` gives cuBLAS's product and the epilogue kernel's
+        step on random int8 input of size ``n``; else what differed."""
+        if not lib.fits(variant, n):
+            return f"tile {lib.tiles[variant]} does not divide n={n}"
+        rng = np.random.default_rng(11)
+        with cp.cuda.Device(self.device_id), self._stream:
+            X = cp.asarray(rng.integers(-128, 128, (n, n), dtype=np.int8))
+            Bt = cp.asarray(rng.integers(-128, 128, (n, n), dtype=np.int8))
+            pool = cp.asarray(rng.integers(-128, 128, (3, n, n), dtype=np.int8))
+            refs = cp.asarray(np.stack([rng.integers(0, 3, _G * _RF), rng.integers(0, n, _G * _RF)], 1).ravel(),
+                              dtype=cp.uint32)
+            salt = cp.asarray(rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32))
+            ref = cp.empty((n, n), dtype=cp.int32)
+            self._gemm(X, Bt, ref)
+            got = cp.full((n, n), 0x7F7F7F7F, dtype=cp.int32)
+            lib.step(variant, X, Bt, None, None, None, None, got, self.sm_count, self._stream)
+            if not bool(cp.array_equal(got, ref)):
+                return "product"
+            want = cp.empty((n, n), dtype=cp.int8)
+            self._epilogue(ref, pool, refs, salt, want)
+            out = cp.full((n, n), 0x55, dtype=cp.int8)
+            lib.step(variant, X, Bt, pool, refs, salt, out, None, self.sm_count, self._stream)
+            if not bool(cp.array_equal(out, want)):
+                return "step"
+        return ""
+
+    def step_cutlass(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
+                     out: cp.ndarray, out32: cp.ndarray | None = None) -> None:
+        """One fused step into ``out`` (or, with ``out32``, the bare product) on the current stream."""
+        assert self.cutlass is not None
+        self.cutlass.step(self.cutlass_variant, X, Bt, pool, refs, salt, out if out32 is None else None, out32,
+                          self.cutlass_sms, cp.cuda.get_current_stream(), *self.cutlass_order)
+
+    def cutlass_fits(self, n: int) -> bool:
+        """Whether the CUTLASS path is loaded and its tiles divide ``n``."""
+        return self.cutlass is not None and self.cutlass.fits(self.cutlass_variant, n)
+
+    def variant_for(self, n: int) -> str:
+        """The path used at size ``n``: "cutlass" where it fits and measured faster, else "cublas"."""
+        return "cutlass" if n in CUTLASS_FASTER_N and self.cutlass_fits(n) else "cublas"
+
+    def overlap_for(self, n: int) -> bool | str:
+        """Hashing schedule at size ``n``: True = the whole digest on the hashing stream, "tree" =
+        the leaves in line and the tree there, False = all in line."""
+        return True if n >= OVERLAP_MIN_N else SMALL_OVERLAP
+
+    @staticmethod
+    def needs_product(variant: str) -> bool:
+        """Whether the path writes the int32 product to memory (the n x n int32 buffer)."""
+        return variant == "cublas"
+
     # ---- sizing ---------------------------------------------------------------------------------
 
     def memory_budget_bytes(self) -> int:
         return self._budget
-
-    def _calibrate_wgmma(self) -> tuple[int, int] | None:
-        """The (lbo, sbo) descriptor strides under which the wgmma kernel's bare product equals
-        cuBLAS's on random int8 input, or None (then the variant falls back)."""
-        if self._k.step_wgmma is None:
-            return None
-        n = 512
-        rng = np.random.default_rng(5)
-        with self._stream:
-            X = cp.asarray(rng.integers(-128, 128, (n, n), dtype=np.int8))
-            Bt = cp.asarray(rng.integers(-128, 128, (n, n), dtype=np.int8))
-            ref = cp.empty((n, n), dtype=cp.int32)
-            self._gemm(X, Bt, ref)
-            got = cp.empty((n, n), dtype=cp.int32)
-            z = cp.zeros(n, dtype=cp.uint32)
-            for desc in ((WGMMA_LBO, WGMMA_SBO), (WGMMA_SBO, WGMMA_LBO)):
-                got.fill(0x7F7F7F7F)
-                self._wgmma(X, Bt, X, z, z, X, got, desc)
-                if bool(cp.array_equal(got, ref)):
-                    return desc
-        return None
-
-    def variant_for(self, n: int) -> str:
-        v = AUTO_VARIANT if self.variant == "auto" else self.variant
-        if v == "wgmma" and (self.wgmma_desc is None or n < WGMMA_TILE_N):
-            v = "fused"
-        if v == "fused" and (self._k.step_mma is None or n < FUSED_TILE):
-            return "cublas"  # the 128 x 128 tile needs n >= 128 and an sm_80+ device
-        return v
-
     @staticmethod
     def working_bytes(params: ChallengeParams) -> int:
         """Device buffers beside the pool: the m transposed B matrices, one B being generated, the
@@ -314,39 +367,6 @@ class GpuEngine:
         groups = n * n // 16
         self._k.epilogue(((groups + 255) // 256,), (256,), (A, pool, refs, salt, out, _u32(n)))
 
-    def _epilogue_rows(self, A: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray, out: cp.ndarray,
-                       nodes: cp.ndarray) -> None:
-        """The epilogue fused with the leaf hashing: writes X_next and its row nodes."""
-        n = A.shape[0]
-        cs = merkle.chunk_size(n)
-        nleaves = n * n // cs
-        threads = 128
-        self._k.epilogue_rows(((nleaves + threads - 1) // threads,), (threads,),
-                              (A, pool, refs, salt, out, nodes, _u32(n), _u32(cs), _u32(n // cs)),
-                              shared_mem=threads * 32)
-
-    def step_fused(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
-                   out: cp.ndarray, out32: cp.ndarray | None = None) -> None:
-        n = X.shape[0]
-        grid = (n // FUSED_TILE, n // FUSED_TILE)
-        o32 = out32 if out32 is not None else np.uint64(0)
-        self._k.step_mma(grid, (256,), (X, Bt, pool, refs, salt, out, o32, _u32(n)), shared_mem=FUSED_SMEM_BYTES)
-
-    def _wgmma(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
-               out: cp.ndarray, out32: cp.ndarray | None, desc: tuple[int, int]) -> None:
-        n = X.shape[0]
-        grid = ((n // WGMMA_TILE_N) * (n // WGMMA_TILE_M),)
-        o32 = out32 if out32 is not None else np.uint64(0)
-        self._k.step_wgmma(grid, (256,), (X, Bt, pool, refs, salt, out, o32, _u32(n), _u32(desc[0]), _u32(desc[1])),
-                           shared_mem=WGMMA_SMEM_BYTES)
-
-    def step_wgmma(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
-                   out: cp.ndarray, out32: cp.ndarray | None = None) -> None:
-        assert self.wgmma_desc is not None
-        self._wgmma(X, Bt, pool, refs, salt, out, out32, self.wgmma_desc)
-
-    # ---- the chain ------------------------------------------------------------------------------
-
     def _carve(self, sizes: list[int]) -> tuple[list[Any], Any]:
         """Byte buffers of the given sizes, and their owner. They come from the engine's arena
         (grown, never shrunk, so the next challenge pays no cudaMalloc of tens of GB) unless a
@@ -370,16 +390,8 @@ class GpuEngine:
         self, params: ChallengeParams, progress: Callable[[int, int], None] | None = None,
         state_hook: Callable[[int, Any], None] | None = None,
     ) -> GpuTrace:
-        """Run the chain. ``state_hook(t+1, X_{t+1})`` (tests and cheater models only) may change
-        a new state on the device before it is hashed.
-
-        With ``overlap`` the digest of ``X_{t+1}`` is computed on a second stream while the main
-        stream runs step ``t+1``: only step ``t+2`` needs ``d_{t+1}`` (for its references), so the
-        hashing has a whole step to hide in. ``overlap="tree"`` moves only the latency-bound tree
-        over the row nodes there (few blocks) and hashes the leaves in line. ``overlap="late"`` (cuBLAS
-        variant) starts the digest of ``X_{t+1}`` only once the GEMM of step ``t+1`` is done, so it
-        shares the SMs with the memory-bound epilogue rather than the GEMM. ``None``: the measured
-        choice (OVERLAP_MIN_N, AUTO_SMALL_OVERLAP)."""
+        """Run the chain. ``state_hook(t+1, X_{t+1})`` (a seam for tests and the harness) may change
+        a new state on the device before it is hashed."""
         self.check_fits(params)
         n, T, m = params.n, params.T, params.m
         key = params.philox_key()
@@ -388,79 +400,29 @@ class GpuEngine:
         t_start = time.perf_counter()
         try:
             with cp.cuda.Device(self.device_id), self._stream:
-                overlap = self.overlap if self.overlap is not None else (True if n >= OVERLAP_MIN_N else AUTO_SMALL_OVERLAP)
-                hash_stream = self._hash_stream_low if self.hash_low_priority else self._hash_stream_same
-                main, hs = self._stream, (hash_stream if overlap else self._stream)
+                main = self._stream
+                product = self.needs_product(variant)
                 bufs, owner = self._carve([(T + 1) * n2, (T + 1) * n * 32, (T + 1) * 32, m * n2, n2,
-                                    4 * n2 if variant in ("cublas", "panels") else 0, _G * _RF * 8, 4 * n, 2 * max(1, n // 512) * 32])
+                                           4 * n2 if product else 0, _G * _RF * 8, 4 * n, 2 * max(1, n // 512) * 32])
                 states = bufs[0].view(cp.int8).reshape(T + 1, n, n)
                 nodes = bufs[1].reshape(T + 1, n, 32)
                 dig = bufs[2].reshape(T + 1, 32)
                 Bts = bufs[3].view(cp.int8).reshape(m, n, n)
                 tmp = bufs[4].view(cp.int8).reshape(n, n)
-                A = bufs[5].view(cp.int32).reshape(n, n) if variant in ("cublas", "panels") else None
-                refs = bufs[6].view(cp.uint32)
-                salt = bufs[7].view(cp.uint32)
+                A = bufs[5].view(cp.int32).reshape(n, n) if product else None
                 scratch = bufs[8].reshape(2, max(1, n // 512), 32)
                 for r in range(m):
                     self._philox_matrix(tmp, key, philox.TAG_B, r)
                     self._transpose(tmp, Bts[r])
                 self._philox_matrix(states[0], key, philox.TAG_STATE, 0)
                 self.hash_state(states[0], nodes[0], dig[0], scratch)
-                hashed: list[Any] = [None] * (T + 1)
+                chain = Chain(params, variant, key, states, nodes, dig, Bts, A, bufs[6].view(cp.uint32),
+                              bufs[7].view(cp.uint32), scratch, [None] * (T + 1), progress, state_hook)
                 ev0, ev1 = cp.cuda.Event(), cp.cuda.Event()
                 ev0.record(main)
-                fuse = self.fuse_leaves if self.fuse_leaves is not None else AUTO_FUSE_LEAVES
-                fl = bool(fuse) and variant == "cublas" and state_hook is None
-                late = overlap == "late" and variant == "cublas" and hs is not main and not fl
-
-                def enqueue_hash(s: int) -> None:
-                    ready = cp.cuda.Event(disable_timing=True)
-                    ready.record(main)
-                    hs.wait_event(ready)
-                    with hs:
-                        self.hash_state(states[s], nodes[s], dig[s], scratch)
-                    done = cp.cuda.Event(disable_timing=True)
-                    done.record(hs)
-                    hashed[s] = done
-
-                if variant == "panels":
-                    self._chain_panels(states, nodes, dig, Bts, A, refs, salt, scratch, key, overlap, hs, hashed,
-                                       progress, state_hook)
-                for t in range(T if variant != "panels" else 0):
-                    if variant == "cublas":
-                        self._gemm(states[t], Bts[t % m], A)
-                        if late and t >= 1:
-                            enqueue_hash(t)  # X_t's digest, started once GEMM_t is done
-                    if t >= 2 and hashed[t - 1] is not None:
-                        main.wait_event(hashed[t - 1])  # d_{t-1} for the references
-                    self.step_prep(dig[t - 1] if t else dig[0], t, n, key, refs, salt)
-                    if variant == "fused":
-                        self.step_fused(states[t], Bts[t % m], states, refs, salt, states[t + 1])
-                    elif variant == "wgmma":
-                        self.step_wgmma(states[t], Bts[t % m], states, refs, salt, states[t + 1])
-                    elif fl:
-                        self._epilogue_rows(A, states, refs, salt, states[t + 1], nodes[t + 1])
-                    else:
-                        self._epilogue(A, states, refs, salt, states[t + 1])
-                    if state_hook is not None:
-                        state_hook(t + 1, states[t + 1])
-                    if fl and hs is main:
-                        self.hash_tree(nodes[t + 1], dig[t + 1], scratch)
-                    elif hs is main:
-                        self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
-                    elif late:
-                        if t == T - 1:
-                            enqueue_hash(T)
-                    else:
-                        if overlap == "tree" and not fl:
-                            self.hash_rows(states[t + 1], nodes[t + 1])
-                        hashed[t + 1] = self._hash_behind(main, hs, states[t + 1], nodes[t + 1], dig[t + 1], scratch,
-                                                          tree_only=overlap == "tree" or fl)
-                    if progress is not None:
-                        progress(t + 1, T)  # enqueued; the device may still be running it
-                if hashed[T] is not None:
-                    main.wait_event(hashed[T])
+                self._chain(chain)
+                if chain.hashed[T] is not None:
+                    main.wait_event(chain.hashed[T])
                 ev1.record(main)
                 digest_bytes = cp.asnumpy(dig, stream=main)
                 main.synchronize()
@@ -477,79 +439,38 @@ class GpuEngine:
         return GpuTrace(params, self.device_id, states, nodes, digests, merkle.trace_root(digests), timing, variant,
                         _owner=owner)
 
-    def _epilogue_panel(self, A: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray, out: cp.ndarray,
-                        row0: int, rows: int) -> None:
-        n = A.shape[0]
-        groups = rows * n // 16
-        self._epilogue_panel_k(((groups + 255) // 256,), (256,), (A, pool, refs, salt, out, _u32(n), _u32(row0), _u32(rows)))
-
-    def _hash_rows_panel(self, X: cp.ndarray, nodes: cp.ndarray, row0: int, rows: int) -> None:
-        """Row nodes of rows [row0, row0 + rows) of state ``X`` (a panel's leaves are consecutive)."""
-        n = X.shape[1]
-        cs = merkle.chunk_size(n)
-        per_row = n // cs
-        nleaves = rows * per_row
-        threads = 128
-        self._k.row_nodes(((nleaves + threads - 1) // threads,), (threads,),
-                          (X[row0:row0 + rows], nodes[row0:row0 + rows], _u32(nleaves), _u32(cs), _u32(per_row)),
-                          shared_mem=threads * 32)
-
-    def _chain_panels(self, states: cp.ndarray, nodes: cp.ndarray, dig: cp.ndarray, Bts: cp.ndarray, A: cp.ndarray,
-                      refs: cp.ndarray, salt: cp.ndarray, scratch: cp.ndarray, key: tuple[int, int],
-                      overlap: bool | str, hs: Any, hashed: list[Any],
-                      progress: Callable[[int, int], None] | None, state_hook: Callable[[int, Any], None] | None) -> None:
-        """The chain of variant "panels" (see the module docstring). Per step t, on the chain stream:
-        the P panel GEMMs, an event after each. On the epilogue stream: wait for d_{t-1}, the step's
-        references and salts, then each panel's epilogue once its GEMM's event has fired (and, with
-        ``overlap="tree"``, that panel's row nodes). The chain stream waits for the last epilogue
-        before the next GEMM. Hashing: ``True`` the whole digest on the hashing stream, ``"tree"``
-        leaves per panel on the epilogue stream and the tree on the hashing stream, ``"tree-main"``
-        the leaves on the chain stream once the step is drained and the tree on the hashing stream,
-        ``False`` in line."""
-        T, m, n = states.shape[0] - 1, Bts.shape[0], states.shape[1]
-        P = max(1, min(int(self.panels), n // 16))
-        if n % P:
-            raise ValueError(f"panels={P} does not divide n={n}")
-        rows = n // P
+    def _chain(self, c: Chain) -> None:
+        """Enqueue the T steps on the chain stream. The digest of ``X_{t+1}`` is computed on the
+        hashing stream while the chain stream runs step ``t+1``: only step ``t+2`` needs
+        ``d_{t+1}`` (for its references), so the hashing has a whole step to hide in. With
+        ``overlap_for(n) == "tree"`` the leaves are hashed in line and only the latency-bound tree
+        (few blocks) goes to the hashing stream."""
+        n, T, m = c.params.n, c.params.T, c.params.m
+        states, nodes, dig = c.states, c.nodes, c.dig
+        overlap = self.overlap_for(n)
         main = self._stream
-        epi = self._epi_stream_low if self.epilogue_low_priority else self._epi_stream
-        if self.panel_epilogue_inline:
-            epi = main
-        tree_only = overlap in ("tree", "tree-main")
-        panel_leaves = overlap == "tree" and hs is not main and state_hook is None
-        gemm_done = [cp.cuda.Event(disable_timing=True) for _ in range(P)]  # re-recorded each step
-        n2, x_base, a_base = n * n, states.data.ptr, A.data.ptr
-        bt_ptrs = [Bts[r].data.ptr for r in range(m)]
+        hs = self._hash_stream_low if overlap else main
         for t in range(T):
-            bt, x0 = bt_ptrs[t % m], x_base + t * n2
-            for p in range(P):
-                self._gemm.rows(x0 + p * rows * n, rows, bt, a_base + 4 * p * rows * n, n)
-                gemm_done[p].record(main)
-            if t >= 2 and hashed[t - 1] is not None:
-                epi.wait_event(hashed[t - 1])  # d_{t-1} for the references
-            out, out_nodes = states[t + 1], nodes[t + 1]
-            with epi:
-                # Writes refs/salt: the last step's epilogues, the only readers, are earlier on this stream.
-                self.step_prep(dig[t - 1] if t else dig[0], t, n, key, refs, salt)
-                for p in range(P):
-                    epi.wait_event(gemm_done[p])
-                    self._epilogue_panel(A, states, refs, salt, out, p * rows, rows)
-                    if panel_leaves:
-                        self._hash_rows_panel(out, out_nodes, p * rows, rows)
-            written = cp.cuda.Event(disable_timing=True)
-            written.record(epi)
-            main.wait_event(written)  # the next GEMM reads the whole new state (and A is reused)
-            if state_hook is not None:
-                state_hook(t + 1, states[t + 1])
-            if hs is main:
-                self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], scratch)
+            if c.variant == "cublas":
+                self._gemm(states[t], c.Bts[t % m], c.A)
+            if t >= 2 and c.hashed[t - 1] is not None:
+                main.wait_event(c.hashed[t - 1])  # d_{t-1} for the references
+            self.step_prep(dig[t - 1] if t else dig[0], t, n, c.key, c.refs, c.salt)
+            if c.variant == "cutlass":
+                self.step_cutlass(states[t], c.Bts[t % m], states, c.refs, c.salt, states[t + 1])
             else:
-                if tree_only and not panel_leaves:
+                self._epilogue(c.A, states, c.refs, c.salt, states[t + 1])
+            if c.state_hook is not None:
+                c.state_hook(t + 1, states[t + 1])
+            if hs is main:
+                self.hash_state(states[t + 1], nodes[t + 1], dig[t + 1], c.scratch)
+            else:
+                if overlap == "tree":
                     self.hash_rows(states[t + 1], nodes[t + 1])
-                hashed[t + 1] = self._hash_behind(epi if panel_leaves else main, hs, states[t + 1], nodes[t + 1],
-                                                  dig[t + 1], scratch, tree_only=tree_only)
-            if progress is not None:
-                progress(t + 1, T)
+                c.hashed[t + 1] = self._hash_behind(main, hs, states[t + 1], nodes[t + 1], dig[t + 1], c.scratch,
+                                                    tree_only=overlap == "tree")
+            if c.progress is not None:
+                c.progress(t + 1, T)  # enqueued; the device may still be running it
 
     def release(self, trace: GpuTrace) -> None:  # type: ignore[override]
         """The trace's pool goes back to the engine's arena (reused by the next challenge)."""

@@ -21,14 +21,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import cupy as cp  # noqa: E402
+import cupy as cp
 
-from node.gpu.bench import CONFIGS, bench_n, best_chain_timing, copy_bandwidth, memory_fill_run, time_events  # noqa: E402
-from node.gpu.engine import GpuEngine  # noqa: E402
-from node.gpu.facts import gpu_facts  # noqa: E402
-from node.pow.cpu_engine import CpuEngine  # noqa: E402
-from node.pow.engine import ChallengeParams, EngineCapacityError  # noqa: E402
-from node.pow.openings import build_openings, encode_openings  # noqa: E402
+from node.gpu.bench import (
+    CONFIGS,
+    apply_config,
+    bench_n,
+    best_chain_timing,
+    copy_bandwidth,
+    memory_fill_run,
+    time_events,
+)
+from node.gpu.experimental import ExperimentalGpuEngine as GpuEngine
+from node.gpu.facts import gpu_facts
+from node.pow.cpu_engine import CpuEngine
+from node.pow.engine import ChallengeParams, EngineCapacityError
+from node.pow.openings import build_openings, encode_openings
 
 # Variant "panels" (GEMM in P row panels, each panel's epilogue on a second stream once its GEMM is
 # done): (label, overlap, P, epilogue stream at low priority). Overlap "tree" here: each panel's
@@ -36,36 +44,21 @@ from node.pow.openings import build_openings, encode_openings  # noqa: E402
 # "tree-main": the leaves on the chain stream once the step's epilogues are done (as cublas-tree).
 # The last field: True = epilogue stream at low priority, "inline" = epilogues on the chain stream
 # (no overlap: only the GEMM is split).
-PANEL_CONFIGS = [("panels2", True, 2, False), ("panels4", True, 4, False), ("panels8", True, 8, False),
-                 ("panels2-tree", "tree", 2, False), ("panels4-tree", "tree", 4, False), ("panels8-tree", "tree", 8, False),
-                 ("panels2-treemain", "tree-main", 2, False), ("panels4-treemain", "tree-main", 4, False),
-                 ("panels4-epilow", True, 4, True), ("panels4-serial", False, 4, False),
-                 ("panels2-inline", True, 2, "inline"), ("panels4-inline", True, 4, "inline"),
-                 ("panels2-inline-treemain", "tree-main", 2, "inline")]
-ALL_LABELS = [lab for lab, _, _ in CONFIGS] + [lab for lab, _, _, _ in PANEL_CONFIGS]
-
-
-def apply_config(engine: GpuEngine, label: str) -> str:
-    """Set the engine up as ``label`` (one of CONFIGS or PANEL_CONFIGS); returns its variant."""
-    engine.hash_low_priority = not label.endswith("-sameprio")
-    engine.epilogue_low_priority = engine.panel_epilogue_inline = False
-    for lab, v, overlap in CONFIGS:
-        if lab == label:
-            engine.variant, engine.overlap, engine.fuse_leaves = v, overlap, "-fl" in label
-            return v
-    for lab, overlap, P, low in PANEL_CONFIGS:
-        if lab == label:
-            engine.variant, engine.overlap, engine.fuse_leaves = "panels", overlap, False
-            engine.panels, engine.epilogue_low_priority = P, low is True
-            engine.panel_epilogue_inline = low == "inline"
-            return "panels"
-    raise KeyError(label)
+PANEL_CONFIGS: dict[str, dict] = {}
+for _lab, _ov, _P, _low in [("panels2", True, 2, False), ("panels4", True, 4, False), ("panels8", True, 8, False),
+                            ("panels2-tree", "tree", 2, False), ("panels4-tree", "tree", 4, False),
+                            ("panels8-tree", "tree", 8, False), ("panels2-treemain", "tree-main", 2, False),
+                            ("panels4-treemain", "tree-main", 4, False), ("panels4-epilow", True, 4, True),
+                            ("panels4-serial", False, 4, False), ("panels2-inline", True, 2, "inline"),
+                            ("panels4-inline", True, 4, "inline"), ("panels2-inline-treemain", "tree-main", 2, "inline")]:
+    PANEL_CONFIGS[_lab] = {"variant": "panels", "overlap": _ov, "panels": _P, "epilogue_low_priority": _low is True,
+                           "panel_epilogue_inline": _low == "inline"}
+ALL_CONFIGS = dict(CONFIGS, **PANEL_CONFIGS)
+ALL_LABELS = list(ALL_CONFIGS)
 
 
 def reset_config(engine: GpuEngine) -> None:
-    engine.variant, engine.overlap, engine.fuse_leaves = "auto", None, None
-    engine.hash_low_priority, engine.epilogue_low_priority, engine.panels = True, False, 4
-    engine.panel_epilogue_inline = False
+    engine.set_defaults()
 
 
 def bench_panels(engine: GpuEngine, n: int, r: dict, steps: int, m: int = 4, reps: int = 20) -> None:
@@ -92,10 +85,12 @@ def bench_panels(engine: GpuEngine, n: int, r: dict, steps: int, m: int = 4, rep
         for p in range(8):
             engine._gemm.rows(X[0].data.ptr + p * (n // 8) * n, n // 8, Bt[0].data.ptr, A.data.ptr + 4 * p * (n // 8) * n, n)
         r["gemm_panels_exact"] = bool(cp.array_equal(A, ref))
-        del X, Bt, A, ref
+        X.clear()
+        Bt.clear()
+        A = ref = None  # the timing buffers go back to the pool before the chains run
     cp.get_default_memory_pool().free_all_blocks()
-    for label, _, _, _ in PANEL_CONFIGS:
-        apply_config(engine, label)
+    for label in PANEL_CONFIGS:
+        apply_config(engine, label, table=PANEL_CONFIGS)
         best = best_chain_timing(engine, n, steps, m)
         r["step_s"][label] = best["step_s"]
         r["chain_total_s"][label] = best["total_s"]
@@ -117,8 +112,8 @@ def check_exact(engine: GpuEngine, cpu: CpuEngine, params: ChallengeParams, k: i
     cpu_tr = cpu.prove(params)
     res = {"n": params.n, "T": params.T, "m": params.m}
     for label in EXACT_LABELS:
-        v = apply_config(engine, label)
-        if engine.variant_for(params.n) != v:
+        v = apply_config(engine, label, table=ALL_CONFIGS)
+        if v != "auto" and engine.variant_for(params.n) != v:
             continue
         tr = engine.prove(params)
         ok = tr.digests == cpu_tr.digests and tr.root == cpu_tr.root
@@ -143,7 +138,7 @@ def main() -> int:
                     help="bit-exactness of the panels configs only, and no 90%% challenge")
     a = ap.parse_args()
     global EXACT_LABELS
-    EXACT_LABELS = [lab for lab, _, _, _ in PANEL_CONFIGS] if a.only_panels else ALL_LABELS
+    EXACT_LABELS = list(PANEL_CONFIGS) if a.only_panels else ALL_LABELS
     result: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cupy": cp.__version__}
     t0 = time.perf_counter()
     facts = gpu_facts(0)
@@ -152,6 +147,7 @@ def main() -> int:
     engine = GpuEngine(device_id=0)
     result["build_s"] = time.perf_counter() - t0
     result["wgmma_desc"] = engine.wgmma_desc
+    result["cutlass"] = str(engine.cutlass.path) if engine.cutlass is not None else None
     log("wgmma descriptor strides that match cuBLAS:", engine.wgmma_desc)
     log(f"kernels built in {result['build_s']:.1f} s; budget {engine.memory_budget_bytes() / 2**30:.2f} GiB")
 
@@ -194,7 +190,7 @@ def main() -> int:
         result["hook_changes_digest"] = honest.digests[:2] == bad.digests[:2] and honest.digests[2] != bad.digests[2]
         engine.release(honest)
         engine.release(bad)
-        apply_config(engine, "panels4-tree")  # the hook is live on the panels path too
+        apply_config(engine, "panels4-tree", table=PANEL_CONFIGS)  # the hook is live on the panels path too
         bad = engine.prove(p, state_hook=flip)
         result["hook_changes_digest_panels"] = bad.digests[:2] == honest.digests[:2] and bad.digests[2] != honest.digests[2]
         engine.release(bad)
@@ -227,7 +223,7 @@ def main() -> int:
         for r in ([] if a.only_panels else result["bench"]):
             label = min(r["step_s"], key=r["step_s"].get)
             best = r["step_s"][label]
-            apply_config(engine, label)
+            apply_config(engine, label, table=ALL_CONFIGS)
             engine.close()
             f = memory_fill_run(engine, r["n"], best)
             f["config"] = label
@@ -251,6 +247,9 @@ def main() -> int:
         if "gemm_wgmma_s" in r:
             line += f" | wgmma {r['gemm_wgmma_s'] * 1e6:.1f} us ({r['tops_wgmma']:.0f} TOPS, exact={r.get('gemm_wgmma_exact')})"
         line += f" | epi {r['epilogue_s'] * 1e6:.1f} us | hash {r['hash_s'] * 1e6:.1f} us"
+        for c in r.get("gemm_cutlass_s", {}):
+            line += (f" | CUTLASS {c}: GEMM {r['gemm_cutlass_s'][c] * 1e6:.1f}, step {r['step_cutlass_s'][c] * 1e6:.1f} us"
+                     f" ({r['step_cutlass_over_gemm'][c]:.3f} x cuBLAS, exact={r['cutlass_exact'][c]})")
         line += " | panel GEMMs " + ", ".join(f"P={P}: {s * 1e6:.1f}" for P, s in r.get("gemm_panels_s", {}).items())
         log(line)
         for v, s in r["step_s"].items():

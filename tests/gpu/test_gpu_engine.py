@@ -1,12 +1,14 @@
 """The GPU engine against the numpy reference engine and the spec vectors (skipped without a GPU).
 
-Every configuration (cuBLAS + epilogue, fused tensor-core step; hashing in line or on a second
-stream) must give the same bytes as the reference: digests, root, every state and the openings.
+The production engine (CUTLASS fused step on Hopper, else cuBLAS + epilogue) and every bench-only
+configuration of ExperimentalGpuEngine (hand-written fused steps, panels, hashing schedules) must
+give the same bytes as the reference: digests, root, every state and the openings.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +22,123 @@ except Exception:  # no driver, or CUDA unusable here
 if _NDEV < 1:
     pytest.skip("no CUDA device", allow_module_level=True)
 
-from node.gpu.engine import GpuEngine  # noqa: E402
-from node.gpu.facts import gpu_facts  # noqa: E402
-from node.pow.cpu_engine import CpuEngine  # noqa: E402
-from node.pow.engine import ChallengeParams, EngineCapacityError  # noqa: E402
-from node.pow.openings import build_openings, encode_openings  # noqa: E402
+from node.gpu.engine import CUTLASS_FASTER_N, GpuEngine
+from node.gpu.experimental import ExperimentalGpuEngine
+from node.gpu.facts import gpu_facts
+from node.pow.cpu_engine import CpuEngine
+from node.pow.engine import ChallengeParams, EngineCapacityError
+from node.pow.openings import build_openings, encode_openings
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "pow-v1-vectors.json").read_text())
 CONFIGS = [("cublas", False), ("cublas", True), ("cublas", "tree"), ("cublas", "late"), ("fused", False), ("fused", True),
-           ("wgmma", False), ("wgmma", True)]
+           ("wgmma", False), ("wgmma", True), ("cutlass", False), ("cutlass", True), ("cutlass", "tree")]
+HOPPER = str(cp.cuda.Device(0).compute_capability) == "90"
 
 
 @pytest.fixture(scope="module")
-def engine() -> GpuEngine:
-    e = GpuEngine(device_id=0, memory_budget_bytes=2 << 30)
+def prod() -> GpuEngine:
+    e = GpuEngine(device_id=0, memory_budget_bytes=3 << 30)
     yield e
     e.close()
+
+
+@pytest.fixture(scope="module")
+def engine(prod: GpuEngine) -> ExperimentalGpuEngine:
+    prod.close()  # one arena at a time
+    e = ExperimentalGpuEngine(device_id=0, memory_budget_bytes=2 << 30)
+    yield e
+    e.close()
+
+
+# ---- the production engine ----------------------------------------------------------------------
+
+
+def test_production_engine_loads_the_cutlass_step_on_hopper(prod: GpuEngine) -> None:
+    if not HOPPER:
+        assert prod.cutlass is None and prod.variant_for(4096) == "cublas"
+        return
+    assert prod.cutlass is not None, "the CUTLASS step did not load or did not match cuBLAS on this Hopper GPU"
+    for n in (64, 4096, 8192):
+        assert prod.variant_for(n) == ("cutlass" if n in CUTLASS_FASTER_N and n >= 128 else "cublas")
+
+
+@pytest.mark.parametrize("ci", range(len(VECTORS["chains"])))
+def test_production_vectors(prod: GpuEngine, ci: int) -> None:
+    c = VECTORS["chains"][ci]
+    tr = prod.prove(_params(c))
+    try:
+        assert [d.hex() for d in tr.digests] == c["digests"] and tr.root.hex() == c["root"]
+    finally:
+        prod.release(tr)
+
+
+@pytest.mark.parametrize("n,T,m", [(64, 5, 2), (128, 6, 3), (256, 5, 1), (1024, 4, 2), (4096, 2, 1)])
+def test_production_random_params_match_reference(prod: GpuEngine, n: int, T: int, m: int) -> None:
+    rng = np.random.default_rng()
+    p = ChallengeParams(rng.bytes(32), rng.bytes(32), rng.bytes(32), n, T, m)
+    ref = CpuEngine().prove(p)
+    tr = prod.prove(p)
+    try:
+        assert tr.digests == ref.digests and tr.root == ref.root
+        assert np.array_equal(cp.asnumpy(tr.states), ref.states)
+        reveal = rng.bytes(32)
+        assert encode_openings(build_openings(tr, reveal, 16)) == encode_openings(build_openings(ref, reveal, 16))
+    finally:
+        prod.release(tr)
+
+
+def test_production_state_hook_changes_the_digest(prod: GpuEngine) -> None:
+    p = ChallengeParams(bytes([6]) * 32, bytes(32), bytes(32), 256, 3, 1)
+    honest = prod.prove(p)
+    good = list(honest.digests)
+    prod.release(honest)
+
+    def flip(s: int, X: object) -> None:
+        if s == 2:
+            X[5, 7] += 1  # type: ignore[index]
+
+    bad = prod.prove(p, state_hook=flip)
+    assert bad.digests[:2] == good[:2] and bad.digests[2] != good[2]
+    prod.release(bad)
+
+
+def test_without_cutlass_the_engine_says_so_once_and_uses_cublas(monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("GPOW_NO_CUTLASS", "1")
+    with caplog.at_level(logging.INFO, logger="gpow.gpu"):
+        e = GpuEngine(device_id=0, memory_budget_bytes=1 << 28, preallocate=False)
+    lines = [r for r in caplog.records if "CUTLASS" in r.getMessage()]
+    assert len(lines) == 1 and "GPOW_NO_CUTLASS" in lines[0].getMessage()
+    assert e.cutlass is None and e.variant_for(4096) == "cublas"
+    p = ChallengeParams(bytes([4]) * 32, bytes(32), bytes(32), 256, 3, 2)
+    tr = e.prove(p)
+    assert tr.variant == "cublas" and tr.digests == CpuEngine().prove(p).digests
+    e.release(tr)
+    e.close()
+
+
+def test_cutlass_calibration_rejects_a_wrong_product(prod: GpuEngine) -> None:
+    """The start-up check compares with cuBLAS: a library whose product differs is refused."""
+    if prod.cutlass is None:
+        pytest.skip("no CUTLASS step on this device")
+
+    class Off:
+        tiles, path = prod.cutlass.tiles, prod.cutlass.path
+
+        def fits(self, v: int, n: int) -> bool:
+            return True
+
+        def step(self, v: int, X: object, Bt: object, pool: object, refs: object, salt: object, out: object,
+                 out32: object, sms: int, stream: object) -> None:
+            prod.cutlass.step(v, X, Bt, pool, refs, salt, out, out32, sms, stream)
+            if out32 is not None:
+                out32[3, 5] += 1  # type: ignore[index]
+
+    assert prod._cutlass_mismatch(Off(), prod.cutlass_variant, 512) == "product"  # type: ignore[arg-type]
+    assert prod._cutlass_mismatch(prod.cutlass, prod.cutlass_variant, 512) == ""
+
+
+# ---- the bench-only variants ----------------------------------------------------------------------
 
 
 def _params(c: dict) -> ChallengeParams:
@@ -62,7 +165,7 @@ def test_epilogue_with_leaf_hashing_matches_reference(engine: GpuEngine, n: int,
     p = ChallengeParams(bytes([n & 0xFF]) * 32, bytes([3]) * 32, bytes(32), n, T, m)
     engine.variant, engine.overlap, engine.fuse_leaves = "cublas", "tree", fuse_leaves
     tr = engine.prove(p)
-    engine.fuse_leaves = None
+    engine.fuse_leaves = False
     try:
         ref = CpuEngine().prove(p)
         assert tr.digests == ref.digests and np.array_equal(tr.row_nodes(T), ref.row_nodes(T))
@@ -96,6 +199,23 @@ def test_hashing_at_the_chain_streams_priority_is_exact_too(engine: GpuEngine) -
     engine.hash_low_priority = True
     try:
         assert tr.digests == CpuEngine().prove(p).digests
+    finally:
+        engine.release(tr)
+
+
+@pytest.mark.parametrize("cutlass_variant", range(5))
+def test_every_cutlass_tile_configuration_matches_reference(engine: ExperimentalGpuEngine, cutlass_variant: int) -> None:
+    if engine.cutlass is None:
+        pytest.skip("no CUTLASS step on this device")
+    p = ChallengeParams(bytes([cutlass_variant]) * 32, bytes([5]) * 32, bytes(32), 512, 4, 2)
+    engine.set_defaults()
+    engine.variant, engine.cutlass_variant, engine.cutlass_sms = "cutlass", cutlass_variant, engine.sm_count - 8
+    tr = engine.prove(p)
+    engine.set_defaults()
+    try:
+        assert tr.variant == "cutlass"
+        ref = CpuEngine().prove(p)
+        assert tr.digests == ref.digests and np.array_equal(cp.asnumpy(tr.states), ref.states)
     finally:
         engine.release(tr)
 
