@@ -120,3 +120,61 @@ async def test_cheater_is_caught_with_its_reason_and_honest_miner_is_not(tmp_pat
             assert all(any(x.startswith("no-credit:probation") for x in r.reasons) for r in mine[:first_catch])
             assert cheater.service.relists >= 2
         nursery.cancel_scope.cancel()
+
+
+# Issue 17's validator and outsider kinds: nobody is caught, the attack is neutralised. Each runs
+# beside an honest validator and an honest miner whose executors must keep passing.
+NEUTRALISED = ["busy-lock", "junk-evidence", "frame-miner"]
+
+
+@pytest.mark.parametrize("cheat", NEUTRALISED)
+async def test_validator_and_outsider_attacks_are_neutralised(tmp_path: Path, step_s: float, cheat: str):
+    adversary, arg = parse_kind(cheat)
+    write_profiles(tmp_path / "profiles.toml", N, step_s, allowance=25.0)
+    v_id, bad_id = Identity.generate(), Identity.generate()
+    admission = {"validators": [v_id.peer_id] + ([bad_id.peer_id] if adversary.role == "validator" else [])}
+    async with trio.open_nursery() as nursery:
+        v = Node(cfg_for(tmp_path, "v", "validator", [], admission=admission), v_id)
+        await nursery.start(v.run)
+        boot = [v.host.listen_addr]
+        honest = Node(cfg_for(tmp_path, "honest", "miner", boot, admission=admission, miner={"cpu_executors": 2}), Identity.generate())
+        await nursery.start(honest.run)
+        if adversary.role == "validator":
+            bad = Node(cfg_for(tmp_path, "bad", "validator", boot, admission=admission), bad_id, adversary.build(arg))
+        else:
+            bad = Node(cfg_for(tmp_path, "bad", "executor", [honest.host.listen_addr], admission=admission,
+                               executor={"miner": honest.host.listen_addr, "engine": "cpu", "cpu_memory_bytes": MEMORY, "heartbeat_interval_s": 0.5}),
+                       bad_id, adversary.build(arg))
+        await nursery.start(bad.run)
+        honest_ids = set(honest.service.local) | {honest.identity.peer_id}
+        penalties = lambda: v.gossip.stats_dict()["penalties"]  # noqa: E731
+
+        def attacked() -> bool:
+            if cheat == "busy-lock":
+                return bad.service.lock["refused"] >= 4
+            if cheat == "junk-evidence":
+                seen = " ".join(penalties())
+                return "bad-reveal" in seen and "answers-bound-to-another-challenge" in seen
+            return honest.service.stats["refused"] >= 3  # the outsider tried to register, again and again
+
+        def honest_passed() -> bool:
+            per = {}
+            for r in v.ledger.verdicts():
+                per.setdefault(r.executor_id, []).append(r.passed)
+            return all(len(per.get(e, [])) >= 2 for e in honest.service.local)
+
+        with trio.move_on_after(45):
+            while not (attacked() and honest_passed()):
+                await trio.sleep(0.2)
+        assert attacked(), (cheat, getattr(bad.service, "lock", None), penalties(), honest.service.stats)
+        honest_failed = [(r.executor_id[-6:], r.reasons) for r in v.ledger.verdicts() if r.executor_id in honest.service.local and not r.passed]
+        assert honest_passed() and not honest_failed, honest_failed
+        assert not [b for b in v.ledger.bans() if b["peer_id"] in honest_ids], v.ledger.bans()
+        if cheat == "busy-lock":
+            assert bad.service.lock["taken"] == 0  # no executor held a far-deadline challenge
+        if cheat == "junk-evidence":
+            assert v.service.stats.audits >= 2 and v.service.stats.audit_disagreements >= 2
+        if cheat == "frame-miner":
+            assert not bad._remote.registered and bad.identity.peer_id not in honest.service.remote
+            assert not [r for r in v.ledger.verdicts() if r.executor_id == bad.identity.peer_id]
+        nursery.cancel_scope.cancel()
