@@ -14,10 +14,10 @@ import pytest
 import trio
 
 from node.app.config import NodeConfig
-from node.harness.main import calibrate_cpu_step, write_profiles
-from node.harness.adversaries import parse_kind
-from node.identity import Identity
 from node.app.node import Node
+from node.harness.adversaries import parse_kind
+from node.harness.main import calibrate_cpu_step, write_profiles
+from node.identity import Identity
 
 pytestmark = pytest.mark.slow
 
