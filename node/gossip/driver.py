@@ -23,7 +23,7 @@ from node.clock import now_ms
 from node.gossip.params import GossipParams
 from node.gossip.router import Deliver, Disconnect, Equivocation, PeerRecords, Router, Send, Validate, message_id
 from node.identity import Identity
-from node.wire.envelope import Envelope, Signer, decode_envelope, signature_valid
+from node.wire.envelope import Envelope, Signer, decode_envelope
 from node.wire.errors import StaleMessage, WireError
 from node.wire.messages import GossipRPC
 
@@ -33,13 +33,6 @@ Handler = Callable[[Envelope], None]
 Validator = Callable[[Envelope], str]
 _RESULTS = ("accept", "reject", "ignore")
 _MAX_REASONS = 64  # distinct reason keys kept in a counter dict
-
-
-_VERIFY_BATCH = 256  # signatures checked per worker-thread call
-
-
-def _signatures_valid(envs: list[Envelope]) -> list[bool]:
-    return [signature_valid(e) for e in envs]
 
 
 class GossipHost(Protocol):
@@ -92,9 +85,6 @@ class GossipDriver:
         self._ignored: dict[str, int] = {}  # ignored (not penalised) messages by reason
         self._penalties: dict[str, int] = {}
         self._last_now = 0.0
-        # Messages waiting for their signature check (while run() runs; None: checked inline).
-        self._verify_q: list[tuple[Validate, Envelope]] | None = None
-        self._verify_ready = trio.Event()
         host.attach(self)
 
     def _now(self) -> float:
@@ -137,23 +127,17 @@ class GossipDriver:
             self._bump(self._invalid, "internal-error")
             log.exception("gossip: error handling an RPC from %s", peer_id)
 
-    def _decode(self, act: Validate, *, verify: bool) -> tuple[str, Envelope | None, str]:
-        """Decode (and with ``verify`` check the signature of) a message: ("accept", env, "") or
-        the refusal."""
+    def _validate(self, act: Validate) -> tuple[str, Envelope | None, str]:
+        """Decode and run the topic's validators: (result, envelope, reason)."""
         topic = self._topics.get(act.topic)
         freshness = self.params.check_freshness and (topic is None or topic.check_freshness)
         try:
             env = decode_envelope(act.data, max_bytes=self.params.max_message_bytes,
-                                  now_ms=self._wall_ms() if freshness else None, verify=verify)
+                                  now_ms=self._wall_ms() if freshness else None)
         except StaleMessage:
             return "ignore", None, "stale"  # clocks differ; the relayer is not at fault
         except WireError as exc:
             return "reject", None, exc.reason
-        return "accept", env, ""
-
-    def _judge(self, act: Validate, env: Envelope) -> tuple[str, Envelope | None, str]:
-        """Run the topic's validators on a decoded, verified message: (result, envelope, reason)."""
-        topic = self._topics.get(act.topic)
         if env.sender == self.identity.peer_id:
             return "ignore", env, "own-message"  # ours from before a restart: not delivered back
         if topic is None:
@@ -174,9 +158,9 @@ class GossipDriver:
                 result = "ignore"
         return result, env, "validator-ignore" if result == "ignore" else ""
 
-    def _process(self, actions: list[Any], envs: dict[bytes, Envelope] | None = None) -> None:
+    def _process(self, actions: list[Any]) -> None:
         queue = list(actions)
-        envs = dict(envs) if envs else {}
+        envs: dict[bytes, Envelope] = {}
         i = 0
         while i < len(queue):
             act = queue[i]
@@ -189,17 +173,19 @@ class GossipDriver:
                     ok = False
                 self._count("rpcs_sent" if ok else "rpcs_dropped")
             elif isinstance(act, Validate):
-                deferred = self._verify_q is not None and self.params.verify_in_thread
-                result, env, reason = self._decode(act, verify=not deferred)
-                if result == "accept" and env is not None:
-                    if deferred:
-                        self._verify_q.append((act, env))  # type: ignore[union-attr]
-                        self._verify_ready.set()
-                        continue
-                    result, env, reason = self._judge(act, env)
+                result, env, reason = self._validate(act)
+                if result == "reject":
+                    self._bump(self._invalid, reason)
+                    log.debug("gossip: rejected message on %s from %s: %s", act.topic, act.peer, reason)
+                elif result == "ignore":
+                    self._bump(self._ignored, reason)
+                    if reason == "stale":
+                        self.router.stale_message(act.peer, self._now())
                 if env is not None and result == "accept":
                     envs[act.msg_id] = env
-                queue.extend(self._conclude(act, result, env, reason))
+                queue.extend(self.router.validation_result(
+                    act.msg_id, result, self._now(),
+                    origin=env.sender if env is not None else None, seq=env.seq if env is not None else None))
             elif isinstance(act, Deliver):
                 env = envs.pop(act.msg_id, None)
                 topic = self._topics.get(act.topic)
@@ -226,45 +212,6 @@ class GossipDriver:
                         self._px_sink(list(act.records))
                     except Exception:
                         log.exception("gossip: px_sink raised")
-
-    def _conclude(self, act: Validate, result: str, env: Envelope | None, reason: str) -> list[Any]:
-        """Count a validation's outcome and hand it to the router; returns the router's actions."""
-        if result == "reject":
-            self._bump(self._invalid, reason)
-            log.debug("gossip: rejected message on %s from %s: %s", act.topic, act.peer, reason)
-        elif result == "ignore":
-            self._bump(self._ignored, reason)
-            if reason == "stale":
-                self.router.stale_message(act.peer, self._now())
-        return self.router.validation_result(
-            act.msg_id, result, self._now(),
-            origin=env.sender if env is not None else None, seq=env.seq if env is not None else None)
-
-    async def _verifier(self) -> None:
-        """Checks the signatures of new messages in batches, in a worker thread: libsodium runs
-        without the GIL, so the event loop goes on reading, relaying duplicates and timing while a
-        batch is checked. Each message is then judged and concluded in arrival order."""
-        while True:
-            await self._verify_ready.wait()
-            self._verify_ready = trio.Event()
-            q = self._verify_q
-            if not q:
-                continue
-            batch, self._verify_q = q[:_VERIFY_BATCH], q[_VERIFY_BATCH:]
-            if self._verify_q:
-                self._verify_ready.set()
-            oks = await trio.to_thread.run_sync(_signatures_valid, [env for _, env in batch])
-            for (act, env), ok in zip(batch, oks):
-                try:
-                    if ok:
-                        result, judged, reason = self._judge(act, env)
-                    else:
-                        result, judged, reason = "reject", None, "bad-signature"
-                    envs = {act.msg_id: judged} if judged is not None and result == "accept" else {}
-                    self._process(self._conclude(act, result, judged, reason), envs)
-                except Exception:  # a bug must not end verification for every later message
-                    self._bump(self._invalid, "internal-error")
-                    log.exception("gossip: concluding a validation failed")
 
     # ---- publishing ----------------------------------------------------------------------------
 
@@ -339,17 +286,10 @@ class GossipDriver:
             log.exception("gossip: heartbeat failed")
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._verify_q = []
-            nursery.start_soon(self._verifier)
-            task_status.started()
-            try:
-                while True:
-                    await trio.sleep(self.params.heartbeat_s)
-                    self.heartbeat()
-            finally:
-                self._verify_q = None  # not running: verify inline again
-                nursery.cancel_scope.cancel()
+        task_status.started()
+        while True:
+            await trio.sleep(self.params.heartbeat_s)
+            self.heartbeat()
 
     # ---- stats ---------------------------------------------------------------------------------
 

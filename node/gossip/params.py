@@ -58,7 +58,6 @@ class GossipParams:
     # ---- messages ---------------------------------------------------------------------------
     max_message_bytes: int = 1024 * 1024  # a published envelope larger than this is rejected
     check_freshness: bool = True  # decode envelopes with the wall clock (stale ones are ignored)
-    verify_in_thread: bool = True  # check new messages' signatures in batches in a worker thread (off the event loop)
     stale_allowance: int = 16  # stale messages per peer per heartbeat taken without penalty (clocks at the window's edge)
     stale_penalty: float = 0.5  # P7 counter added per stale message beyond the allowance (a replay flood ends graylisted)
     equivocation_penalty: float = 10.0  # P7 counter added to an origin that signs two messages with one seq

@@ -62,11 +62,6 @@ def _signed_part(raw: bytes, sig: bytes) -> bytes:
     return C.SIG_DOMAIN_ENVELOPE + b"\x86" + raw[1:i] + raw[i + len(_SIG_ENTRY) + len(sig):]
 
 
-def signature_valid(env: Envelope) -> bool:
-    """Whether the signature of an envelope decoded with ``verify=False`` verifies."""
-    return verify_signature(public_key_from_peer_id(env.sender), _signed_part(env.raw, env.signature), env.signature)
-
-
 def encode_envelope(body: Any, identity: Identity, *, seq: int, now_ms: int, check: bool = True) -> bytes:
     """Sign and encode a message dataclass."""
     mtype = type(body).TYPE
@@ -86,14 +81,11 @@ def decode_envelope(
     now_ms: int | None = None,
     max_skew_ms: int = C.DEFAULT_MAX_CLOCK_SKEW_MS,
     expect: type | tuple[type, ...] | None = None,
-    verify: bool = True,
 ) -> Envelope:
     """Decode and verify one envelope; raise a WireError subclass saying what was wrong.
 
     Cheapest checks first: size, msgpack, canonical form, top-level shape, version, type, body
-    schema, then the signature, then freshness (only when ``now_ms`` is given). ``verify=False``
-    leaves out the signature, for a caller that checks it later with ``signature_valid`` (the
-    gossip driver does, in batches off the event loop) and trusts nothing in the envelope before.
+    schema, then the signature, then freshness (only when ``now_ms`` is given).
     """
     top = unpack_strict(data, max_bytes=max_bytes)
     if not isinstance(top, dict):
@@ -125,7 +117,7 @@ def decode_envelope(
     except IdentityError as exc:
         raise SchemaViolation(f"envelope.sender: {exc}") from None
     body: Any = from_wire(cls, top["body"], where=mtype)
-    if verify and not verify_signature(key, _signed_part(bytes(data), sig), sig):
+    if not verify_signature(key, _signed_part(bytes(data), sig), sig):
         raise BadSignature(f"signature on {mtype!r} does not verify for sender {sender}")
     if now_ms is not None and abs(now_ms - ts) > max_skew_ms:
         raise StaleMessage(f"{mtype!r} timestamp is {(now_ms - ts) / 1000:.1f} s off this node's clock (limit {max_skew_ms / 1000:.0f} s)")

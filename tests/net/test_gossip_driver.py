@@ -8,7 +8,6 @@ exactly as in a node, only faster (the autojump clock skips idle time).
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -52,9 +51,7 @@ class Net:
     def __init__(self, nursery: trio.Nursery, n: int, params: GossipParams | None = None, *,
                  queue: int = 64) -> None:
         self.nursery = nursery
-        # Signatures checked inline: a worker thread runs on real time, which the autojump clock
-        # would outrun (the threaded path is covered on real sockets in test_network.py).
-        self.params = replace(params or GossipParams(heartbeat_s=1.0), verify_in_thread=False)
+        self.params = params or GossipParams(heartbeat_s=1.0)
         self.idents = [Identity.from_seed(bytes([100 + i]) * 32) for i in range(n)]
         self.ids = [x.peer_id for x in self.idents]
         self.links: dict[tuple[str, str], trio.MemorySendChannel] = {}
