@@ -7,8 +7,9 @@ encodes its own public key, so the signature is checked with no key lookup.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from node.clock import now_ms
 from node.identity import Identity, IdentityError, public_key_from_peer_id, verify_signature
@@ -131,7 +132,7 @@ class Signer:
     and (sender, seq) never repeats for honest nodes.
     """
 
-    def __init__(self, identity: Identity, wall_ms: "Callable[[], int] | None" = None):
+    def __init__(self, identity: Identity, wall_ms: Callable[[], int] | None = None):
 
         self.identity = identity
         self._wall_ms = wall_ms or now_ms
