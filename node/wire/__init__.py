@@ -1,5 +1,6 @@
 """Messages as dataclasses, the canonical signed msgpack envelope, and typed wire errors."""
 
+from node.wire.envelope import Envelope, decode_envelope, encode_envelope
 from node.wire.errors import (
     BadSignature,
     MalformedMessage,
@@ -10,7 +11,6 @@ from node.wire.errors import (
     VersionMismatch,
     WireError,
 )
-from node.wire.envelope import Envelope, decode_envelope, encode_envelope
 
 __all__ = [
     "BadSignature",
