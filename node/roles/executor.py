@@ -21,6 +21,7 @@ from node.pow.chain import sample_commit
 from node.pow.engine import ChallengeParams, Engine, EngineCapacityError, Trace, pool_bytes
 from node.pow.openings import build_openings, encode_openings
 from node.roles.admission import ValidatorSetBook
+from node.roles.agreed import issued_by
 from node.roles.answerer import Answerer
 from node.roles.judging import challenge_hash
 from node.wire import WireError, decode_envelope
@@ -196,6 +197,10 @@ class ExecutorService:
         if not self.admission.is_admitted(env.sender, self.wall_ms()):
             self.admission.stats.refused += 1
             raise ChallengeRefused("unadmitted-validator", f"validator {env.sender} is not in the admitted set")
+        if not issued_by(body.challenge_id, env.sender):
+            # Challenge ids name their issuer, so one validator's id can never stand for another's
+            # challenge (in a BUSY, or in verdicts keyed by it).
+            raise ChallengeRefused("wrong-issuer", "the challenge id does not carry its sender's tag")
         if not self.addressed_to_me(body):
             raise ChallengeRefused("wrong-executor", f"challenge is addressed to {body.executor_id}, not {self.executor_id}")
         if body.round > 0 and self.assignment is not None and self.assignment(env.sender, self.executor_id, body.round, self.wall_ms()) is False:

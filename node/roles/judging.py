@@ -120,7 +120,10 @@ def judge_time(expected_s: float, commit_s: float, params: ValidatorParams) -> t
 
 @dataclass(frozen=True)
 class BusyRules:
-    rounds: bool  # in rounds every executor is challenged once, at one instant: any BUSY is a miss
+    # In rounds every executor is challenged once per round, at one instant: a BUSY naming a
+    # challenge of this round (or a later one) is a miss. One naming an earlier round's challenge
+    # that overran into this one is judged like any other (our schedule's fault, not the executor's).
+    round: int  # the round of the challenge answered BUSY; 0 outside rounds
     max_commit_s: float  # the longest commitment window an honest executor accepts (ExecutorLimits)
     max_openings_s: float
     # An executor that answered this validator BUSY on every attempt for longer than this is
@@ -147,7 +150,7 @@ def judge_busy(busy_env: Envelope, our_raw: bytes, executor_id: str, *, now_ms: 
     if body.executor_id != executor_id:
         # It is running a challenge addressed to another identity: two ids, one engine.
         return R.DUPLICATE_GPU
-    if rules.rounds:
+    if rules.round > 0 and body.round >= rules.round:
         return f"{R.MISSING_COMMITMENT}:busy-in-round"
     if not admitted(other.sender, now_ms):
         return f"{R.MISSING_COMMITMENT}:busy-unadmitted-issuer"

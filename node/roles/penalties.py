@@ -19,7 +19,7 @@ def for_refusal(reason: str) -> float:
     """The penalty for a request we refused with ``reason`` (ChallengeRefused.reason or a WireError's)."""
     if reason in ("capacity", "expired", "unknown-challenge", "not-assigned"):  # not-assigned: beacon views may differ
         return 0.0
-    if reason in ("unadmitted-validator", "replay", "wrong-validator", "bad-reveal", "deadline-too-far"):
+    if reason in ("unadmitted-validator", "replay", "wrong-validator", "bad-reveal", "deadline-too-far", "wrong-issuer"):
         return REFUSED_ROLE
     if reason in ("bad-signature", "malformed", "schema", "oversized", "unknown-type"):
         return MALFORMED

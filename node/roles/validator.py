@@ -174,9 +174,10 @@ class ValidatorService:
             self.stats.rosters_rejected += 1
             return "reject"
         last = self._roster_seen.get(env.sender)
-        if last is not None and env.timestamp_ms <= last[0]:
-            # An older (or replayed) roster of this miner says nothing new: it must not make us forget
-            # executors a newer one lists.
+        if last is not None and env.timestamp_ms < last[0]:
+            # An older (replayed) roster of this miner says nothing new: it must not make us forget
+            # executors a newer one lists. (The same one again is the seen cache's; another one
+            # under the same signature time is left to the router's equivocation check.)
             self.stats.rosters_stale += 1
             return "ignore"
         if not self._roster_token(env.sender):
@@ -717,7 +718,7 @@ class ValidatorService:
         judging.judge_busy), else the failing reason."""
         self._note_busy(e, True)
         book = self.agreement.book if self.agreement is not None else None
-        rules = BusyRules(rounds=ctx.body.round > 0, max_commit_s=C.MAX_COMMIT_WINDOW_S, max_openings_s=C.MAX_OPENINGS_TIMEOUT_S,
+        rules = BusyRules(round=ctx.body.round, max_commit_s=C.MAX_COMMIT_WINDOW_S, max_openings_s=C.MAX_OPENINGS_TIMEOUT_S,
                           max_busy_s=2 * (ctx.commit_timeout + self.params.openings_timeout_s))
         assert e.busy_since is not None
         return judge_busy(env, ctx.raw, e.executor_id, now_ms=self.wall_ms(),

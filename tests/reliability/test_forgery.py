@@ -78,7 +78,7 @@ def forge(body, claimed: Identity | str, signer: Identity) -> bytes:
 
 
 def a_challenge(validator: Identity, executor_id: str, *, secret: bytes, ts: int | None = None) -> bytes:
-    return seal(Challenge(challenge_id=os.urandom(16), executor_id=executor_id, seed=os.urandom(32), n=64, steps=4,
+    return seal(Challenge(challenge_id=new_challenge_id(validator.peer_id), executor_id=executor_id, seed=os.urandom(32), n=64, steps=4,
                           b_matrices=4, samples=4, commit_deadline_ms=now_ms() + 10_000, openings_timeout_ms=5000,
                           sample_commit=sample_commit(secret)), validator, ts=ts)
 

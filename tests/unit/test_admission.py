@@ -6,6 +6,7 @@ import pytest
 
 from node.identity import Identity
 from node.roles.admission import AdmissionError, ValidatorSetBook
+from node.roles.agreed import new_challenge_id
 from node.roles.executor import ChallengeRefused
 from node.wire.envelope import decode_envelope, encode_envelope
 from node.wire.messages import ValidatorSet
@@ -53,7 +54,7 @@ async def test_executor_refuses_a_challenge_from_outside_the_set():
     book = ValidatorSetBook([admitted.peer_id])
     facts = GpuFacts(engine="cpu", gpu_model="cpu-reference", memory_bytes=1 << 22, gpu_uuid="CPU-x", pci_bus_id="", host_fingerprint="h")
     service = ExecutorService(ex, "miner", CpuEngine(memory_budget_bytes=1 << 24), facts, admission=book)
-    body = Challenge(challenge_id=os.urandom(16), executor_id=ex.peer_id, seed=os.urandom(32), n=64, steps=2, b_matrices=1,
+    body = Challenge(challenge_id=new_challenge_id(outsider.peer_id), executor_id=ex.peer_id, seed=os.urandom(32), n=64, steps=2, b_matrices=1,
                      samples=2, commit_deadline_ms=int(time.time() * 1000) + 10_000, openings_timeout_ms=5000, sample_commit=os.urandom(32))
     with pytest.raises(ChallengeRefused) as exc:
         await service.on_challenge(Signer(outsider).seal(body))

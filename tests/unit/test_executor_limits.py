@@ -16,6 +16,7 @@ from node.identity import Identity
 from node.pow.chain import sample_commit
 from node.pow.cpu_engine import CpuEngine
 from node.roles.admission import ValidatorSetBook
+from node.roles.agreed import new_challenge_id
 from node.roles.executor import ABANDON_GRACE_MS, CLOCK_SKEW_S, ChallengeRefused, ExecutorService, GpuFacts
 from node.wire import constants as C
 from node.wire import decode_envelope
@@ -41,7 +42,7 @@ def setup() -> tuple[Clock, Identity, ExecutorService]:
 
 
 def challenge(clock: Clock, v: Identity, ex: ExecutorService, *, window_ms: int = 5_000, openings_ms: int = 10_000) -> bytes:
-    body = Challenge(challenge_id=os.urandom(16), executor_id=ex.executor_id, seed=os.urandom(32), n=64, steps=4, b_matrices=4,
+    body = Challenge(challenge_id=new_challenge_id(v.peer_id), executor_id=ex.executor_id, seed=os.urandom(32), n=64, steps=4, b_matrices=4,
                      samples=4, commit_deadline_ms=clock.ms + window_ms, openings_timeout_ms=openings_ms, sample_commit=sample_commit(os.urandom(32)))
     return Signer(v, clock).seal(body)
 

@@ -173,10 +173,11 @@ class Net:
         return Signer(ident, lambda: at_ms)
 
     def challenge(self, issuer: Identity, executor: Identity, *, at_ms: int = NOW, window_ms: int = 5_000,
-                  openings_ms: int = 10_000, secret: bytes = b"\x01" * 32, n: int = 64, T: int = 8, k: int = 8) -> bytes:
+                  openings_ms: int = 10_000, secret: bytes = b"\x01" * 32, n: int = 64, T: int = 8, k: int = 8,
+                  round_no: int = 0) -> bytes:
         body = Challenge(challenge_id=os.urandom(16), executor_id=executor.peer_id, seed=os.urandom(32), n=n, steps=T,
                          b_matrices=4, samples=k, commit_deadline_ms=at_ms + window_ms, openings_timeout_ms=openings_ms,
-                         sample_commit=sample_commit(secret))
+                         sample_commit=sample_commit(secret), round=round_no)
         return self.signer(issuer, at_ms).seal(body)
 
     def busy(self, ours: bytes, busy_with: bytes, *, signer: Identity | None = None) -> object:
@@ -185,7 +186,7 @@ class Net:
         return decode_envelope(raw)
 
 
-RULES = BusyRules(rounds=False, max_commit_s=120, max_openings_s=30, max_busy_s=40.0)
+RULES = BusyRules(round=0, max_commit_s=120, max_openings_s=30, max_busy_s=40.0)
 
 
 def judge(net: Net, busy_env, ours: bytes, *, now_ms: int = NOW + 1_000, busy_for_s: float = 0.0, rules: BusyRules = RULES) -> str | None:
@@ -229,12 +230,26 @@ def test_a_busy_running_another_executors_challenge_is_a_duplicate_gpu():
     assert judge(net, net.busy(ours, theirs), ours) == R.DUPLICATE_GPU
 
 
-def test_every_busy_in_rounds_is_a_miss():
+def test_in_rounds_a_busy_naming_this_rounds_challenge_is_a_miss():
+    """One challenge per executor per round: BUSY with another validator's challenge of the same
+    round means the executor took a challenge the beacon did not give it."""
     net = Net()
-    theirs = net.challenge(net.v2, net.ex, at_ms=NOW - 1_000)
-    ours = net.challenge(net.v1, net.ex)
-    rules = dataclasses.replace(RULES, rounds=True)
+    theirs = net.challenge(net.v2, net.ex, at_ms=NOW - 1_000, round_no=7)
+    ours = net.challenge(net.v1, net.ex, round_no=7)
+    rules = dataclasses.replace(RULES, round=7)
     assert judge(net, net.busy(ours, theirs), ours, rules=rules) == f"{R.MISSING_COMMITMENT}:busy-in-round"
+
+
+def test_in_rounds_a_busy_naming_an_overrun_of_the_last_round_is_judged_like_any_other():
+    """A challenge of round 6 still running when round 7's comes is the schedule's overrun, not the
+    executor's doing: excused when genuine, a miss when not."""
+    net = Net()
+    theirs = net.challenge(net.v2, net.ex, at_ms=NOW - 1_000, round_no=6)
+    ours = net.challenge(net.v1, net.ex, round_no=7)
+    rules = dataclasses.replace(RULES, round=7)
+    assert judge(net, net.busy(ours, theirs), ours, rules=rules) is None
+    made_up = net.challenge(Identity.generate(), net.ex, at_ms=NOW - 1_000, round_no=6)
+    assert judge(net, net.busy(ours, made_up), ours, rules=rules) == f"{R.MISSING_COMMITMENT}:busy-unadmitted-issuer"
 
 
 def test_a_busy_naming_a_self_made_challenge_is_a_miss():
