@@ -26,6 +26,7 @@ from node.roles import verdicts as R
 from node.roles.params import ValidatorParams
 from node.roles.profiles import ProfileBook
 from node.wire import WireError, decode_envelope
+from node.wire import constants as C
 from node.wire.envelope import Envelope
 from node.wire.messages import Busy, Challenge, Commitment, ExecutorAttestation, Openings, ProofBundle
 
@@ -102,6 +103,18 @@ def size_challenge(att: ExecutorAttestation, *, history: int, profiles: ProfileB
         steps, k = min(steps, PROBATION_MAX_STEPS), max(min(k, PROBATION_MIN_SAMPLES), k // 4)
         no_credit = "probation"
     expected = profile.step_seconds * steps
+    # Executors refuse a commitment window beyond the protocol's (MAX_COMMIT_WINDOW_S): a
+    # challenge sized past it would only be refused ('deadline-too-far') and its refusal charged
+    # to us. A CPU class gets fewer steps; a GPU model with a measured profile needs seconds for
+    # its whole memory, so a claim that does not fit is far beyond any card of that model.
+    fit = int((C.MAX_COMMIT_WINDOW_S - params.rtt_margin_s - params.commit_slack_s) / (profile.step_seconds * params.tolerance))
+    if steps > fit:
+        if is_gpu_model:
+            return Refusal(f"{R.CLAIM_MISMATCH}:memory-beyond-commit-window")
+        if fit < 1:
+            return Refusal(f"{R.UNKNOWN_PROFILE}:{att.gpu_model[:40]}@{n}:step-beyond-commit-window")
+        steps = fit
+        expected = profile.step_seconds * steps
     if not no_credit and not profile.measured:
         no_credit = "unmeasured-profile"
     if not no_credit and expected < MIN_EXPECTED_OVER_MARGIN * params.rtt_margin_s:

@@ -30,6 +30,7 @@ from node.roles.judging import (
 )
 from node.roles.params import ValidatorParams
 from node.roles.profiles import Profile, ProfileBook
+from node.wire import constants as C
 from node.wire import decode_envelope
 from node.wire.envelope import Signer
 from node.wire.messages import Busy, Challenge, Commitment, ExecutorAttestation, Openings, ProofBundle
@@ -403,3 +404,27 @@ def test_an_honest_proof_with_a_failing_verdict_is_not_fraud(honest: Answered):
     res = check(honest, honest.bundle(), passed=False)
     assert not res.fraud and not res.agrees and res.detail == [R.PASSED]
     assert check(honest, honest.bundle(), passed=True).agrees
+
+
+# ---- the commitment window every executor accepts -----------------------------------------------
+
+def test_a_cpu_class_is_sized_to_fit_the_executors_commitment_window():
+    # The harness scales its CPU profile by the machine's load: a full pool would need minutes,
+    # and executors refuse a window beyond MAX_COMMIT_WINDOW_S ('deadline-too-far').
+    slow = Profile("cpu-slow", 0, 128, 0.4, True, "test")
+    r = sized(att(engine="cpu", model="cpu-slow", memory=64 * 1024 * 1024), profiles=book(slow))
+    assert isinstance(r, Sizing) and 1 <= r.T < PARAMS.max_steps
+    assert r.commit_timeout_s <= C.MAX_COMMIT_WINDOW_S
+    assert r.commit_timeout_s + 0.4 * PARAMS.tolerance > C.MAX_COMMIT_WINDOW_S  # as many steps as fit
+
+
+def test_a_gpu_claim_beyond_the_commitment_window_is_refused():
+    # 2^50 bytes (the attestation's bound) "of" an H200: no card of that model could fill it in time.
+    r = sized(att(memory=2**50))
+    assert isinstance(r, Refusal) and r.reason.startswith(f"{R.CLAIM_MISMATCH}:memory"), r
+
+
+def test_every_sizing_fits_the_commitment_window():
+    for a in (att(), att(model=H100, memory=H100_MEM), att(engine="cpu", model="cpu-reference", memory=2**40)):
+        r = sized(a)
+        assert isinstance(r, Sizing) and r.commit_timeout_s <= C.MAX_COMMIT_WINDOW_S, (a, r)
