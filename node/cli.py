@@ -112,10 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--remote-executors", type=int, default=None)
     h.add_argument("--duration", type=float, default=None, help="seconds of challenging")
     h.add_argument("--engine", choices=["cpu", "gpu"], default=None)
-    h.add_argument("--cheaters", "--adversaries", dest="cheaters", default=None,
-                   help="comma-separated adversary kinds (kind or kind:arg): " + _adversary_kinds())
-    h.add_argument("--rounds", action="store_true", default=None,
-                   help="challenge in network-wide rounds from the validators' beacon, with an admitted set and agreed scores")
+    h.add_argument(
+        "--cheaters",
+        "--adversaries",
+        dest="cheaters",
+        default=None,
+        help="comma-separated adversary kinds (kind or kind:arg): " + _adversary_kinds(),
+    )
+    h.add_argument(
+        "--rounds",
+        action="store_true",
+        default=None,
+        help="challenge in network-wide rounds from the validators' beacon, with an admitted set and agreed scores",
+    )
     h.add_argument("--round-s", type=float, default=None, help="round length in rounds mode")
     h.add_argument("--report", default=None, help="write a JSON report here")
     h.add_argument("--config", default=None, help="harness TOML config (configs/harness.toml)")
@@ -128,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     sign = adsub.add_parser("sign", help="sign a validator set with the authority's key")
     sign.add_argument("--key", required=True, help="the authority's key file")
     sign.add_argument("--validator", action="append", required=True, help="an admitted validator peer id (repeatable)")
-    sign.add_argument("--version", type=_non_negative_int, required=True, help="set version; nodes keep the highest they have seen")
+    sign.add_argument(
+        "--version", type=_non_negative_int, required=True, help="set version; nodes keep the highest they have seen"
+    )
     sign.add_argument("--ttl-days", type=_positive_float, default=30.0, help="the set expires after this many days")
     sign.add_argument("--out", required=True, help="file to write (give it to validators as [admission].set_file)")
     sign.set_defaults(func=_lazy("node.roles.admission:sign_main"))
@@ -177,8 +188,9 @@ def classify(exc: BaseException) -> tuple[int, str]:
 
     exc = _leaf(exc)
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in ("cupy", "cupy_backends", "pynvml"):
-        return EXIT_NO_GPU, ("needs CuPy and a CUDA GPU; install the gpu extra (pip install 'gpow-node[gpu]') "
-                             "on a machine with one")
+        return EXIT_NO_GPU, (
+            "needs CuPy and a CUDA GPU; install the gpu extra (pip install 'gpow-node[gpu]') on a machine with one"
+        )
     if type(exc).__module__.split(".")[0] in ("cupy", "cupy_backends", "pynvml"):
         return EXIT_NO_GPU, f"the CUDA stack is not usable here: {type(exc).__name__}: {exc}"
     if isinstance(exc, (ConfigError, IdentityError, ResourceError, NodeStartError, WireError)):
@@ -211,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     setup_logging(args.log_level or "info", args.log_json)
-    command = " ".join(c for c in (args.command, getattr(args, "pow_command", None), getattr(args, "admission_command", None)) if c)
+    command = " ".join(
+        c for c in (args.command, getattr(args, "pow_command", None), getattr(args, "admission_command", None)) if c
+    )
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -68,7 +68,7 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
     raw = b58decode(peer_id)
     if len(raw) != 38 or not raw.startswith(_PEER_ID_PREFIX):
         raise IdentityError("peer id does not encode an Ed25519 public key")
-    key = raw[len(_PEER_ID_PREFIX):]
+    key = raw[len(_PEER_ID_PREFIX) :]
     if b58encode(raw) != peer_id:  # one canonical spelling per key
         raise IdentityError("peer id is not in canonical form")
     if len(_PEER_ID_CACHE) > 65536:
@@ -92,11 +92,11 @@ class Identity:
     signing_key: nacl.signing.SigningKey
 
     @classmethod
-    def generate(cls) -> "Identity":
+    def generate(cls) -> Identity:
         return cls(nacl.signing.SigningKey.generate())
 
     @classmethod
-    def from_seed(cls, seed: bytes) -> "Identity":
+    def from_seed(cls, seed: bytes) -> Identity:
         if len(seed) != 32:
             raise IdentityError(f"an Ed25519 seed is 32 bytes, got {len(seed)}")
         return cls(nacl.signing.SigningKey(seed))

@@ -23,8 +23,10 @@ def shipped(*parts: str) -> Traversable:
     """The shipped file ``parts`` (e.g. ``shipped("kernels", "pow.cu")``); raises if it is absent."""
     res = files("node").joinpath(_SHIPPED, *parts)
     if not res.is_file():
-        raise ResourceError(f"{'/'.join(parts)} is missing from this gpow installation ({res}); "
-                            "reinstall the package (pip install --force-reinstall gpow-node)")
+        raise ResourceError(
+            f"{'/'.join(parts)} is missing from this gpow installation ({res}); "
+            "reinstall the package (pip install --force-reinstall gpow-node)"
+        )
     return res
 
 

@@ -103,17 +103,23 @@ def check_start(cfg: NodeConfig) -> None:
     for a in adv:
         host = a.split("://", 1)[1].rsplit(":", 1)[0]
         if wildcard_host(host):
-            raise ConfigError(f"advertise address {a}: {host} cannot be dialled by other hosts; "
-                              "advertise this host's own address or name, e.g. --advertise ws://203.0.113.7:7700")
+            raise ConfigError(
+                f"advertise address {a}: {host} cannot be dialled by other hosts; "
+                "advertise this host's own address or name, e.g. --advertise ws://203.0.113.7:7700"
+            )
     if wildcard_host(cfg.net.listen_host) and not adv:
-        raise ConfigError(f"listening on {cfg.net.listen_host} (every interface) needs the address other hosts "
-                          f"dial: pass --advertise ws://THIS_HOST:{cfg.net.listen_port or 'PORT'} or set "
-                          "[net].advertise_addrs (else peers would be told ws://" + cfg.net.listen_host + ")")
+        raise ConfigError(
+            f"listening on {cfg.net.listen_host} (every interface) needs the address other hosts "
+            f"dial: pass --advertise ws://THIS_HOST:{cfg.net.listen_port or 'PORT'} or set "
+            "[net].advertise_addrs (else peers would be told ws://" + cfg.net.listen_host + ")"
+        )
     adm = cfg.admission
     if not (adm.open or adm.validators or adm.authority):
-        raise ConfigError("no [admission]: list the admitted validators' peer ids ([admission].validators), name an "
-                          "admitting authority ([admission].authority), or for a test network admit any validator "
-                          "with [admission].open = true (or --open-admission); `gpow init` writes a config with one")
+        raise ConfigError(
+            "no [admission]: list the admitted validators' peer ids ([admission].validators), name an "
+            "admitting authority ([admission].authority), or for a test network admit any validator "
+            "with [admission].open = true (or --open-admission); `gpow init` writes a config with one"
+        )
 
 
 @dataclass

@@ -45,9 +45,9 @@ def set_key(text: str, table: str, key: str, value: Any) -> str:
     head = re.search(rf"^\[{re.escape(table)}\][^\n]*\n", text, re.MULTILINE)
     if head is None:
         raise ValueError(f"the example config has no [{table}] table")
-    end = re.search(r"^\[", text[head.end():], re.MULTILINE)
+    end = re.search(r"^\[", text[head.end() :], re.MULTILINE)
     body_end = head.end() + (end.start() if end else len(text) - head.end())
-    body = text[head.end():body_end]
+    body = text[head.end() : body_end]
     line = re.compile(rf"^({re.escape(key)}\s*=\s*)([^#\n]*?)(\s*#[^\n]*)?$", re.MULTILINE)
     if not line.search(body):
         raise ValueError(f"the example config has no [{table}].{key}")
@@ -58,7 +58,7 @@ def set_key(text: str, table: str, key: str, value: Any) -> str:
         pad = max(1, len(m.group(2)) + len(comment) - len(comment.lstrip()) - len(new)) if comment else 0
         return m.group(1) + new + (" " * pad + comment.lstrip() if comment else "")
 
-    return text[:head.end()] + line.sub(keep_width, body, count=1) + text[body_end:]
+    return text[: head.end()] + line.sub(keep_width, body, count=1) + text[body_end:]
 
 
 def init_main(args: argparse.Namespace) -> int:
@@ -83,8 +83,10 @@ def init_main(args: argparse.Namespace) -> int:
         public_key_from_peer_id(pid)  # a typo would lock every validator out: refuse it here
     if not (admitted or args.authority or args.open_admission):
         if role != "validator":
-            raise ConfigError(f"a {role} must know who may challenge it: pass --admit PEER_ID for each admitted validator "
-                              "(the id its `gpow init` printed), --authority PEER_ID, or --open-admission (test networks only)")
+            raise ConfigError(
+                f"a {role} must know who may challenge it: pass --admit PEER_ID for each admitted validator "
+                "(the id its `gpow init` printed), --authority PEER_ID, or --open-admission (test networks only)"
+            )
         admitted = [identity.peer_id]  # a first validator admits itself; others are added with --admit
     values: list[tuple[str, str, Any]] = [
         ("node", "data_dir", str(d)),
@@ -109,8 +111,7 @@ def init_main(args: argparse.Namespace) -> int:
     if role == "miner":
         values.append(("miner", "remote_executors", sorted(set(args.allow_executor or []))))
     text = shipped("configs", f"{role}.toml").read_text()
-    text = text.replace("gpow run --config configs/", f"gpow run --config {d}/").replace(
-        f"{d}/{role}.toml", str(cfg_path))
+    text = text.replace("gpow run --config configs/", f"gpow run --config {d}/").replace(f"{d}/{role}.toml", str(cfg_path))
     for table, key, value in values:
         text = set_key(text, table, key, value)
     text = f"# Written by `gpow init --role {role}` for node {identity.peer_id}.\n" + text
@@ -140,17 +141,32 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--role", required=True, choices=["validator", "miner", "executor"])
     p.add_argument("--dir", required=True, help="the node's directory (created; holds key, config, data)")
     p.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1 and the role's port; 0.0.0.0 needs --advertise)")
-    p.add_argument("--advertise", action="append", type=ws_addr, metavar="ws://HOST:PORT",
-                   help="the address other hosts dial to reach this node (repeatable)")
-    p.add_argument("--bootstrap", action="append", type=ws_addr, metavar="ws://HOST:PORT", help="a node of the network (repeatable)")
+    p.add_argument(
+        "--advertise",
+        action="append",
+        type=ws_addr,
+        metavar="ws://HOST:PORT",
+        help="the address other hosts dial to reach this node (repeatable)",
+    )
+    p.add_argument(
+        "--bootstrap", action="append", type=ws_addr, metavar="ws://HOST:PORT", help="a node of the network (repeatable)"
+    )
     p.add_argument("--network", default=C.NETWORK_DEFAULT, help=f"network id (default {C.NETWORK_DEFAULT})")
     p.add_argument("--miner", type=ws_addr, help="executor: ws://HOST:PORT of its miner")
     p.add_argument("--engine", choices=["cpu", "gpu"], default="gpu", help="miner, executor: proving engine (default gpu)")
-    p.add_argument("--admit", action="append", metavar="PEER_ID",
-                   help="an admitted validator's peer id (repeatable; a validator admits itself when none is given)")
+    p.add_argument(
+        "--admit",
+        action="append",
+        metavar="PEER_ID",
+        help="an admitted validator's peer id (repeatable; a validator admits itself when none is given)",
+    )
     p.add_argument("--authority", metavar="PEER_ID", help="instead of --admit: the admitting authority's peer id")
     p.add_argument("--open-admission", action="store_true", help="admit ANY validator (test networks only)")
-    p.add_argument("--allow-executor", action="append", metavar="PEER_ID",
-                   help="miner: a remote executor allowed to register (repeatable; the id its `gpow init` printed)")
+    p.add_argument(
+        "--allow-executor",
+        action="append",
+        metavar="PEER_ID",
+        help="miner: a remote executor allowed to register (repeatable; the id its `gpow init` printed)",
+    )
     p.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this port")
     p.add_argument("--force", action="store_true", help="overwrite an existing config.toml (the key is kept)")

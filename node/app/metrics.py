@@ -35,8 +35,10 @@ NET_GAUGES: dict[str, tuple[str, str]] = {
     "inbound_socket_cap": ("gpow_net_inbound_sockets_limit", "inbound sockets accepted at most (below the file limit)"),
     "nofile_limit": ("gpow_net_open_files_limit", "the process's soft RLIMIT_NOFILE"),
     # a sum over the links up now: it falls when a link closes, so it is no counter
-    "gossip_rpcs_coalesced": ("gpow_net_open_links_gossip_rpcs_coalesced", "gossip RPCs sent merged into one frame, "
-                              "summed over the links up now"),
+    "gossip_rpcs_coalesced": (
+        "gpow_net_open_links_gossip_rpcs_coalesced",
+        "gossip RPCs sent merged into one frame, summed over the links up now",
+    ),
 }
 GOSSIP_GAUGES: dict[str, tuple[str, str]] = {
     "peers": ("gpow_gossip_peers", "peers speaking gossip"),
@@ -105,7 +107,9 @@ class NodeCollector:
         peers.add_metric([role, "inbound"], net.get("inbound", 0))
         peers.add_metric([role, "outbound"], net.get("outbound", 0))
         yield peers
-        by_role = GaugeMetricFamily("gpow_net_peers_by_role", "connected peers by the role they announced", labels=["role", "peer_role"])
+        by_role = GaugeMetricFamily(
+            "gpow_net_peers_by_role", "connected peers by the role they announced", labels=["role", "peer_role"]
+        )
         for r in ("validator", "miner", "executor"):
             by_role.add_metric([role, r], sum(1 for p in (st.get("peers") or {}).values() if p.get("role") == r))
         yield by_role
@@ -113,8 +117,11 @@ class NodeCollector:
             if _num(net.get(key)):
                 yield gauge(name, doc, net[key])
         if _num(net.get("rtt_ms_median")):
-            rtt = GaugeMetricFamily("gpow_net_link_rtt_seconds", "keepalive round trip over the node's links "
-                                    "(quantile 0.5: the median link, 1: the slowest)", labels=["role", "quantile"])
+            rtt = GaugeMetricFamily(
+                "gpow_net_link_rtt_seconds",
+                "keepalive round trip over the node's links (quantile 0.5: the median link, 1: the slowest)",
+                labels=["role", "quantile"],
+            )
             rtt.add_metric([role, "0.5"], net["rtt_ms_median"] / 1000)
             rtt.add_metric([role, "1"], net.get("rtt_ms_max", net["rtt_ms_median"]) / 1000)
             yield rtt
@@ -132,8 +139,11 @@ class NodeCollector:
         for base, value in sorted(plain.items()):
             yield counter(f"gpow_net_{_name(base)}", f"link layer events: {base.replace('_', ' ')}", value)
         for base, reasons in sorted(by_reason.items()):
-            c = CounterMetricFamily(f"gpow_net_{_name(base)}_by_reason", f"link layer events: {base.replace('_', ' ')}, by reason",
-                                    labels=["role", "reason"])
+            c = CounterMetricFamily(
+                f"gpow_net_{_name(base)}_by_reason",
+                f"link layer events: {base.replace('_', ' ')}, by reason",
+                labels=["role", "reason"],
+            )
             for reason, value in sorted(reasons.items()):
                 c.add_metric([role, reason], value)
             yield c
@@ -174,11 +184,17 @@ class NodeCollector:
         if isinstance(vs.get("validators"), list):
             yield gauge("gpow_admission_validators", "validators in the admitted set", len(vs["validators"]))
         if _num(ag.get("rejected_verdicts")):
-            yield counter("gpow_agreement_rejected_verdicts", "verdicts rejected (signer outside the admitted set)", ag["rejected_verdicts"])
+            yield counter(
+                "gpow_agreement_rejected_verdicts", "verdicts rejected (signer outside the admitted set)", ag["rejected_verdicts"]
+            )
         agreed = ag.get("agreed_scores") or {}
         if agreed:
-            g = GaugeMetricFamily("gpow_agreed_score", "an executor's agreed score: the median over validators of their "
-                                  "pass rates (absent until enough validators judged it)", labels=["role", "executor"])
+            g = GaugeMetricFamily(
+                "gpow_agreed_score",
+                "an executor's agreed score: the median over validators of their "
+                "pass rates (absent until enough validators judged it)",
+                labels=["role", "executor"],
+            )
             for eid, a in sorted(agreed.items()):
                 if a.get("score") is not None:
                     g.add_metric([role, eid], a["score"])
@@ -195,8 +211,12 @@ class NodeCollector:
             elif _num(value):
                 yield counter(f"gpow_validator_{_name(key)}", f"validator: {key.replace('_', ' ')} since start", value)
         if isinstance(stats.get("reasons"), dict):
-            c = CounterMetricFamily("gpow_validator_verdict_reasons", "reason codes given in verdicts: why one failed, or a note "
-                                    "on one that passed (unknown-profile: no GPU profile, so correctness only)", labels=["role", "reason"])
+            c = CounterMetricFamily(
+                "gpow_validator_verdict_reasons",
+                "reason codes given in verdicts: why one failed, or a note "
+                "on one that passed (unknown-profile: no GPU profile, so correctness only)",
+                labels=["role", "reason"],
+            )
             merged: dict[str, float] = {}
             for r, n in stats["reasons"].items():
                 merged[_reason(r)] = merged.get(_reason(r), 0) + n
@@ -206,11 +226,19 @@ class NodeCollector:
         yield gauge("gpow_validator_challenges_in_flight", "challenge groups in flight", v.get("in_flight_groups", 0))
         executors = v.get("executors") or {}
         yield gauge("gpow_validator_executors", "executors known from miners' rosters", len(executors))
-        ch = CounterMetricFamily("gpow_validator_executor_challenges", "challenges issued to each executor", labels=["role", "executor"])
-        last = GaugeMetricFamily("gpow_validator_executor_last_passed", "1 if the executor's last verdict passed, 0 if it failed "
-                                 "(absent before its first verdict)", labels=["role", "executor"])
-        rtt = GaugeMetricFamily("gpow_validator_executor_rtt_seconds", "signed ping round trip to each executor along "
-                                "the challenge path (smoothed)", labels=["role", "executor"])
+        ch = CounterMetricFamily(
+            "gpow_validator_executor_challenges", "challenges issued to each executor", labels=["role", "executor"]
+        )
+        last = GaugeMetricFamily(
+            "gpow_validator_executor_last_passed",
+            "1 if the executor's last verdict passed, 0 if it failed (absent before its first verdict)",
+            labels=["role", "executor"],
+        )
+        rtt = GaugeMetricFamily(
+            "gpow_validator_executor_rtt_seconds",
+            "signed ping round trip to each executor along the challenge path (smoothed)",
+            labels=["role", "executor"],
+        )
         short = v.get("rtt_s") or {}
         for eid, e in sorted(executors.items()):
             ch.add_metric([role, eid], e.get("challenges", 0))
@@ -230,24 +258,35 @@ class NodeCollector:
             if _num(value):
                 yield counter(f"gpow_miner_{_name(key)}", f"miner: {key.replace('_', ' ')} since start", value)
         local, remote = m.get("local_executors") or {}, m.get("remote_executors") or {}
-        n = GaugeMetricFamily("gpow_miner_executors", "executors this miner lists, by where they run", labels=["role", "location"])
+        n = GaugeMetricFamily(
+            "gpow_miner_executors", "executors this miner lists, by where they run", labels=["role", "location"]
+        )
         n.add_metric([role, "local"], len(local))
         n.add_metric([role, "remote"], len(remote))
         yield n
-        busy = GaugeMetricFamily("gpow_miner_executor_busy", "1 while the executor answers a challenge", labels=["role", "executor", "location"])
+        busy = GaugeMetricFamily(
+            "gpow_miner_executor_busy", "1 while the executor answers a challenge", labels=["role", "executor", "location"]
+        )
         for eid, e in sorted(local.items()):
             busy.add_metric([role, eid, "local"], 1 if e.get("busy") else 0)
         for eid, e in sorted(remote.items()):
             busy.add_metric([role, eid, "remote"], 1 if e.get("busy") else 0)
         yield busy
-        age = GaugeMetricFamily("gpow_miner_remote_heartbeat_age_seconds", "time since each remote executor's last heartbeat",
-                                labels=["role", "executor"])
+        age = GaugeMetricFamily(
+            "gpow_miner_remote_heartbeat_age_seconds",
+            "time since each remote executor's last heartbeat",
+            labels=["role", "executor"],
+        )
         for eid, e in sorted(remote.items()):
             if _num(e.get("last_heartbeat_age_s")):
                 age.add_metric([role, eid], e["last_heartbeat_age_s"])
         yield age
-        for key, doc in (("challenges", "challenges received"), ("commitments", "commitments returned"),
-                         ("openings", "openings returned"), ("refused", "challenges refused")):
+        for key, doc in (
+            ("challenges", "challenges received"),
+            ("commitments", "commitments returned"),
+            ("openings", "openings returned"),
+            ("refused", "challenges refused"),
+        ):
             c = CounterMetricFamily(f"gpow_miner_executor_{key}", f"each local executor: {doc}", labels=["role", "executor"])
             for eid, e in sorted(local.items()):
                 if _num(e.get(key)):
@@ -274,7 +313,10 @@ async def serve_metrics(node: Any, port: int, *, task_status: trio.TaskStatus[No
                     body = render(node)
                     head = b"HTTP/1.0 200 OK\r\nContent-Type: " + CONTENT_TYPE_LATEST.encode() + b"\r\n"
                 else:
-                    body, head = b"not found; metrics are at /metrics\n", b"HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
+                    body, head = (
+                        b"not found; metrics are at /metrics\n",
+                        b"HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n",
+                    )
                 await stream.send_all(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
             except trio.BrokenResourceError:
                 pass

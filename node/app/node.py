@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from node.clock import now_ms
 from node.app.config import NodeConfig
-from node.identity import Identity, load_or_create_key_file
 from node.app.errors import GpuUnavailable
+from node.clock import now_ms
+from node.identity import Identity, load_or_create_key_file
 from node.roles.answerer import Answerer
 from node.roles.executor import ExecutorService, GpuFacts, host_fingerprint
 
@@ -36,8 +37,12 @@ def default_profiles_path() -> Path:
 
 def cpu_facts(memory_bytes: int, executor_id: str, host_fp: str, model: str = CPU_MODEL) -> GpuFacts:
     return GpuFacts(
-        engine="cpu", gpu_model=model, memory_bytes=memory_bytes,
-        gpu_uuid=f"CPU-{executor_id[-16:]}", pci_bus_id="", host_fingerprint=host_fp,
+        engine="cpu",
+        gpu_model=model,
+        memory_bytes=memory_bytes,
+        gpu_uuid=f"CPU-{executor_id[-16:]}",
+        pci_bus_id="",
+        host_fingerprint=host_fp,
     )
 
 
@@ -50,7 +55,10 @@ def make_cpu_engine(memory_bytes: int):
 
 
 def make_gpu_executors(
-    identities: list[Identity], miner_id: str, devices: list[int], *,
+    identities: list[Identity],
+    miner_id: str,
+    devices: list[int],
+    *,
     answerer: Callable[[int], Answerer] = lambda index: Answerer(),
     executor_class: Callable[[int], type[ExecutorService]] = lambda index: ExecutorService,
     **kw: Any,
@@ -62,8 +70,14 @@ def make_gpu_executors(
     for i, (ident, dev) in enumerate(zip(identities, devices)):
         engine = GpuEngine(device_id=dev)
         f = gpu_facts(dev)
-        facts = GpuFacts(engine="gpu", gpu_model=f.model, memory_bytes=engine.memory_budget_bytes(), gpu_uuid=f.uuid,
-                         pci_bus_id=f.pci_bus_id, host_fingerprint=host_fingerprint())
+        facts = GpuFacts(
+            engine="gpu",
+            gpu_model=f.model,
+            memory_bytes=engine.memory_budget_bytes(),
+            gpu_uuid=f.uuid,
+            pci_bus_id=f.pci_bus_id,
+            host_fingerprint=host_fingerprint(),
+        )
         out.append(executor_class(i)(ident, miner_id, engine, facts, answerer=answerer(i), **kw))
     return out
 
@@ -87,10 +101,10 @@ class NodeParts:
 
     answerer: Callable[[int], Answerer] = lambda index: Answerer()
     executor_class: Callable[[int], type[ExecutorService]] = lambda index: ExecutorService
-    local_executors: "Callable[[Node], list[ExecutorService]] | None" = None  # None: per GPU / cpu_executors
-    miner_class: "type[MinerService] | None" = None
-    validator_class: "type[ValidatorService] | None" = None
-    agreement_class: "type[Agreement] | None" = None
+    local_executors: Callable[[Node], list[ExecutorService]] | None = None  # None: per GPU / cpu_executors
+    miner_class: type[MinerService] | None = None
+    validator_class: type[ValidatorService] | None = None
+    agreement_class: type[Agreement] | None = None
 
 
 class Node:
@@ -117,14 +131,20 @@ class Node:
 
     # ---- role construction -------------------------------------------------------------------
 
-    def _build_miner(self) -> "MinerService":
+    def _build_miner(self) -> MinerService:
         from node.roles.miner import MinerService
 
         mp = self.cfg.miner
         executors = self.parts.local_executors(self) if self.parts.local_executors else self._local_executors()
         cls = self.parts.miner_class or MinerService
-        return cls(self.host, executors, gossip=self.gossip, roster_interval_s=mp.roster_interval_s,
-                   heartbeat_timeout_s=mp.heartbeat_timeout_s, allowed_remote=frozenset(mp.remote_executors))
+        return cls(
+            self.host,
+            executors,
+            gossip=self.gossip,
+            roster_interval_s=mp.roster_interval_s,
+            heartbeat_timeout_s=mp.heartbeat_timeout_s,
+            allowed_remote=frozenset(mp.remote_executors),
+        )
 
     def _local_executors(self) -> list[ExecutorService]:
         """One executor per visible GPU (``engine = "gpu"``), else ``cpu_executors`` CPU executors."""
@@ -134,17 +154,30 @@ class Node:
             if not devices:
                 raise GpuUnavailable("engine = gpu but no CUDA device is visible (use --engine cpu for development)")
             idents = [load_or_create_key_file(self.data_dir / f"executor-{d}.key") for d in devices]
-            return make_gpu_executors(idents, self.identity.peer_id, devices, admission=self.admission, assignment=self.agreement.assigned,
-                                      answerer=parts.answerer, executor_class=parts.executor_class)
+            return make_gpu_executors(
+                idents,
+                self.identity.peer_id,
+                devices,
+                admission=self.admission,
+                assignment=self.agreement.assigned,
+                answerer=parts.answerer,
+                executor_class=parts.executor_class,
+            )
         host_fp = mp.host_fingerprint or host_fingerprint()
         out = []
         for i in range(mp.cpu_executors):
             ident = load_or_create_key_file(self.data_dir / f"executor-{i}.key")
-            out.append(parts.executor_class(i)(
-                ident, self.identity.peer_id, make_cpu_engine(mp.cpu_memory_bytes),
-                cpu_facts(mp.cpu_memory_bytes, ident.peer_id, host_fp),
-                admission=self.admission, assignment=self.agreement.assigned, answerer=parts.answerer(i),
-            ))
+            out.append(
+                parts.executor_class(i)(
+                    ident,
+                    self.identity.peer_id,
+                    make_cpu_engine(mp.cpu_memory_bytes),
+                    cpu_facts(mp.cpu_memory_bytes, ident.peer_id, host_fp),
+                    admission=self.admission,
+                    assignment=self.agreement.assigned,
+                    answerer=parts.answerer(i),
+                )
+            )
         return out
 
     def _build_validator(self):
@@ -164,14 +197,26 @@ class Node:
         ep = self.cfg.executor
         parts = self.parts
         if ep.engine == "gpu":
-            (service,) = make_gpu_executors([self.identity], "", [ep.gpu_device], admission=self.admission, assignment=self.agreement.assigned, signer=self.gossip.signer,
-                                            answerer=parts.answerer, executor_class=parts.executor_class)
+            (service,) = make_gpu_executors(
+                [self.identity],
+                "",
+                [ep.gpu_device],
+                admission=self.admission,
+                assignment=self.agreement.assigned,
+                signer=self.gossip.signer,
+                answerer=parts.answerer,
+                executor_class=parts.executor_class,
+            )
         else:
             host_fp = ep.host_fingerprint or host_fingerprint()
             service = parts.executor_class(0)(
-                self.identity, "", make_cpu_engine(ep.cpu_memory_bytes),
+                self.identity,
+                "",
+                make_cpu_engine(ep.cpu_memory_bytes),
                 cpu_facts(ep.cpu_memory_bytes, self.identity.peer_id, host_fp),
-                admission=self.admission, assignment=self.agreement.assigned, answerer=parts.answerer(0),
+                admission=self.admission,
+                assignment=self.agreement.assigned,
+                answerer=parts.answerer(0),
                 signer=self.gossip.signer,
             )
         self._remote = RemoteExecutorNode(self.host, service, self._miner_peer, heartbeat_interval_s=ep.heartbeat_interval_s)
@@ -208,7 +253,10 @@ class Node:
                 from node.app.metrics import serve_metrics
 
                 await nursery.start(serve_metrics, self, self.cfg.node.metrics_port)
-            log.info("node started", extra={"fields": {"role": self.role, "peer_id": self.identity.peer_id, "listen": self.host.listen_addr}})
+            log.info(
+                "node started",
+                extra={"fields": {"role": self.role, "peer_id": self.identity.peer_id, "listen": self.host.listen_addr}},
+            )
             task_status.started(self)
 
     async def drain(self) -> None:

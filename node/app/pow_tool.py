@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from node.pow.chain import sample_commit
 from node.pow.engine import ChallengeParams, Engine, EngineCapacityError
@@ -89,8 +90,7 @@ class _Progress:
 
 
 def _params_json(p: ChallengeParams) -> dict[str, Any]:
-    return {"seed": p.seed.hex(), "validator": p.validator.hex(), "executor": p.executor.hex(),
-            "n": p.n, "T": p.T, "m": p.m}
+    return {"seed": p.seed.hex(), "validator": p.validator.hex(), "executor": p.executor.hex(), "n": p.n, "T": p.T, "m": p.m}
 
 
 def prove_main(args: argparse.Namespace, engine_factory: Callable[[str], Engine] = make_engine) -> int:
@@ -103,8 +103,9 @@ def prove_main(args: argparse.Namespace, engine_factory: Callable[[str], Engine]
         validator = _hex32(getattr(args, "validator", None), "validator", zero)
         executor = _hex32(getattr(args, "executor", None), "executor", zero)
         try:
-            params = ChallengeParams(seed, validator, executor, int(args.n), int(args.steps),
-                                     int(getattr(args, "b_matrices", 1) or 1))
+            params = ChallengeParams(
+                seed, validator, executor, int(args.n), int(args.steps), int(getattr(args, "b_matrices", 1) or 1)
+            )
         except ValueError as exc:
             raise _UsageError(str(exc)) from None
         reveal_hex, k, out = getattr(args, "reveal", None), getattr(args, "samples", None), getattr(args, "out", None)
@@ -146,8 +147,14 @@ def prove_main(args: argparse.Namespace, engine_factory: Callable[[str], Engine]
             openings = build_openings(trace, reveal, k)
             raw = encode_proof_file(ProofFile(params, k, trace.root, trace.digests[-1], reveal, openings))
             Path(out).write_bytes(raw)
-            result.update(k=k, reveal=reveal.hex(), sample_commit=sample_commit(reveal).hex(),
-                          samples=[list(s) for s in openings.samples], proof_file=str(out), proof_bytes=len(raw))
+            result.update(
+                k=k,
+                reveal=reveal.hex(),
+                sample_commit=sample_commit(reveal).hex(),
+                samples=[list(s) for s in openings.samples],
+                proof_file=str(out),
+                proof_bytes=len(raw),
+            )
     finally:
         engine.release(trace)
 
@@ -178,23 +185,30 @@ def verify_main(args: argparse.Namespace) -> int:
         pf = decode_proof_file(raw)
     except ProofFormatError as exc:
         if as_json:
-            print(json.dumps({"ok": False, "file": str(args.file),
-                              "failures": [{"sample": -1, "check": "format", "message": str(exc)}]}))
+            print(
+                json.dumps(
+                    {"ok": False, "file": str(args.file), "failures": [{"sample": -1, "check": "format", "message": str(exc)}]}
+                )
+            )
         else:
             print(f"INVALID {args.file}: malformed proof file: {exc}")
         return EXIT_INVALID
     res = verify(pf.params, pf.k, pf.root, pf.d_T, pf.reveal, pf.openings)
     if as_json:
-        print(json.dumps({
-            "ok": res.ok,
-            "file": str(args.file),
-            "params": _params_json(pf.params),
-            "k": pf.k,
-            "root": pf.root.hex(),
-            "d_T": pf.d_T.hex(),
-            "failures": [{"sample": f.sample, "check": f.check, "message": f.message} for f in res.failures],
-            "timings": {k: round(v, 6) for k, v in res.timings.items()},
-        }))
+        print(
+            json.dumps(
+                {
+                    "ok": res.ok,
+                    "file": str(args.file),
+                    "params": _params_json(pf.params),
+                    "k": pf.k,
+                    "root": pf.root.hex(),
+                    "d_T": pf.d_T.hex(),
+                    "failures": [{"sample": f.sample, "check": f.check, "message": f.message} for f in res.failures],
+                    "timings": {k: round(v, 6) for k, v in res.timings.items()},
+                }
+            )
+        )
     else:
         p = pf.params
         verdict = "VALID" if res.ok else "INVALID"

@@ -79,8 +79,10 @@ def lock_data_dir(data_dir: Path) -> int:
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise DataDirBusy(f"the data dir {data_dir} is in use by another gpow process (pid {holder}); stop that node, "
-                          "or give this one its own --data-dir") from None
+        raise DataDirBusy(
+            f"the data dir {data_dir} is in use by another gpow process (pid {holder}); stop that node, "
+            "or give this one its own --data-dir"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
@@ -91,8 +93,10 @@ def load_identity(cfg: NodeConfig, name: str = "node.key") -> Identity:
         # An explicit key file is an identity the operator chose: never replace it with a new one.
         path = Path(cfg.node.key_file)
         if not path.exists():
-            raise IdentityError(f"key file {path} (--key-file / [node].key_file) does not exist; create it with "
-                                f"`gpow keygen --out {path}`, or leave key_file empty to use <data_dir>/{name}")
+            raise IdentityError(
+                f"key file {path} (--key-file / [node].key_file) does not exist; create it with "
+                f"`gpow keygen --out {path}`, or leave key_file empty to use <data_dir>/{name}"
+            )
     else:
         path = Path(cfg.node.data_dir) / name
         if not path.exists():
@@ -103,8 +107,9 @@ def load_identity(cfg: NodeConfig, name: str = "node.key") -> Identity:
     try:
         return load_key_file(path)
     except (UnicodeDecodeError, ValueError):
-        raise IdentityError(f"{path} is not a gpow key file (a binary or damaged file); "
-                            f"write a new one with `gpow keygen --out {path}`") from None
+        raise IdentityError(
+            f"{path} is not a gpow key file (a binary or damaged file); write a new one with `gpow keygen --out {path}`"
+        ) from None
     except OSError as exc:
         raise IdentityError(f"cannot read the key file {path}: {exc.strerror}") from None
 
@@ -120,17 +125,21 @@ def run_main(args: argparse.Namespace, parts: NodeParts | None = None) -> int:
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create the data dir {data_dir}: {exc.strerror}; "
-                              "point --data-dir or [node].data_dir at a writable directory") from None
+            raise ConfigError(
+                f"cannot create the data dir {data_dir}: {exc.strerror}; "
+                "point --data-dir or [node].data_dir at a writable directory"
+            ) from None
         lock_fd = lock_data_dir(data_dir)
         identity = load_identity(cfg)
     except (ConfigError, IdentityError, DataDirBusy) as exc:
         print(f"gpow run: {exc}", file=sys.stderr)
         return 2
     if cfg.admission.open:
-        log.warning("OPEN ADMISSION: this node accepts challenges and verdicts from ANY validator, so anyone can keep "
-                    "its executors busy and flood its ledger. Use it on test networks only; on a real network list "
-                    "the admitted validators in [admission].validators or name an [admission].authority")
+        log.warning(
+            "OPEN ADMISSION: this node accepts challenges and verdicts from ANY validator, so anyone can keep "
+            "its executors busy and flood its ledger. Use it on test networks only; on a real network list "
+            "the admitted validators in [admission].validators or name an [admission].authority"
+        )
     try:
         trio.run(run_node, cfg, identity, parts)
     except KeyboardInterrupt:
@@ -167,8 +176,9 @@ def _startup_error(group: BaseExceptionGroup) -> BaseException | None:
     return None
 
 
-async def run_node(cfg: NodeConfig, identity: Identity, parts: NodeParts | None = None, *,
-                   task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def run_node(
+    cfg: NodeConfig, identity: Identity, parts: NodeParts | None = None, *, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
     """Run one node until cancelled or signalled. ``task_status`` reports the Node once it listens."""
     from node.app.node import Node
 
@@ -214,10 +224,12 @@ async def warn_unreachable(node: Any, grace_s: float = REACH_GRACE_S, repeat_s: 
                     log.info(f"{what} reached", extra={"fields": {"addr": addr}})
             elif now - warned_at.get(addr, -repeat_s) >= repeat_s:
                 warned_at[addr] = now
-                hint = (" (the executor cannot register, so it gets no challenges)" if what == "miner" else "")
-                log.warning(f"cannot reach the {what} {addr}{hint}: check that a gpow node runs there and listens on that "
-                            "address, that no firewall blocks the port, and that both use the same [net].network",
-                            extra={"fields": {"addr": addr}})
+                hint = " (the executor cannot register, so it gets no challenges)" if what == "miner" else ""
+                log.warning(
+                    f"cannot reach the {what} {addr}{hint}: check that a gpow node runs there and listens on that "
+                    "address, that no firewall blocks the port, and that both use the same [net].network",
+                    extra={"fields": {"addr": addr}},
+                )
         await trio.sleep(1.0)
 
 
@@ -248,8 +260,10 @@ async def drain_work(node: Any, max_s: float = DRAIN_MAX_S) -> int:
     busy = [e for e in _executors(node) if e.busy()]
     groups = _validator_in_flight(node)
     if busy or groups:
-        log.info("stopping: letting challenges in flight finish",
-                 extra={"fields": {"executors": len(busy), "groups": groups, "at_most_s": max_s}})
+        log.info(
+            "stopping: letting challenges in flight finish",
+            extra={"fields": {"executors": len(busy), "groups": groups, "at_most_s": max_s}},
+        )
         with trio.move_on_after(max_s) as scope:
             while any(e.busy() for e in busy) or _validator_in_flight(node):
                 await trio.sleep(0.1)
@@ -267,10 +281,12 @@ async def _stop_on_signals(scope: trio.CancelScope, node) -> None:
                 log.info("stopping", extra={"fields": {"signal": signal.Signals(sig).name}})
                 with trio.CancelScope() as drain_scope:
                     async with trio.open_nursery() as nursery:
+
                         async def second_signal() -> None:  # a second Ctrl-C / SIGTERM stops at once
                             async for _ in signals:
                                 log.info("stopping now, without waiting for challenges in flight")
                                 drain_scope.cancel()
+
                         nursery.start_soon(second_signal)
                         await drain_work(node)
                         with trio.move_on_after(5):

@@ -79,9 +79,25 @@ class NetnsTopology:
         """Add delay and loss on host i's link; returns None, or why it could not (e.g. a kernel
         without sch_netem), so the run goes on with cuts only and the report says so."""
         r = subprocess.run(
-            ["ip", "netns", "exec", self.ns(i), "tc", "qdisc", "replace", "dev", "eth0", "root", "netem",
-             "delay", f"{delay_ms}ms", "loss", f"{loss_pct}%"],
-            capture_output=True, text=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns(i),
+                "tc",
+                "qdisc",
+                "replace",
+                "dev",
+                "eth0",
+                "root",
+                "netem",
+                "delay",
+                f"{delay_ms}ms",
+                "loss",
+                f"{loss_pct}%",
+            ],
+            capture_output=True,
+            text=True,
         )
         if r.returncode != 0:
             return (r.stderr.strip() or f"tc exited {r.returncode}") + " (is the sch_netem kernel module available?)"

@@ -83,7 +83,11 @@ def load_harness_params(args: argparse.Namespace) -> HarnessParams:
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"{path}: not valid TOML: {exc}") from None
         hp = schema.build(HarnessParams, table, f"{path}: [harness]", ValueError)
-    overrides = {k: getattr(args, k) for k in ("validators", "miners", "executors_per_miner", "remote_executors", "duration", "engine", "rounds", "round_s") if getattr(args, k, None) is not None}
+    overrides = {
+        k: getattr(args, k)
+        for k in ("validators", "miners", "executors_per_miner", "remote_executors", "duration", "engine", "rounds", "round_s")
+        if getattr(args, k, None) is not None
+    }
     if getattr(args, "cheaters", None) is not None:
         overrides["adversaries"] = args.cheaters
     return replace(hp, **overrides)

@@ -39,8 +39,12 @@ def _gather(harness: Any) -> tuple[list[dict], dict, dict, int, int]:
             continue
         stats = v.get("stats", {})
         if n.kind != "honest":
-            adversaries[n.name] = {"kind": n.kind, "issued": stats.get("issued", 0), "verdicts": stats.get("verdicts", 0),
-                                   "refused": sum(c for r, c in (stats.get("reasons") or {}).items() if "unadmitted" in r)}
+            adversaries[n.name] = {
+                "kind": n.kind,
+                "issued": stats.get("issued", 0),
+                "verdicts": stats.get("verdicts", 0),
+                "refused": sum(c for r, c in (stats.get("reasons") or {}).items() if "unadmitted" in r),
+            }
             continue
         in_flight += v.get("in_flight_groups", 0)
         verdicts += stats.get("verdicts", 0)
@@ -56,8 +60,10 @@ def _gather(harness: Any) -> tuple[list[dict], dict, dict, int, int]:
 def render_view(harness: Any, elapsed: float, duration: float) -> Group:
     rows, executors, adversaries, in_flight, verdicts = _gather(harness)
     labels = executor_labels(harness)
-    nodes = Table(title=f"nodes  ({elapsed:.0f}/{duration:.0f} s, {in_flight} challenge groups in flight, "
-                        f"{verdicts} verdicts by honest validators)")
+    nodes = Table(
+        title=f"nodes  ({elapsed:.0f}/{duration:.0f} s, {in_flight} challenge groups in flight, "
+        f"{verdicts} verdicts by honest validators)"
+    )
     for c in ("node", "role", "kind", "up", "peers"):
         nodes.add_column(c)
     for r in rows:
@@ -86,8 +92,13 @@ def progress_line(harness: Any, elapsed: float, duration: float) -> str:
     rows, executors, _, in_flight, verdicts = _gather(harness)
     labels = executor_labels(harness)
     up = sum(1 for r in rows if r["alive"])
-    failing = sorted(labels.get(eid, ("…" + eid[-8:], "?"))[0] for eid, e in executors.items()
-                     if e["last"] and e["last"] != "pass" and labels.get(eid, ("", "honest"))[1] == "honest")
-    return (f"[{elapsed:5.0f}/{duration:.0f} s] nodes up {up}/{len(rows)}, executors {len(executors)}, "
-            f"in flight {in_flight}, verdicts {verdicts}, honest executors failing now {len(failing)}"
-            + (f" ({', '.join(failing)})" if failing else ""))
+    failing = sorted(
+        labels.get(eid, ("…" + eid[-8:], "?"))[0]
+        for eid, e in executors.items()
+        if e["last"] and e["last"] != "pass" and labels.get(eid, ("", "honest"))[1] == "honest"
+    )
+    return (
+        f"[{elapsed:5.0f}/{duration:.0f} s] nodes up {up}/{len(rows)}, executors {len(executors)}, "
+        f"in flight {in_flight}, verdicts {verdicts}, honest executors failing now {len(failing)}"
+        + (f" ({', '.join(failing)})" if failing else "")
+    )

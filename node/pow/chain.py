@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -104,7 +104,7 @@ def exact_matmul(X: np.ndarray, B: np.ndarray) -> np.ndarray:
         return (Xf @ Bf).astype(np.int32)
     acc = np.zeros((Xf.shape[0], Bf.shape[1]), dtype=np.int32)
     for k0 in range(0, n, K_SLICE):
-        part = Xf[:, k0:k0 + K_SLICE] @ Bf[k0:k0 + K_SLICE]
+        part = Xf[:, k0 : k0 + K_SLICE] @ Bf[k0 : k0 + K_SLICE]
         acc += part.astype(np.int32)
     return acc
 

@@ -8,8 +8,8 @@ challenge whose pool and working buffers would not fit its memory budget.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class CpuTrace:
     _top_levels: list[list[bytes]] | None = field(default=None, repr=False)
 
     @classmethod
-    def from_states(cls, params: ChallengeParams, states: np.ndarray) -> "CpuTrace":
+    def from_states(cls, params: ChallengeParams, states: np.ndarray) -> CpuTrace:
         """Commit to the given states (row nodes, digests, root): for engines built from parts."""
         nodes = np.stack([merkle.row_nodes(states[s]) for s in range(states.shape[0])])
         digests = [merkle.pow2_root(nodes[s]) for s in range(states.shape[0])]
@@ -109,9 +109,7 @@ class CpuEngine:
             largest = max(0, (budget - overhead) // per_state - 1)
             raise EngineCapacityError(needed, budget, largest, what="the CPU engine's memory budget")
 
-    def prove(
-        self, params: ChallengeParams, progress: Callable[[int, int], None] | None = None
-    ) -> CpuTrace:
+    def prove(self, params: ChallengeParams, progress: Callable[[int, int], None] | None = None) -> CpuTrace:
         self.check_fits(params)
         n, T, m = params.n, params.T, params.m
         key = params.philox_key()

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -132,9 +133,7 @@ class Engine(Protocol):
         """Raise :class:`EngineCapacityError` if ``params`` would not fit; otherwise return."""
         ...
 
-    def prove(
-        self, params: ChallengeParams, progress: Callable[[int, int], None] | None = None
-    ) -> Trace:
+    def prove(self, params: ChallengeParams, progress: Callable[[int, int], None] | None = None) -> Trace:
         """Run the chain; call ``progress(steps_done, T)`` along the way; return the trace."""
         ...
 

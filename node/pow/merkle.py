@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -152,13 +152,14 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
 
 # --- power-of-two trees over numpy node arrays (row nodes, chunk subtrees) ---------------------
 
+
 def _pair_up(level: np.ndarray) -> np.ndarray:
     """One level up of a power-of-two tree: (N, 32) uint8 -> (N/2, 32) uint8."""
     pairs = level.reshape(-1, 2 * HASH_BYTES)
     # Slicing one bytes object is faster than a tobytes() call per row.
     buf = pairs.tobytes()
     step = 2 * HASH_BYTES
-    raw = b"".join(_sha256(b"\x01" + buf[o:o + step]).digest() for o in range(0, len(buf), step))
+    raw = b"".join(_sha256(b"\x01" + buf[o : o + step]).digest() for o in range(0, len(buf), step))
     return np.frombuffer(raw, dtype=np.uint8).reshape(-1, HASH_BYTES)
 
 
@@ -193,7 +194,7 @@ def row_node(row: bytes) -> bytes:
     cs = chunk_size(n)
     if n == cs:
         return leaf_hash(row)
-    leaves = [leaf_hash(row[o:o + cs]) for o in range(0, n, cs)]
+    leaves = [leaf_hash(row[o : o + cs]) for o in range(0, n, cs)]
     return build_levels(leaves)[-1][0]
 
 
@@ -202,7 +203,7 @@ def row_nodes(X: np.ndarray) -> np.ndarray:
     rows, n = X.shape
     cs = chunk_size(n)
     buf = np.ascontiguousarray(X).tobytes()
-    leaves = b"".join(_sha256(b"\x00" + buf[o:o + cs]).digest() for o in range(0, len(buf), cs))
+    leaves = b"".join(_sha256(b"\x00" + buf[o : o + cs]).digest() for o in range(0, len(buf), cs))
     level = np.frombuffer(leaves, dtype=np.uint8).reshape(-1, HASH_BYTES)
     per_row = n // cs  # power of two: pairing whole levels never crosses a row boundary
     while per_row > 1:
@@ -217,6 +218,7 @@ def state_digest(X: np.ndarray) -> bytes:
 
 
 # --- the trace commitment -----------------------------------------------------------------------
+
 
 def top_leaf(s: int, digest: bytes) -> bytes:
     """``L_s = H(0x00 || u32le(s) || d_s)``."""

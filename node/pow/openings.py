@@ -39,8 +39,9 @@ docs/proof-format.md holds the same description.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -109,9 +110,7 @@ class ProofFile:
     openings: Openings
 
 
-def needed_keys(
-    t: int, i: int, n: int, digests: Mapping[int, bytes] | list[bytes]
-) -> tuple[list[int], list[tuple[int, int]]]:
+def needed_keys(t: int, i: int, n: int, digests: Mapping[int, bytes] | list[bytes]) -> tuple[list[int], list[tuple[int, int]]]:
     """The digest indices and row keys that sample ``(t, i)`` needs.
 
     ``digests`` must hold ``d_{t-1}`` when ``t >= 1`` (the references depend on it). Rows come in
@@ -156,6 +155,7 @@ def build_openings(trace: Trace, reveal: bytes, k: int) -> Openings:
 
 # --- encoding -----------------------------------------------------------------------------------
 
+
 def _openings_obj(op: Openings) -> dict[str, Any]:
     return {
         "v": OPENINGS_VERSION,
@@ -175,8 +175,13 @@ def encode_proof_file(pf: ProofFile) -> bytes:
         "format": PROOF_FORMAT,
         "v": PROOF_VERSION,
         "params": {
-            "seed": bytes(p.seed), "validator": bytes(p.validator), "executor": bytes(p.executor),
-            "n": p.n, "T": p.T, "m": p.m, "k": pf.k,
+            "seed": bytes(p.seed),
+            "validator": bytes(p.validator),
+            "executor": bytes(p.executor),
+            "n": p.n,
+            "T": p.T,
+            "m": p.m,
+            "k": pf.k,
         },
         "commitment": {"root": pf.root, "d_T": pf.d_T},
         "reveal": pf.reveal,
@@ -186,6 +191,7 @@ def encode_proof_file(pf: ProofFile) -> bytes:
 
 
 # --- strict decoding ------------------------------------------------------------------------------
+
 
 def _no_dup_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     out: dict[Any, Any] = {}
@@ -201,7 +207,10 @@ def _unpack(raw: bytes, what: str) -> Any:
         raise ProofFormatError(f"{what}: expected bytes, got {type(raw).__name__}")
     try:
         return msgpack.unpackb(
-            bytes(raw), raw=False, use_list=True, strict_map_key=True,
+            bytes(raw),
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
             object_pairs_hook=_no_dup_pairs,
         )
     except ProofFormatError:

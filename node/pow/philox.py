@@ -10,7 +10,7 @@ the L2 cache: on one core this generates a 4096 x 4096 matrix (2^20 blocks) in a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -100,7 +100,7 @@ def _blocks_chunk(key: tuple[int, int], tag: int, id_: int, start: int, count: i
     k0, k1 = key
     b = np.arange(start, start + count, dtype=np.uint64)
     # Round 1 with c0 = b mod 2^32, c1 = b >> 32, c2 = id, c3 = tag.
-    p1 = (M1 * (id_ & MASK32))
+    p1 = M1 * (id_ & MASK32)
     lo = b & _U64_MASK
     hi = b >> _U64_32
     t = lo * _U64_M0  # p0
@@ -187,7 +187,5 @@ def salt_at(key: Sequence[int], t: np.ndarray | Sequence[int], i: np.ndarray | S
     """``sigma_t[i]`` for arrays of (t, i) pairs at once (one Philox block each): uint32 array."""
     t_arr = np.asarray(t, dtype=np.uint64)
     i_arr = np.asarray(i, dtype=np.uint64)
-    w0, _, _, _ = philox4x32_10_arrays(
-        i_arr & _U64_MASK, i_arr >> _U64_32, t_arr, np.asarray(TAG_SALT, dtype=np.uint64), key
-    )
+    w0, _, _, _ = philox4x32_10_arrays(i_arr & _U64_MASK, i_arr >> _U64_32, t_arr, np.asarray(TAG_SALT, dtype=np.uint64), key)
     return w0.astype(np.uint32)

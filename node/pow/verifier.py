@@ -32,8 +32,8 @@ message names the entry).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -46,8 +46,19 @@ from node.pow.openings import DigestOpening, Openings
 __all__ = ["Failure", "VerifyResult", "verify", "CHECKS"]
 
 CHECKS = (
-    "format", "reveal-commit", "sample-count", "sample-mismatch", "missing-digest", "missing-row",
-    "refs", "row-length", "row-path", "top-proof", "d_T-mismatch", "x0-row", "relation",
+    "format",
+    "reveal-commit",
+    "sample-count",
+    "sample-mismatch",
+    "missing-digest",
+    "missing-row",
+    "refs",
+    "row-length",
+    "row-path",
+    "top-proof",
+    "d_T-mismatch",
+    "x0-row",
+    "relation",
     "extra-opening",
 )
 
@@ -147,7 +158,8 @@ def verify(
                 fail(s, "sample-mismatch", f"opened (t, i) = {tuple(got)}, but R and r select {exp}")
 
         plans: list[_Plan] = timed(  # type: ignore[assignment]
-            "hashing", lambda: _phase_structure(params, root, samples, openings, bad, fail))
+            "hashing", lambda: _phase_structure(params, root, samples, openings, bad, fail)
+        )
         _check_extra(plans, openings, fail)
         timed("hashing", lambda: _phase_rows(params, plans, openings, bad, fail))
         key = params.philox_key()
@@ -182,24 +194,27 @@ def _phase_sizes(params: ChallengeParams, d_T: bytes, op: Openings, fail: FailFn
         want = merkle.proof_length(s, T + 1)
         if len(ent.digest) != 32 or len(ent.proof) != want:
             bad.digests.add(s)
-            fail(-1, "top-proof", f"d_{s}: {len(ent.digest)}-byte digest with an inclusion proof of "
-                 f"{len(ent.proof)} hashes; a tree of {T + 1} leaves needs 32 bytes and {want} hashes "
-                 f"at index {s}", ("d", s))
+            fail(
+                -1,
+                "top-proof",
+                f"d_{s}: {len(ent.digest)}-byte digest with an inclusion proof of "
+                f"{len(ent.proof)} hashes; a tree of {T + 1} leaves needs 32 bytes and {want} hashes "
+                f"at index {s}",
+                ("d", s),
+            )
         elif s == T and ent.digest != d_T:
             bad.digests.add(s)
             fail(-1, "d_T-mismatch", f"opened d_{T} differs from the committed d_T", ("dT",))
     for (s, i), row_ent in op.rows.items():
         if not (0 <= s <= T and 0 <= i < n):
             bad.rows.add((s, i))
-            fail(-1, "extra-opening", f"row {i} of X_{s} opened, but states are 0..{T} and rows 0..{n - 1}",
-                 ("r", s, i))
+            fail(-1, "extra-opening", f"row {i} of X_{s} opened, but states are 0..{T} and rows 0..{n - 1}", ("r", s, i))
         elif len(row_ent.row) != n:
             bad.rows.add((s, i))
             fail(-1, "row-length", f"row {i} of X_{s} has {len(row_ent.row)} bytes, n = {n}", ("r", s, i))
         elif len(row_ent.path) != log_n:
             bad.rows.add((s, i))
-            fail(-1, "row-path", f"row {i} of X_{s}: path has {len(row_ent.path)} hashes, log2(n) = {log_n}",
-                 ("r", s, i))
+            fail(-1, "row-path", f"row {i} of X_{s}: path has {len(row_ent.path)} hashes, log2(n) = {log_n}", ("r", s, i))
     return bad
 
 
@@ -278,13 +293,13 @@ def _phase_rows(params: ChallengeParams, plans: list[_Plan], op: Openings, bad: 
                 ent = op.rows[(s, ri)]
                 dig = op.digests.get(ds)
                 row_ok[(s, ri)] = (
-                    dig is not None and len(ent.row) == n
+                    dig is not None
+                    and len(ent.row) == n
                     and merkle.verify_inclusion(merkle.row_node(ent.row), ri, n, ent.path, dig.digest)
                 )
             if not row_ok[(s, ri)]:
                 plan.ok = False
-                fail(si, "row-path", f"row {ri} of X_{s} ({role}) does not verify against d_{s} at row {ri}",
-                     ("r", s, ri))
+                fail(si, "row-path", f"row {ri} of X_{s} ({role}) does not verify against d_{s} at row {ri}", ("r", s, ri))
 
 
 def _phase_x0(key: tuple[int, int], n: int, plans: list[_Plan], op: Openings, bad: _Bad, fail: FailFn) -> None:
@@ -334,7 +349,7 @@ def _phase_relations(
             t1 = time.perf_counter()
             # h <= K_SLICE rows of B: every partial sum of this slice is exact in float32.
             assert h <= K_SLICE
-            acc += xf[:, r0:r0 + h] @ b_rows.astype(np.float32)
+            acc += xf[:, r0 : r0 + h] @ b_rows.astype(np.float32)
             t2 = time.perf_counter()
             timings["philox"] += t1 - t0
             timings["products"] += t2 - t1
@@ -352,8 +367,13 @@ def _phase_relations(
             diff = np.flatnonzero(got != want[gi])
             if diff.size:
                 p.ok = False
-                fail(si, "relation", f"X_{p.t + 1}[{p.i}] != mix(X_{p.t}[{p.i}] . B_{r} + refs + salt) at "
-                     f"{diff.size} of {n} columns (first: column {int(diff[0])})", ("rel",))
+                fail(
+                    si,
+                    "relation",
+                    f"X_{p.t + 1}[{p.i}] != mix(X_{p.t}[{p.i}] . B_{r} + refs + salt) at "
+                    f"{diff.size} of {n} columns (first: column {int(diff[0])})",
+                    ("rel",),
+                )
 
 
 def _check_extra(plans: list[_Plan], op: Openings, fail: FailFn) -> None:
@@ -367,4 +387,3 @@ def _check_extra(plans: list[_Plan], op: Openings, fail: FailFn) -> None:
     extra_r = sorted(set(op.rows) - used_r)
     if extra_d or extra_r:
         fail(-1, "extra-opening", f"openings carry entries no sample needs: digests {extra_d[:8]}, rows {extra_r[:8]}")
-

@@ -123,8 +123,10 @@ def sign_main(args) -> int:
     expires = int(time.time() * 1000 + args.ttl_days * 86_400_000)
     raw = Signer(authority).seal(ValidatorSet(version=args.version, validators=sorted(set(args.validator)), expires_ms=expires))
     Path(args.out).write_bytes(raw)
-    print(f"validator set v{args.version}: {len(set(args.validator))} validators, signed by {authority.peer_id}, "
-          f"expires in {args.ttl_days:g} days -> {args.out}")
+    print(
+        f"validator set v{args.version}: {len(set(args.validator))} validators, signed by {authority.peer_id}, "
+        f"expires in {args.ttl_days:g} days -> {args.out}"
+    )
     return 0
 
 
@@ -144,6 +146,10 @@ def show_main(args) -> int:
         print(f"gpow admission show: {args.file}: {exc}", file=sys.stderr)
         return 1
     body: ValidatorSet = env.body
-    print(json.dumps({"signed_by": env.sender, "version": body.version, "expires_ms": body.expires_ms,
-                      "validators": body.validators}, indent=1))
+    print(
+        json.dumps(
+            {"signed_by": env.sender, "version": body.version, "expires_ms": body.expires_ms, "validators": body.validators},
+            indent=1,
+        )
+    )
     return 0

@@ -40,7 +40,14 @@ MAX_VERDICTS_PER_VALIDATOR = 10_000  # bounded memory, per validator: its oldest
 
 # Outcomes of AgreedScores.add
 COUNTED, DUPLICATE, UNASSIGNED, UNVERIFIABLE, FOREIGN_ID, STALE, EARLY = (
-    "counted", "duplicate", "unassigned", "unverifiable", "foreign-id", "stale", "early")
+    "counted",
+    "duplicate",
+    "unassigned",
+    "unverifiable",
+    "foreign-id",
+    "stale",
+    "early",
+)
 
 
 def challenge_id_tag(validator_id: str) -> bytes:
@@ -76,8 +83,14 @@ class AgreedScore:
 
 
 class AgreedScores:
-    def __init__(self, window_rounds: int = 10, min_validators: int = 3, *, rounds: bool = True,
-                 per_validator: int = MAX_VERDICTS_PER_VALIDATOR) -> None:
+    def __init__(
+        self,
+        window_rounds: int = 10,
+        min_validators: int = 3,
+        *,
+        rounds: bool = True,
+        per_validator: int = MAX_VERDICTS_PER_VALIDATOR,
+    ) -> None:
         if window_rounds < 1 or min_validators < 1 or per_validator < 1:
             raise ValueError("window_rounds, min_validators and per_validator must be at least 1")
         self.window_rounds = window_rounds

@@ -32,8 +32,9 @@ PULL_SET_S = 1.0  # how often a node with an authority but no set yet asks its p
 
 
 class Agreement:
-    def __init__(self, host, admission: AdmissionParams, rounds: RoundParams, *, gossip,
-                 wall_ms: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, host, admission: AdmissionParams, rounds: RoundParams, *, gossip, wall_ms: Callable[[], int] | None = None
+    ) -> None:
         self.host = host
         self.gossip = gossip  # node.gossip.GossipDriver, built on the host
         self.params = rounds
@@ -41,8 +42,10 @@ class Agreement:
         self.book = ValidatorSetBook(admission.validators, admission.authority)
         self.set_file = admission.set_file
         self.schedule = RoundSchedule(
-            round_ms=int(rounds.round_s * 1000), window_ms=int(rounds.reveal_window_s * 1000),
-            jitter_ms=int(rounds.jitter_s * 1000), genesis_ms=rounds.genesis_ms,
+            round_ms=int(rounds.round_s * 1000),
+            window_ms=int(rounds.reveal_window_s * 1000),
+            jitter_ms=int(rounds.jitter_s * 1000),
+            genesis_ms=rounds.genesis_ms,
         )
         self.beacon = Beacon(self.schedule, host.identity.peer_id, since_ms=self.wall_ms())
         self.scores = AgreedScores(rounds.window_rounds, rounds.min_validators, rounds=rounds.enabled)
@@ -164,7 +167,10 @@ class Agreement:
             # reveal or a far-off round breaks the protocol. Both are forwarded (accepted above),
             # so every node sees the evidence and drops the same validator.
             self.gossip.penalize(env.sender, P.FORGERY if outcome in RB.FORGED else P.MALFORMED, f"beacon reveal {outcome}")
-            log.warning("beacon reveal refused", extra={"fields": {"validator": env.sender[-8:], "round": env.body.round, "outcome": outcome}})
+            log.warning(
+                "beacon reveal refused",
+                extra={"fields": {"validator": env.sender[-8:], "round": env.body.round, "outcome": outcome}},
+            )
 
     # ---- verdicts ----------------------------------------------------------------------------
 
@@ -183,8 +189,10 @@ class Agreement:
         outcome = self.add_verdict(env.sender, env.body)
         if outcome == A.FOREIGN_ID:
             self.gossip.penalize(env.sender, P.FORGERY, "verdict under another validator's challenge id")
-            log.warning("verdict under another validator's challenge id refused",
-                        extra={"fields": {"validator": env.sender[-8:], "challenge": env.body.challenge_id.hex()[:12]}})
+            log.warning(
+                "verdict under another validator's challenge id refused",
+                extra={"fields": {"validator": env.sender[-8:], "challenge": env.body.challenge_id.hex()[:12]}},
+            )
             return "reject"
         return "accept" if outcome == A.COUNTED else "ignore"
 
@@ -206,7 +214,8 @@ class Agreement:
         return {
             "validator_set": self.book.describe(now),
             "rounds": {
-                "enabled": self.params.enabled, "round": r,
+                "enabled": self.params.enabled,
+                "round": r,
                 "next_round_in_s": round((self.schedule.start_ms(r + 1) - now) / 1000, 1) if self.params.enabled else None,
                 "beacon": vars(self.beacon.stats),
                 "excluded": self.beacon.excluded_now(r),  # dropped from the beacon for equivocating
@@ -220,6 +229,5 @@ class Agreement:
             },
             "rejected_verdicts": self.rejected_verdicts,
             # per validator: verdicts held, and those not counted, by reason
-            "verdicts": {"stored": {v: self.scores.stored(v) for v in self.scores.validators()},
-                         "refused": self.scores.refused},
+            "verdicts": {"stored": {v: self.scores.stored(v) for v in self.scores.validators()}, "refused": self.scores.refused},
         }

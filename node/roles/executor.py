@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import trio
 
@@ -122,12 +122,12 @@ class ExecutorService:
         engine: Engine,
         facts: GpuFacts,
         *,
-        admission: "ValidatorSetBook | None" = None,
+        admission: ValidatorSetBook | None = None,
         answerer: Answerer | None = None,
         wall_ms: Callable[[], int] | None = None,
         lock: trio.Lock | None = None,
         budget: PoolBudget | None = None,
-        assignment: "Callable[[str, str, int, int], bool | None] | None" = None,
+        assignment: Callable[[str, str, int, int], bool | None] | None = None,
         signer: Signer | None = None,  # the node's own, when this executor is the node's identity
     ):
         self.identity = identity
@@ -203,7 +203,11 @@ class ExecutorService:
             raise ChallengeRefused("wrong-issuer", "the challenge id does not carry its sender's tag")
         if not self.addressed_to_me(body):
             raise ChallengeRefused("wrong-executor", f"challenge is addressed to {body.executor_id}, not {self.executor_id}")
-        if body.round > 0 and self.assignment is not None and self.assignment(env.sender, self.executor_id, body.round, self.wall_ms()) is False:
+        if (
+            body.round > 0
+            and self.assignment is not None
+            and self.assignment(env.sender, self.executor_id, body.round, self.wall_ms()) is False
+        ):
             raise ChallengeRefused("not-assigned", f"round {body.round}'s beacon does not give this executor to {env.sender}")
         if body.challenge_id in self._seen:
             raise ChallengeRefused("replay", f"challenge {body.challenge_id.hex()} was already received")
@@ -212,9 +216,14 @@ class ExecutorService:
             raise ChallengeRefused("expired", "the commitment deadline has already passed")
         # Windows beyond the protocol's are refused, not taken: a cheap challenge with a deadline a
         # day away must not keep this executor BUSY (validators would rightly not excuse it).
-        if body.commit_deadline_ms - now > (C.MAX_COMMIT_WINDOW_S + CLOCK_SKEW_S) * 1000 or body.openings_timeout_ms > C.MAX_OPENINGS_TIMEOUT_S * 1000:
-            raise ChallengeRefused("deadline-too-far", f"commitment or openings window beyond the protocol's "
-                                   f"{C.MAX_COMMIT_WINDOW_S} s / {C.MAX_OPENINGS_TIMEOUT_S} s")
+        if (
+            body.commit_deadline_ms - now > (C.MAX_COMMIT_WINDOW_S + CLOCK_SKEW_S) * 1000
+            or body.openings_timeout_ms > C.MAX_OPENINGS_TIMEOUT_S * 1000
+        ):
+            raise ChallengeRefused(
+                "deadline-too-far",
+                f"commitment or openings window beyond the protocol's {C.MAX_COMMIT_WINDOW_S} s / {C.MAX_OPENINGS_TIMEOUT_S} s",
+            )
         return env, body
 
     async def on_challenge(self, raw: bytes) -> bytes:
@@ -230,7 +239,9 @@ class ExecutorService:
         running = next((a for a in self._active.values() if not a.opened), None)
         if running is not None:
             self.stats["busy"] += 1
-            return self.signer.seal(Busy(challenge_id=body.challenge_id, challenge_hash=challenge_hash(raw), busy_with=running.challenge.raw))
+            return self.signer.seal(
+                Busy(challenge_id=body.challenge_id, challenge_hash=challenge_hash(raw), busy_with=running.challenge.raw)
+            )
         self._seen[body.challenge_id] = body.commit_deadline_ms
         params = ChallengeParams(
             seed=body.seed,
@@ -269,7 +280,12 @@ class ExecutorService:
             d_final=d_final,
             prove_ms=int((time.perf_counter() - t0) * 1000),
         )
-        log.info("committed", extra={"fields": {"challenge": body.challenge_id.hex()[:12], "n": body.n, "T": body.steps, "ms": commitment.prove_ms}})
+        log.info(
+            "committed",
+            extra={
+                "fields": {"challenge": body.challenge_id.hex()[:12], "n": body.n, "T": body.steps, "ms": commitment.prove_ms}
+            },
+        )
         return self.answerer.sign(self.signer, commitment)
 
     def _prove(self, params: ChallengeParams, deadline_s: float) -> Trace:

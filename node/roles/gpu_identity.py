@@ -45,7 +45,9 @@ class GpuIdentityRegistry:
         self._now_ms = 0
         self._pruned_ms = 0
 
-    def observe(self, executor_id: str, miner_id: str, gpu_uuid: str, pci_bus_id: str, host_fingerprint: str, now_ms: int) -> None:
+    def observe(
+        self, executor_id: str, miner_id: str, gpu_uuid: str, pci_bus_id: str, host_fingerprint: str, now_ms: int
+    ) -> None:
         """Record an executor's latest signed attestation (the newest one replaces the last)."""
         self._now_ms = max(self._now_ms, now_ms)
         self._prune()

@@ -15,8 +15,9 @@ The rules, each against a claim a peer could make up:
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from node.pow.chain import sample_commit
 from node.pow.engine import ChallengeParams, max_steps_for, pool_bytes
@@ -29,8 +30,6 @@ from node.wire import WireError, decode_envelope
 from node.wire import constants as C
 from node.wire.envelope import Envelope
 from node.wire.messages import Busy, Challenge, Commitment, ExecutorAttestation, Openings, ProofBundle
-
-import hashlib
 
 # A claim of less than this share of its model's memory is a different card, or a card that
 # does not hold what the model promises: sized from the claim it would prove too little.
@@ -131,6 +130,7 @@ def judge_time(expected_s: float, commit_s: float, params: ValidatorParams) -> t
 
 # ---- BUSY ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class BusyRules:
     # In rounds every executor is challenged once per round, at one instant: a BUSY naming a
@@ -147,8 +147,16 @@ class BusyRules:
     max_busy_s: float = float("inf")
 
 
-def judge_busy(busy_env: Envelope, our_raw: bytes, executor_id: str, *, now_ms: int,
-               admitted: Callable[[str, int], bool], busy_for_s: float, rules: BusyRules) -> str | None:
+def judge_busy(
+    busy_env: Envelope,
+    our_raw: bytes,
+    executor_id: str,
+    *,
+    now_ms: int,
+    admitted: Callable[[str, int], bool],
+    busy_for_s: float,
+    rules: BusyRules,
+) -> str | None:
     """None when the BUSY is excused (the challenge it names is genuinely in flight), else the
     failing reason. ``busy_env`` is the executor's signed BUSY (its signer already checked);
     ``busy_share`` the share of this executor's recent challenges that ended BUSY, this one included."""
@@ -186,6 +194,7 @@ STALE_BUSY_GRACE_MS = 5_000
 
 # ---- evidence from other validators ----------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class EvidenceResult:
     """``fraud``: the bundle proves, by itself, that ``executor_id`` signed a false answer.
@@ -218,11 +227,17 @@ def check_evidence(bundle_raw: bytes, *, verdict_sender: str, executor_id: str, 
         return EvidenceResult(False, False, ["bad-bundle:challenge-not-issued-by-the-sender"])
     if ch.executor_id != executor_id or cm_env.sender != executor_id or op_env.sender != executor_id:
         return EvidenceResult(False, False, ["bad-bundle:not-the-executor's-answers"])
-    if cm.challenge_id != ch.challenge_id or cm.challenge_hash != challenge_hash(b.challenge) or op.challenge_id != ch.challenge_id:
+    if (
+        cm.challenge_id != ch.challenge_id
+        or cm.challenge_hash != challenge_hash(b.challenge)
+        or op.challenge_id != ch.challenge_id
+    ):
         return EvidenceResult(False, False, ["bad-bundle:answers-bound-to-another-challenge"])
     if sample_commit(b.reveal) != ch.sample_commit:
         return EvidenceResult(False, False, ["bad-reveal"])
-    params = ChallengeParams(seed=ch.seed, validator=ch_env.sender_key, executor=cm_env.sender_key, n=ch.n, T=ch.steps, m=ch.b_matrices)
+    params = ChallengeParams(
+        seed=ch.seed, validator=ch_env.sender_key, executor=cm_env.sender_key, n=ch.n, T=ch.steps, m=ch.b_matrices
+    )
     try:
         openings = decode_openings(op.blob)
     except ProofFormatError as exc:

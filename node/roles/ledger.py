@@ -21,13 +21,14 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from node import clock
-from node.roles import verdicts as R
 from node.pow.engine import pool_bytes
+from node.roles import verdicts as R
 from node.roles.verdicts import VerdictRecord
 
 SCHEMA_VERSION = 2
@@ -100,10 +101,26 @@ CREATE TABLE bans (
 );
 """
 
-_OUTBOX_V2 = _SCHEMA[_SCHEMA.index("CREATE TABLE outbox"):_SCHEMA.index("CREATE TABLE bans")]
+_OUTBOX_V2 = _SCHEMA[_SCHEMA.index("CREATE TABLE outbox") : _SCHEMA.index("CREATE TABLE bans")]
 
-_VERDICT_COLS = ("cid", "validator_id", "executor_id", "miner_id", "passed", "reasons", "n", "T", "m", "k",
-                 "commit_seconds", "openings_seconds", "verify_seconds", "expected_seconds", "performance_factor", "created_ms")
+_VERDICT_COLS = (
+    "cid",
+    "validator_id",
+    "executor_id",
+    "miner_id",
+    "passed",
+    "reasons",
+    "n",
+    "T",
+    "m",
+    "k",
+    "commit_seconds",
+    "openings_seconds",
+    "verify_seconds",
+    "expected_seconds",
+    "performance_factor",
+    "created_ms",
+)
 
 
 class LedgerError(Exception):
@@ -145,7 +162,9 @@ class Ledger:
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
-            self._bans: dict[str, int] = {r["peer_id"]: r["until_ms"] for r in self._db.execute("SELECT peer_id, until_ms FROM bans")}
+            self._bans: dict[str, int] = {
+                r["peer_id"]: r["until_ms"] for r in self._db.execute("SELECT peer_id, until_ms FROM bans")
+            }
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise LedgerError(f"{self.path}: cannot open the ledger: {exc}") from exc
@@ -197,7 +216,9 @@ class Ledger:
 
     # ---- challenges ----------------------------------------------------------------------------
 
-    def record_challenge(self, cid: str, executor_id: str, miner_id: str, raw: bytes, secret: bytes, now_ms: int, deadline_ms: int) -> None:
+    def record_challenge(
+        self, cid: str, executor_id: str, miner_id: str, raw: bytes, secret: bytes, now_ms: int, deadline_ms: int
+    ) -> None:
         """Store a freshly issued challenge; a challenge id already in the ledger is refused."""
         with self._tx() as db:
             try:
@@ -255,8 +276,10 @@ class Ledger:
         with self._tx() as db:
             self._store_verdict(db, rec, now)
             if outbox is not None:
-                db.execute("INSERT INTO outbox (cid, topic, data, created_ms) VALUES (?,?,?,?)",
-                           (rec.challenge_id, outbox[0], bytes(outbox[1]), now))
+                db.execute(
+                    "INSERT INTO outbox (cid, topic, data, created_ms) VALUES (?,?,?,?)",
+                    (rec.challenge_id, outbox[0], bytes(outbox[1]), now),
+                )
 
     def unpublished(self, limit: int = 64) -> list[tuple[str, str, bytes]]:
         """Queued messages no publish has delivered yet, oldest first: (cid, topic, data)."""
@@ -306,11 +329,27 @@ class Ledger:
         except Exception:
             pass  # a record without its shape is still a record: keep the verdict
         commit = (row["committed_ms"] - row["issued_ms"]) / 1000 if row["committed_ms"] is not None else None
-        openings = (row["openings_ms"] - row["revealed_ms"]) / 1000 if row["openings_ms"] is not None and row["revealed_ms"] is not None else None
+        openings = (
+            (row["openings_ms"] - row["revealed_ms"]) / 1000
+            if row["openings_ms"] is not None and row["revealed_ms"] is not None
+            else None
+        )
         return VerdictRecord(
-            challenge_id=row["cid"], validator_id=validator_id, executor_id=row["executor_id"], miner_id=row["miner_id"],
-            passed=False, reasons=[R.TIMED_OUT_AT_RESTART], n=n, T=T, m=m, k=k, commit_seconds=commit,
-            openings_seconds=openings, verify_seconds=None, expected_seconds=None, performance_factor=0.0,
+            challenge_id=row["cid"],
+            validator_id=validator_id,
+            executor_id=row["executor_id"],
+            miner_id=row["miner_id"],
+            passed=False,
+            reasons=[R.TIMED_OUT_AT_RESTART],
+            n=n,
+            T=T,
+            m=m,
+            k=k,
+            commit_seconds=commit,
+            openings_seconds=openings,
+            verify_seconds=None,
+            expected_seconds=None,
+            performance_factor=0.0,
             created_ms=row["issued_ms"],
         )
 
@@ -361,8 +400,11 @@ class Ledger:
     def proven_bytes(self, executor_id: str) -> int:
         """The pool its latest credited pass proved it held (pool_bytes(n, T)); 0 with none.
         Probation, unmeasured profiles and challenges too short to time are not credited."""
-        rows = self._read("SELECT n, T FROM verdicts WHERE executor_id = ? AND passed = 1 AND scored = 1 "
-                          "ORDER BY created_ms DESC, rowid DESC LIMIT 1", (executor_id,))
+        rows = self._read(
+            "SELECT n, T FROM verdicts WHERE executor_id = ? AND passed = 1 AND scored = 1 "
+            "ORDER BY created_ms DESC, rowid DESC LIMIT 1",
+            (executor_id,),
+        )
         return pool_bytes(rows[0]["n"], rows[0]["T"]) if rows else 0
 
     def weighted_score(self, executor_id: str) -> float:
@@ -380,35 +422,57 @@ class Ledger:
         eids = [r["executor_id"] for r in self._read("SELECT DISTINCT executor_id FROM verdicts ORDER BY executor_id")]
         out = []
         for eid in eids:
-            last = self._read("SELECT * FROM verdicts WHERE executor_id = ? ORDER BY created_ms DESC, rowid DESC LIMIT 1", (eid,))[0]
+            last = self._read(
+                "SELECT * FROM verdicts WHERE executor_id = ? ORDER BY created_ms DESC, rowid DESC LIMIT 1", (eid,)
+            )[0]
             passes, fails, mean_pf, score = self._score_parts(eid)
             banned_until = max(self._bans.get(eid, 0), self._bans.get(last["miner_id"], 0))
-            out.append({
-                "executor": eid,
-                "miner": last["miner_id"],
-                "passes": passes,
-                "fails": fails,
-                "pass_rate": passes / (passes + fails) if passes + fails else 0.0,
-                "perf_factor": mean_pf,
-                "score": score,
-                "proven_bytes": self.proven_bytes(eid),
-                "weighted_score": score * self.proven_bytes(eid) / 2**30,
-                "last_verdict": "pass" if last["passed"] else ",".join(json.loads(last["reasons"])),
-                "banned": f"{(banned_until - now_ms) / 1000:.0f} s" if banned_until > now_ms else "",
-            })
+            out.append(
+                {
+                    "executor": eid,
+                    "miner": last["miner_id"],
+                    "passes": passes,
+                    "fails": fails,
+                    "pass_rate": passes / (passes + fails) if passes + fails else 0.0,
+                    "perf_factor": mean_pf,
+                    "score": score,
+                    "proven_bytes": self.proven_bytes(eid),
+                    "weighted_score": score * self.proven_bytes(eid) / 2**30,
+                    "last_verdict": "pass" if last["passed"] else ",".join(json.loads(last["reasons"])),
+                    "banned": f"{(banned_until - now_ms) / 1000:.0f} s" if banned_until > now_ms else "",
+                }
+            )
         return out
 
     # ---- other validators' verdicts ------------------------------------------------------------
 
-    def record_foreign_verdict(self, validator_id: str, cid: str, executor_id: str, miner_id: str, passed: bool,
-                               reasons: list[str], score_ppm: int, received_ms: int) -> bool:
+    def record_foreign_verdict(
+        self,
+        validator_id: str,
+        cid: str,
+        executor_id: str,
+        miner_id: str,
+        passed: bool,
+        reasons: list[str],
+        score_ppm: int,
+        received_ms: int,
+    ) -> bool:
         """Store a verdict gossiped by another validator; False if it was already here (first receipt kept).
         Each foreign validator keeps at most FOREIGN_VERDICTS_PER_VALIDATOR rows, its oldest dropped
         first, so one validator's flood cannot grow the ledger without bound or evict another's."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO foreign_verdicts VALUES (?,?,?,?,?,?,?,?)",
-                (validator_id, cid, executor_id, miner_id, int(bool(passed)), json.dumps(list(reasons)), int(score_ppm), received_ms),
+                (
+                    validator_id,
+                    cid,
+                    executor_id,
+                    miner_id,
+                    int(bool(passed)),
+                    json.dumps(list(reasons)),
+                    int(score_ppm),
+                    received_ms,
+                ),
             )
             if cur.rowcount != 1:
                 return False
@@ -417,8 +481,11 @@ class Ledger:
                 self._foreign_added[validator_id] = 0
                 n = db.execute("SELECT count(*) FROM foreign_verdicts WHERE validator_id = ?", (validator_id,)).fetchone()[0]
                 if n > FOREIGN_VERDICTS_PER_VALIDATOR:
-                    db.execute("DELETE FROM foreign_verdicts WHERE rowid IN (SELECT rowid FROM foreign_verdicts WHERE validator_id = ? "
-                               "ORDER BY received_ms, rowid LIMIT ?)", (validator_id, n - FOREIGN_VERDICTS_PER_VALIDATOR))
+                    db.execute(
+                        "DELETE FROM foreign_verdicts WHERE rowid IN (SELECT rowid FROM foreign_verdicts WHERE validator_id = ? "
+                        "ORDER BY received_ms, rowid LIMIT ?)",
+                        (validator_id, n - FOREIGN_VERDICTS_PER_VALIDATOR),
+                    )
             return True
 
     def recorded_times(self) -> dict[str, int]:
@@ -427,7 +494,10 @@ class Ledger:
 
     def foreign_receipts(self) -> list[tuple[str, int]]:
         """(challenge id, first received ms) of every verdict received from other validators."""
-        return [(r["cid"], r["received_ms"]) for r in self._read("SELECT cid, received_ms FROM foreign_verdicts ORDER BY received_ms, rowid")]
+        return [
+            (r["cid"], r["received_ms"])
+            for r in self._read("SELECT cid, received_ms FROM foreign_verdicts ORDER BY received_ms, rowid")
+        ]
 
     def foreign_verdicts(self, executor_id: str | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM foreign_verdicts", ()

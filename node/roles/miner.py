@@ -9,8 +9,8 @@ request/response streams and are routed by the executor id they name.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import trio
 
@@ -41,7 +41,7 @@ class MinerService:
         gossip,
         roster_interval_s: float,
         heartbeat_timeout_s: float,
-        allowed_remote: "frozenset[str] | list[str]" = frozenset(),
+        allowed_remote: frozenset[str] | list[str] = frozenset(),
         clock: Callable[[], float] = trio.current_time,
         wall_ms: Callable[[], int] | None = None,
     ):
@@ -125,8 +125,12 @@ class MinerService:
                 # Listing an executor endorses it: a false proof by it bans this miner too. So only
                 # executors the operator named may register (anyone else could frame the miner).
                 self.stats["refused"] += 1
-                log.warning("remote executor refused: not in [miner].remote_executors",
-                            extra={"fields": {"executor": peer_id, "hint": "add its peer id to [miner].remote_executors or --allow-executor"}})
+                log.warning(
+                    "remote executor refused: not in [miner].remote_executors",
+                    extra={
+                        "fields": {"executor": peer_id, "hint": "add its peer id to [miner].remote_executors or --allow-executor"}
+                    },
+                )
                 raise ChallengeRefused("not-allowed", "this miner accepts only the remote executors its operator listed")
             try:
                 att = decode_envelope(body.attestation, expect=ExecutorAttestation)
@@ -213,7 +217,10 @@ class MinerService:
     def status(self) -> dict:
         return {
             "local_executors": {eid: {**e.stats, "busy": e.busy(), "model": e.facts.gpu_model} for eid, e in self.local.items()},
-            "remote_executors": {eid: {"busy": r.busy, "last_heartbeat_age_s": round(self.clock() - r.last_heartbeat, 1)} for eid, r in self.remote.items()},
+            "remote_executors": {
+                eid: {"busy": r.busy, "last_heartbeat_age_s": round(self.clock() - r.last_heartbeat, 1)}
+                for eid, r in self.remote.items()
+            },
             "stats": dict(self.stats),
         }
 
@@ -221,7 +228,9 @@ class MinerService:
 class RemoteExecutorNode:
     """An ``executor`` node: registers with its miner, heartbeats, answers routed challenges."""
 
-    def __init__(self, host, service: ExecutorService, miner_peer_id_getter: Callable[[], str | None], *, heartbeat_interval_s: float):
+    def __init__(
+        self, host, service: ExecutorService, miner_peer_id_getter: Callable[[], str | None], *, heartbeat_interval_s: float
+    ):
         self.host = host
         self.service = service
         self.miner = miner_peer_id_getter
@@ -244,12 +253,19 @@ class RemoteExecutorNode:
                 now = trio.current_time()
                 try:
                     if not self.registered or now - last_register > 120:
-                        await self.host.request(miner, C.PROTO_REGISTER, self.service.signer.seal(Register(attestation=self.service.attestation())), timeout=10)
+                        await self.host.request(
+                            miner,
+                            C.PROTO_REGISTER,
+                            self.service.signer.seal(Register(attestation=self.service.attestation())),
+                            timeout=10,
+                        )
                         if not self.registered:
                             log.info("registered with miner", extra={"fields": {"miner": miner}})
                         self.registered, last_register = True, now
                     else:
-                        await self.host.request(miner, C.PROTO_REGISTER, self.service.signer.seal(Heartbeat(busy=self.service.busy())), timeout=10)
+                        await self.host.request(
+                            miner, C.PROTO_REGISTER, self.service.signer.seal(Heartbeat(busy=self.service.busy())), timeout=10
+                        )
                 except Exception as exc:  # the miner restarting or unreachable: register again
                     log.warning("miner did not answer", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
                     self.registered = False

@@ -53,7 +53,9 @@ class MinerParams:
     roster_interval_s: float = 10.0  # the signed roster is gossiped this often, and on every change
     heartbeat_timeout_s: float = 15.0  # drop a remote executor after this long without heartbeat
     host_fingerprint: str = ""  # empty: derived from /etc/machine-id; test networks on one machine set one per node
-    remote_executors: list[str] = field(default_factory=list)  # peer ids of remote executors allowed to register (--allow-executor)
+    remote_executors: list[str] = field(
+        default_factory=list
+    )  # peer ids of remote executors allowed to register (--allow-executor)
 
     def __post_init__(self) -> None:
         if self.engine not in ("cpu", "gpu"):

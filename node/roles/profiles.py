@@ -25,7 +25,6 @@ from pathlib import Path
 from node import schema
 
 
-
 class ProfileError(ValueError):
     """A profile file that cannot be used; the message names the file and the entry."""
 
@@ -58,7 +57,7 @@ class ProfileBook:
             slot[p.n] = p
 
     @classmethod
-    def load(cls, path: str | Path) -> "ProfileBook":
+    def load(cls, path: str | Path) -> ProfileBook:
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text())
@@ -103,6 +102,7 @@ class ProfileBook:
             raise ValueError(f"expected_seconds needs n > 0 and T >= 0, got n = {n}, T = {T}")
         p = self.get(model, n)
         return None if p is None else p.step_seconds * T
+
 
 def _parse_entry(path: Path, index: int, entry: object) -> Profile:
     where = f"{path}: profile #{index}"

@@ -79,7 +79,9 @@ def assign(beacon: bytes, executor_id: str, validators: list[str] | set[str] | f
     """The validator that challenges ``executor_id`` this round (rendezvous hashing)."""
     if not validators:
         return None
-    return max(sorted(validators), key=lambda v: hashlib.sha256(DOMAIN + beacon + executor_id.encode() + b"\x00" + v.encode()).digest())
+    return max(
+        sorted(validators), key=lambda v: hashlib.sha256(DOMAIN + beacon + executor_id.encode() + b"\x00" + v.encode()).digest()
+    )
 
 
 @dataclass
@@ -106,10 +108,14 @@ class Beacon:
     my_id: str
     _my_secrets: dict[int, bytes] = field(default_factory=dict)
     _commits: dict[tuple[str, int], bytes] = field(default_factory=dict)  # (validator, round) -> commit
-    _first: dict[tuple[str, int], tuple[bytes, bytes]] = field(default_factory=dict)  # (validator, round) -> (secret, next_commit) first seen
+    _first: dict[tuple[str, int], tuple[bytes, bytes]] = field(
+        default_factory=dict
+    )  # (validator, round) -> (secret, next_commit) first seen
     _reveals: dict[int, dict[str, bytes]] = field(default_factory=dict)  # round -> validator -> secret
     _values: dict[int, bytes] = field(default_factory=dict)
-    _excluded: dict[str, tuple[int, int]] = field(default_factory=dict)  # validator -> (first, last) round it is out of the beacon
+    _excluded: dict[str, tuple[int, int]] = field(
+        default_factory=dict
+    )  # validator -> (first, last) round it is out of the beacon
     stats: BeaconStats = field(default_factory=BeaconStats)
     since_ms: int = 0  # when this node began to listen: before that it heard no commitments
     _pruned_at: int = -1

@@ -17,8 +17,8 @@ answer comes back as ``BusyAnswer`` for the validator to judge with what it know
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from node.pow.engine import ChallengeParams
 from node.pow.openings import Openings as OpeningsProof
@@ -97,7 +97,9 @@ class ChallengeSession:
 
     def _expect(self, *phases: Phase) -> None:
         if self.phase not in phases:
-            raise SessionError(f"challenge {self.body.challenge_id.hex()[:12]}: {self.phase.value}, expected {'/'.join(p.value for p in phases)}")
+            raise SessionError(
+                f"challenge {self.body.challenge_id.hex()[:12]}: {self.phase.value}, expected {'/'.join(p.value for p in phases)}"
+            )
 
     def _end(self, reasons: list[str], bundle: bytes = b"", *, busy: bool = False) -> ChallengeOutcome:
         self.rec.reasons = reasons
@@ -123,7 +125,9 @@ class ChallengeSession:
         late = failure == R.LATE_COMMITMENT or failure.startswith(R.MISSING_COMMITMENT + ":capacity")
         return self._end([R.CO_SCHEDULED_TIMEOUT if (self.co_scheduled and late) else failure])
 
-    def on_commit_response(self, raw: bytes, now: float, is_known_executor: Callable[[str], bool]) -> ChallengeOutcome | BusyAnswer | None:
+    def on_commit_response(
+        self, raw: bytes, now: float, is_known_executor: Callable[[str], bool]
+    ) -> ChallengeOutcome | BusyAnswer | None:
         """The executor's signed answer to the challenge: None when it committed (reveal next)."""
         self._expect(Phase.SENT)
         assert self.sent_at is not None
@@ -161,7 +165,9 @@ class ChallengeSession:
         self.rec.openings_seconds = now - self.revealed_at if self.revealed_at is not None else None
         return self._end([failure])
 
-    def on_openings(self, raw: bytes, now: float, is_known_executor: Callable[[str], bool], signer: Signer) -> ChallengeOutcome | VerifyJob:
+    def on_openings(
+        self, raw: bytes, now: float, is_known_executor: Callable[[str], bool], signer: Signer
+    ) -> ChallengeOutcome | VerifyJob:
         """The executor's signed openings: a verify job (and the signed evidence bundle), or the end."""
         self._expect(Phase.REVEALED)
         assert self.revealed_at is not None and self.commitment is not None
@@ -175,7 +181,9 @@ class ChallengeSession:
             return self._end([problem])
         if env.body.challenge_id != self.body.challenge_id:
             return self._end([R.REPLAY])
-        bundle = signer.seal(ProofBundle(challenge=self.raw, commitment=self.commitment.raw, reveal=self.secret, openings=env.raw))
+        bundle = signer.seal(
+            ProofBundle(challenge=self.raw, commitment=self.commitment.raw, reveal=self.secret, openings=env.raw)
+        )
         try:
             openings = decode_openings(env.body.blob)
         except ProofFormatError:
@@ -189,8 +197,16 @@ class ChallengeSession:
         cm: Commitment = self.commitment.body
         return (self.params, self.body.samples, cm.root, cm.d_final, self.secret, job.openings)
 
-    def on_verified(self, result: VerifyResult, verify_seconds: float, job: VerifyJob, params: ValidatorParams, *,
-                    duplicate_gpu: bool, listed_twice: bool) -> ChallengeOutcome:
+    def on_verified(
+        self,
+        result: VerifyResult,
+        verify_seconds: float,
+        job: VerifyJob,
+        params: ValidatorParams,
+        *,
+        duplicate_gpu: bool,
+        listed_twice: bool,
+    ) -> ChallengeOutcome:
         """Judge a verified answer: proof first, then time against the profile, then duplicates."""
         self._expect(Phase.VERIFYING)
         self.rec.verify_seconds = verify_seconds

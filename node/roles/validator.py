@@ -15,9 +15,9 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import trio
 
@@ -29,13 +29,13 @@ from node.roles import penalties as P
 from node.roles import verdicts as R
 from node.roles.agreed import new_challenge_id
 from node.roles.agreement import Agreement
-from node.roles.judging import BusyRules, Refusal, Sizing, check_evidence, judge_busy, size_challenge
-from node.roles.session import BusyAnswer, ChallengeOutcome, ChallengeSession, VerifyJob
 from node.roles.gpu_identity import GpuIdentityRegistry
+from node.roles.judging import BusyRules, Refusal, Sizing, check_evidence, judge_busy, size_challenge
 from node.roles.ledger import Ledger
 from node.roles.params import ValidatorParams
 from node.roles.profiles import ProfileBook
 from node.roles.rounds import assign
+from node.roles.session import BusyAnswer, ChallengeOutcome, ChallengeSession, VerifyJob
 from node.roles.verdicts import VerdictRecord
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
@@ -110,7 +110,7 @@ class ValidatorService:
         *,
         gossip,
         data_dir: Path,
-        agreement: "Agreement | None" = None,
+        agreement: Agreement | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = trio.current_time,
         wall_ms: Callable[[], int] | None = None,
@@ -215,18 +215,30 @@ class ValidatorService:
             listed.add(eid)
             known = self.executors.get(eid)
             if known is None:
-                on_probation = sum(1 for k in self.executors.values()
-                                   if k.miner_id == env.sender and k.challenges < self.params.probation_challenges)
+                on_probation = sum(
+                    1
+                    for k in self.executors.values()
+                    if k.miner_id == env.sender and k.challenges < self.params.probation_challenges
+                )
                 history = self.ledger.challenges_issued(eid)
                 if history < self.params.probation_challenges and on_probation >= MAX_NEW_PER_MINER:
                     # No challenge work for entries a miner cannot back yet: its new ids wait until
                     # earlier ones have shown they are real.
                     self.stats.executors_deferred += 1
                     continue
-                log.info("learned executor", extra={"fields": {"executor": eid[-8:], "miner": env.sender[-8:], "model": att.gpu_model}})
+                log.info(
+                    "learned executor", extra={"fields": {"executor": eid[-8:], "miner": env.sender[-8:], "model": att.gpu_model}}
+                )
                 # First challenge soon but spread out, so a new network does not start in lockstep.
-                known = KnownExecutor(eid, env.sender, att, att_env.raw, now, last_challenged=now - self.params.challenge_interval_s + self.rng.uniform(0.5, 2.0),
-                                      challenges=history)
+                known = KnownExecutor(
+                    eid,
+                    env.sender,
+                    att,
+                    att_env.raw,
+                    now,
+                    last_challenged=now - self.params.challenge_interval_s + self.rng.uniform(0.5, 2.0),
+                    challenges=history,
+                )
                 self.executors[eid] = known
             else:
                 known.miner_id, known.attestation, known.attestation_raw, known.seen_at = env.sender, att, att_env.raw, now
@@ -255,7 +267,9 @@ class ValidatorService:
             return
         v: Verdict = env.body
         self.stats.foreign_verdicts += 1
-        self.ledger.record_foreign_verdict(env.sender, v.challenge_id.hex(), v.executor_id, v.miner_id, v.passed, list(v.reasons), v.score_ppm, self.wall_ms())
+        self.ledger.record_foreign_verdict(
+            env.sender, v.challenge_id.hex(), v.executor_id, v.miner_id, v.passed, list(v.reasons), v.score_ppm, self.wall_ms()
+        )
         if not self._take_audit_token(env.sender):
             return  # audits are rate-limited per validator: one cannot make us verify without end
         if v.evidence:
@@ -289,7 +303,9 @@ class ValidatorService:
         async for kind, validator_id, v in self._audit_recv:
             if kind == "fetch":
                 try:
-                    bundle = await self.host.request(validator_id, C.PROTO_PROOF, self.signer.seal(ProofRequest(challenge_id=v.challenge_id)), timeout=10)
+                    bundle = await self.host.request(
+                        validator_id, C.PROTO_PROOF, self.signer.seal(ProofRequest(challenge_id=v.challenge_id)), timeout=10
+                    )
                 except NetError as exc:
                     log.info("audit fetch failed", extra={"fields": {"validator": validator_id[-8:], "error": str(exc)}})
                     continue
@@ -297,10 +313,21 @@ class ValidatorService:
                 bundle = v.evidence
             self.stats.audits += 1
             res = await trio.to_thread.run_sync(
-                lambda: check_evidence(bundle, verdict_sender=validator_id, executor_id=v.executor_id, verdict_passed=v.passed))
+                lambda: check_evidence(bundle, verdict_sender=validator_id, executor_id=v.executor_id, verdict_passed=v.passed)
+            )
             if not res.agrees:
                 self.stats.audit_disagreements += 1
-                log.warning("audit disagrees with a verdict", extra={"fields": {"validator": validator_id[-8:], "challenge": v.challenge_id.hex()[:12], "they": v.passed, "detail": res.detail}})
+                log.warning(
+                    "audit disagrees with a verdict",
+                    extra={
+                        "fields": {
+                            "validator": validator_id[-8:],
+                            "challenge": v.challenge_id.hex()[:12],
+                            "they": v.passed,
+                            "detail": res.detail,
+                        }
+                    },
+                )
             if res.detail[0].startswith(("bad-bundle", "bad-reveal")):
                 # Evidence that proves nothing (junk, a wrong reveal, parts of other challenges):
                 # the sender's fault, never the executor's.
@@ -342,7 +369,11 @@ class ValidatorService:
         self.forget_unlisted(now)
         banned = {e for e, k in self.executors.items() if self._banned(k) or not self.host.reachable(k.miner_id)}
         due = sorted(
-            (e for e in self.executors.values() if not e.in_flight and e.executor_id not in banned and now - e.last_challenged >= self.interval_for(e)),
+            (
+                e
+                for e in self.executors.values()
+                if not e.in_flight and e.executor_id not in banned and now - e.last_challenged >= self.interval_for(e)
+            ),
             key=lambda e: e.last_challenged,
         )
         groups: list[list[KnownExecutor]] = []
@@ -352,11 +383,16 @@ class ValidatorService:
                 continue
             if self.params.co_schedule:
                 group = [
-                    o for o in self.executors.values()
-                    if not o.in_flight and o.executor_id not in banned and o.executor_id not in taken
-                    and (o.miner_id == e.miner_id
-                         or o.attestation.host_fingerprint == e.attestation.host_fingerprint
-                         or (o.attestation.gpu_uuid and o.attestation.gpu_uuid == e.attestation.gpu_uuid))
+                    o
+                    for o in self.executors.values()
+                    if not o.in_flight
+                    and o.executor_id not in banned
+                    and o.executor_id not in taken
+                    and (
+                        o.miner_id == e.miner_id
+                        or o.attestation.host_fingerprint == e.attestation.host_fingerprint
+                        or (o.attestation.gpu_uuid and o.attestation.gpu_uuid == e.attestation.gpu_uuid)
+                    )
                 ]
             else:
                 group = [e]
@@ -440,11 +476,17 @@ class ValidatorService:
             await self._sleep_until_ms(sched.challenge_ms(r, beacon))
             self.forget_unlisted(self.clock())
             mine = [
-                e for e in self.executors.values()
-                if not e.in_flight and not self._banned(e) and self.host.reachable(e.miner_id)
+                e
+                for e in self.executors.values()
+                if not e.in_flight
+                and not self._banned(e)
+                and self.host.reachable(e.miner_id)
                 and assign(beacon, e.executor_id, validators) == me
             ]
-            log.info("round", extra={"fields": {"round": r, "validators": len(validators), "mine": len(mine), "known": len(self.executors)}})
+            log.info(
+                "round",
+                extra={"fields": {"round": r, "validators": len(validators), "mine": len(mine), "known": len(self.executors)}},
+            )
             if mine:
                 self._start_group(nursery, mine, co_scheduled=True, round_no=r)
             r = max(r + 1, sched.round_at(self.wall_ms()) + 1)
@@ -474,8 +516,16 @@ class ValidatorService:
                 self.rtt[eid] = rtt if eid not in self.rtt else 0.8 * self.rtt[eid] + 0.2 * rtt
                 if self.rtt[eid] > self.params.rtt_margin_s and eid not in warned:
                     warned.add(eid)
-                    log.warning("round trip to an executor exceeds the configured margin: its timings are unfair to it",
-                                extra={"fields": {"executor": eid[-8:], "rtt_s": round(self.rtt[eid], 3), "margin_s": self.params.rtt_margin_s}})
+                    log.warning(
+                        "round trip to an executor exceeds the configured margin: its timings are unfair to it",
+                        extra={
+                            "fields": {
+                                "executor": eid[-8:],
+                                "rtt_s": round(self.rtt[eid], 3),
+                                "margin_s": self.params.rtt_margin_s,
+                            }
+                        },
+                    )
             await trio.sleep(5.0 if set(self.executors) <= set(self.rtt) else 1.0)  # new executors: soon
 
     async def _run_group(self, group: list[KnownExecutor], co_scheduled: bool, round_no: int = 0) -> None:
@@ -505,8 +555,10 @@ class ValidatorService:
         except Exception:
             # Our bug, not the executors': no verdict for this group, a traceback for us.
             self.stats.internal_errors += 1
-            log.exception("internal error while challenging; no verdict given",
-                          extra={"fields": {"executors": [e.executor_id[-8:] for e in group]}})
+            log.exception(
+                "internal error while challenging; no verdict given",
+                extra={"fields": {"executors": [e.executor_id[-8:] for e in group]}},
+            )
         finally:
             self._in_flight -= 1
             now = self.clock()
@@ -533,7 +585,9 @@ class ValidatorService:
             expected_us=int((rec.expected_seconds or 0) * 1e6),
             score_ppm=max(0, min(1_000_000, int(score * 1e6))),
             round=round_no,
-            evidence=out.bundle if (not rec.passed and out.bundle and len(out.bundle) < C.DEFAULT_MAX_MESSAGE_BYTES // 2) else b"",
+            evidence=out.bundle
+            if (not rec.passed and out.bundle and len(out.bundle) < C.DEFAULT_MAX_MESSAGE_BYTES // 2)
+            else b"",
         )
 
     def _publish_outbox(self) -> None:
@@ -555,10 +609,16 @@ class ValidatorService:
         time (a duplicate-gpu reason aside) takes the UUID from a holder that did not."""
         ok_kinds = {R.PASSED, R.DUPLICATE_GPU, R.NO_CREDIT}
         done = [c for c in ctxs if c.outcome is not None and not c.outcome.busy]
-        passed = {c.executor_id for c in done if c.outcome is not None and all(R.reason_kind(r) in ok_kinds for r in c.outcome.record.reasons)}
+        passed = {
+            c.executor_id
+            for c in done
+            if c.outcome is not None and all(R.reason_kind(r) in ok_kinds for r in c.outcome.record.reasons)
+        }
         failed = {c.executor_id for c in done} - passed
         for uuid, winner in self.gpu_ids.settle(passed, failed):
-            log.warning("GPU UUID moves to the executor that proved it", extra={"fields": {"uuid": uuid, "executor": winner[-8:]}})
+            log.warning(
+                "GPU UUID moves to the executor that proved it", extra={"fields": {"uuid": uuid, "executor": winner[-8:]}}
+            )
 
     def _finish(self, e: KnownExecutor, out: ChallengeOutcome, round_no: int = 0) -> None:
         rec = out.record
@@ -592,8 +652,15 @@ class ValidatorService:
         log.log(
             logging.INFO if rec.passed else logging.WARNING,
             "verdict" if rec.passed else "verdict: FAILED",
-            extra={"fields": {"executor": rec.executor_id[-8:], "passed": rec.passed, "reasons": ",".join(rec.reasons),
-                              "commit_s": round(rec.commit_seconds or 0, 3), "expected_s": round(rec.expected_seconds or 0, 3)}},
+            extra={
+                "fields": {
+                    "executor": rec.executor_id[-8:],
+                    "passed": rec.passed,
+                    "reasons": ",".join(rec.reasons),
+                    "commit_s": round(rec.commit_seconds or 0, 3),
+                    "expected_s": round(rec.expected_seconds or 0, 3),
+                }
+            },
         )
 
     def _store_bundle(self, cid_hex: str, bundle: bytes) -> None:
@@ -630,23 +697,54 @@ class ValidatorService:
         cid, seed, secret = new_challenge_id(self.host.identity.peer_id), os.urandom(32), os.urandom(32)
         now_ms = self.wall_ms()
         body = Challenge(
-            challenge_id=cid, executor_id=e.executor_id, seed=seed, n=max(n, 64), steps=max(steps, 1), b_matrices=m, samples=max(k, 1),
+            challenge_id=cid,
+            executor_id=e.executor_id,
+            seed=seed,
+            n=max(n, 64),
+            steps=max(steps, 1),
+            b_matrices=m,
+            samples=max(k, 1),
             commit_deadline_ms=now_ms + int(commit_timeout * 1000),
             openings_timeout_ms=int(self.params.openings_timeout_s * 1000),
-            sample_commit=sample_commit(secret), round=round_no,
+            sample_commit=sample_commit(secret),
+            round=round_no,
         )
         raw = self.signer.seal(body)
         rec = VerdictRecord(
-            challenge_id=cid.hex(), validator_id=self.host.identity.peer_id, executor_id=e.executor_id, miner_id=e.miner_id,
-            passed=False, reasons=[], n=n, T=steps, m=m, k=k, commit_seconds=None, openings_seconds=None,
-            verify_seconds=None, expected_seconds=expected, performance_factor=0.0, created_ms=now_ms,
+            challenge_id=cid.hex(),
+            validator_id=self.host.identity.peer_id,
+            executor_id=e.executor_id,
+            miner_id=e.miner_id,
+            passed=False,
+            reasons=[],
+            n=n,
+            T=steps,
+            m=m,
+            k=k,
+            commit_seconds=None,
+            openings_seconds=None,
+            verify_seconds=None,
+            expected_seconds=expected,
+            performance_factor=0.0,
+            created_ms=now_ms,
         )
         self.ledger.record_challenge(cid.hex(), e.executor_id, e.miner_id, raw, secret, now_ms, body.commit_deadline_ms)
         self.stats.issued += 1
         e.challenges += 1
-        params = ChallengeParams(seed=seed, validator=self.host.identity.public_key, executor=self.host_key(e.executor_id), n=body.n, T=body.steps, m=m)
-        session = ChallengeSession(e.executor_id, body, raw, secret, params, rec, commit_timeout, co_scheduled,
-                                   sizing if isinstance(sizing, Sizing) else None)
+        params = ChallengeParams(
+            seed=seed, validator=self.host.identity.public_key, executor=self.host_key(e.executor_id), n=body.n, T=body.steps, m=m
+        )
+        session = ChallengeSession(
+            e.executor_id,
+            body,
+            raw,
+            secret,
+            params,
+            rec,
+            commit_timeout,
+            co_scheduled,
+            sizing if isinstance(sizing, Sizing) else None,
+        )
         if isinstance(sizing, Refusal):
             session.refuse(sizing.reason)
         return session
@@ -658,8 +756,9 @@ class ValidatorService:
         """Send the challenge and time the signed commitment (the session judges the answer)."""
         if ctx.outcome is not None:  # refused at issue: nothing to send
             return
-        failure, resp = await self._request(e.miner_id, C.PROTO_CHALLENGE, ctx.raw, ctx.commit_timeout,
-                                            on_sent=lambda: ctx.sent(self.clock()))
+        failure, resp = await self._request(
+            e.miner_id, C.PROTO_CHALLENGE, ctx.raw, ctx.commit_timeout, on_sent=lambda: ctx.sent(self.clock())
+        )
         if failure is not None:
             ctx.on_commit_failure(failure, self.clock())
             return
@@ -680,8 +779,14 @@ class ValidatorService:
         """Reveal the secret, fetch the openings before their deadline, verify, judge the time."""
         reveal_raw = ctx.reveal(self.signer, self.clock())
         self.ledger.record_reveal(ctx.rec.challenge_id, self.wall_ms())
-        failure, op_raw = await self._request(e.miner_id, C.PROTO_REVEAL, reveal_raw, self.params.openings_timeout_s,
-                                              late=R.LATE_OPENINGS, missing=R.MISSING_OPENINGS)
+        failure, op_raw = await self._request(
+            e.miner_id,
+            C.PROTO_REVEAL,
+            reveal_raw,
+            self.params.openings_timeout_s,
+            late=R.LATE_OPENINGS,
+            missing=R.MISSING_OPENINGS,
+        )
         if failure is not None:
             ctx.on_openings_failure(failure, self.clock())
             return
@@ -694,8 +799,14 @@ class ValidatorService:
         result = await trio.to_thread.run_sync(lambda: verify(*args))
         seconds = time.perf_counter() - t0
         self.stats.verify_seconds += seconds
-        ctx.on_verified(result, seconds, step, self.params, duplicate_gpu=bool(self.gpu_ids.duplicates_of(e.executor_id)),
-                        listed_twice=bool(self.listed_twice(e.executor_id)))
+        ctx.on_verified(
+            result,
+            seconds,
+            step,
+            self.params,
+            duplicate_gpu=bool(self.gpu_ids.duplicates_of(e.executor_id)),
+            listed_twice=bool(self.listed_twice(e.executor_id)),
+        )
 
     def listed_twice(self, executor_id: str) -> set[str]:
         """The miners listing this executor, when more than one does (else empty)."""
@@ -718,15 +829,34 @@ class ValidatorService:
         judging.judge_busy), else the failing reason."""
         self._note_busy(e, True)
         book = self.agreement.book if self.agreement is not None else None
-        rules = BusyRules(round=ctx.body.round, max_commit_s=C.MAX_COMMIT_WINDOW_S, max_openings_s=C.MAX_OPENINGS_TIMEOUT_S,
-                          max_busy_s=2 * (ctx.commit_timeout + self.params.openings_timeout_s))
+        rules = BusyRules(
+            round=ctx.body.round,
+            max_commit_s=C.MAX_COMMIT_WINDOW_S,
+            max_openings_s=C.MAX_OPENINGS_TIMEOUT_S,
+            max_busy_s=2 * (ctx.commit_timeout + self.params.openings_timeout_s),
+        )
         assert e.busy_since is not None
-        return judge_busy(env, ctx.raw, e.executor_id, now_ms=self.wall_ms(),
-                          admitted=book.is_admitted if book is not None else (lambda peer, now: True),
-                          busy_for_s=self.clock() - e.busy_since, rules=rules)
+        return judge_busy(
+            env,
+            ctx.raw,
+            e.executor_id,
+            now_ms=self.wall_ms(),
+            admitted=book.is_admitted if book is not None else (lambda peer, now: True),
+            busy_for_s=self.clock() - e.busy_since,
+            rules=rules,
+        )
 
-    async def _request(self, peer: str, proto: str, payload: bytes, timeout: float, *, late: str = R.LATE_COMMITMENT,
-                       missing: str = R.MISSING_COMMITMENT, on_sent: Callable[[], None] | None = None) -> tuple[str | None, bytes]:
+    async def _request(
+        self,
+        peer: str,
+        proto: str,
+        payload: bytes,
+        timeout: float,
+        *,
+        late: str = R.LATE_COMMITMENT,
+        missing: str = R.MISSING_COMMITMENT,
+        on_sent: Callable[[], None] | None = None,
+    ) -> tuple[str | None, bytes]:
         from node.net.errors import NetError, RequestFailed, RequestTimeout
 
         # Only what the network says about the peer becomes a reason against it. Any other
@@ -747,9 +877,14 @@ class ValidatorService:
         return {
             "executors": {
                 eid: {
-                    "miner": e.miner_id, "model": e.attestation.gpu_model, "engine": e.attestation.engine,
-                    "memory_bytes": e.attestation.memory_bytes, "challenges": e.challenges, "in_flight": e.in_flight,
-                    "last_verdict": e.last_verdict, "next_in_s": round(max(0.0, e.last_challenged + self.params.challenge_interval_s - now), 1),
+                    "miner": e.miner_id,
+                    "model": e.attestation.gpu_model,
+                    "engine": e.attestation.engine,
+                    "memory_bytes": e.attestation.memory_bytes,
+                    "challenges": e.challenges,
+                    "in_flight": e.in_flight,
+                    "last_verdict": e.last_verdict,
+                    "next_in_s": round(max(0.0, e.last_challenged + self.params.challenge_interval_s - now), 1),
                     "duplicate_of": sorted(self.gpu_ids.duplicates_of(eid)),
                     "listed_by": sorted(self.listed_twice(eid)),
                 }

@@ -86,7 +86,7 @@ class VerdictRecord:
         return {f.name: (list(getattr(self, f.name)) if f.name == "reasons" else getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VerdictRecord":
+    def from_dict(cls, d: dict[str, Any]) -> VerdictRecord:
         """Inverse of to_dict; a missing or unknown key is a ValueError naming it."""
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in d]

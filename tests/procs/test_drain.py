@@ -20,9 +20,11 @@ pytestmark = pytest.mark.slow
 def start(tmp: Path, name: str, role: str, sections: dict) -> NodeProcess:
     d = tmp / name
     d.mkdir(exist_ok=True)
-    base = {"node": {"role": role, "data_dir": str(d), "status_interval_s": 0.1},
-            "net": {"listen_host": "127.0.0.1", "listen_port": 0, "network": "gpow-drain-test"},
-            "gossip": {"heartbeat_s": 0.2}}
+    base = {
+        "node": {"role": role, "data_dir": str(d), "status_interval_s": 0.1},
+        "net": {"listen_host": "127.0.0.1", "listen_port": 0, "network": "gpow-drain-test"},
+        "gossip": {"heartbeat_s": 0.2},
+    }
     for k, v in sections.items():
         base.setdefault(k, {}).update(v)
     write_node_config(d / "config.toml", base)
@@ -46,20 +48,42 @@ def test_sigterm_lets_the_challenge_in_flight_finish(tmp_path: Path):
     vid = load_or_create_key_file(tmp_path / "validator" / "node.key").peer_id
     profiles = tmp_path / "profiles.toml"
     # generous: correctness is what is judged here, never this machine's speed
-    profiles.write_text('[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.02\n'
-                        'measured = false\nsource = "test: generous"\n')
+    profiles.write_text(
+        '[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.02\n'
+        'measured = false\nsource = "test: generous"\n'
+    )
     admission = {"admission": {"validators": [vid]}}
     nodes: list[NodeProcess] = []
     try:
-        v = start(tmp_path, "validator", "validator", {**admission, "validator": {
-            "challenge_interval_s": 1.0, "n_cpu": 64, "probation_challenges": 0, "samples": 8, "concurrency": 1,
-            "profiles_file": str(profiles)}})
+        v = start(
+            tmp_path,
+            "validator",
+            "validator",
+            {
+                **admission,
+                "validator": {
+                    "challenge_interval_s": 1.0,
+                    "n_cpu": 64,
+                    "probation_challenges": 0,
+                    "samples": 8,
+                    "concurrency": 1,
+                    "profiles_file": str(profiles),
+                },
+            },
+        )
         nodes.append(v)
         wait(lambda: (v.status() or {}).get("listen", "").rsplit(":", 1)[-1] not in ("", "0"), 30, "validator listening", nodes)
         # a pool of 8 MiB at n = 64: T = 1227 steps, seconds of work for the CPU engine
-        m = start(tmp_path, "miner", "miner", {**admission, "net": {"bootstrap": [v.status()["listen"]]},
-                                               "miner": {"engine": "cpu", "cpu_memory_bytes": 8 * 1024 * 1024,
-                                                         "roster_interval_s": 0.5}})
+        m = start(
+            tmp_path,
+            "miner",
+            "miner",
+            {
+                **admission,
+                "net": {"bootstrap": [v.status()["listen"]]},
+                "miner": {"engine": "cpu", "cpu_memory_bytes": 8 * 1024 * 1024, "roster_interval_s": 0.5},
+            },
+        )
         nodes.append(m)
 
         def executor_busy() -> bool:
@@ -75,8 +99,12 @@ def test_sigterm_lets_the_challenge_in_flight_finish(tmp_path: Path):
         def stats() -> dict:
             return ((v.status() or {}).get("validator") or {}).get("stats") or {}
 
-        wait(lambda: stats().get("verdicts", 0) >= 1 and v.status()["validator"]["in_flight_groups"] == 0, 30,
-             "the validator's verdict", [v])
+        wait(
+            lambda: stats().get("verdicts", 0) >= 1 and v.status()["validator"]["in_flight_groups"] == 0,
+            30,
+            "the validator's verdict",
+            [v],
+        )
         s = stats()
         assert s["failed"] == 0 and s["passed"] >= 1, s
     finally:
@@ -90,22 +118,48 @@ def test_sigterm_lets_the_validators_challenges_finish(tmp_path: Path):
 
     vid = load_or_create_key_file(tmp_path / "validator" / "node.key").peer_id
     profiles = tmp_path / "profiles.toml"
-    profiles.write_text('[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.02\n'
-                        'measured = false\nsource = "test: generous"\n')
+    profiles.write_text(
+        '[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.02\n'
+        'measured = false\nsource = "test: generous"\n'
+    )
     admission = {"admission": {"validators": [vid]}}
     nodes: list[NodeProcess] = []
     try:
-        v = start(tmp_path, "validator", "validator", {**admission, "validator": {
-            "challenge_interval_s": 1.0, "n_cpu": 64, "probation_challenges": 0, "samples": 8, "concurrency": 1,
-            "profiles_file": str(profiles)}})
+        v = start(
+            tmp_path,
+            "validator",
+            "validator",
+            {
+                **admission,
+                "validator": {
+                    "challenge_interval_s": 1.0,
+                    "n_cpu": 64,
+                    "probation_challenges": 0,
+                    "samples": 8,
+                    "concurrency": 1,
+                    "profiles_file": str(profiles),
+                },
+            },
+        )
         nodes.append(v)
         wait(lambda: (v.status() or {}).get("listen", "").rsplit(":", 1)[-1] not in ("", "0"), 30, "validator listening", nodes)
-        m = start(tmp_path, "miner", "miner", {**admission, "net": {"bootstrap": [v.status()["listen"]]},
-                                               "miner": {"engine": "cpu", "cpu_memory_bytes": 8 * 1024 * 1024,
-                                                         "roster_interval_s": 0.5}})
+        m = start(
+            tmp_path,
+            "miner",
+            "miner",
+            {
+                **admission,
+                "net": {"bootstrap": [v.status()["listen"]]},
+                "miner": {"engine": "cpu", "cpu_memory_bytes": 8 * 1024 * 1024, "roster_interval_s": 0.5},
+            },
+        )
         nodes.append(m)
-        wait(lambda: ((v.status() or {}).get("validator") or {}).get("in_flight_groups", 0) > 0, 90,
-             "a challenge group in flight", nodes)
+        wait(
+            lambda: ((v.status() or {}).get("validator") or {}).get("in_flight_groups", 0) > 0,
+            90,
+            "a challenge group in flight",
+            nodes,
+        )
         v.proc.send_signal(signal.SIGTERM)
         assert v.proc.wait(timeout=60) == 0, v.log_tail()
         assert "letting challenges in flight finish" in (v.data_dir / "node.log").read_text()

@@ -42,9 +42,29 @@ def node_pids(workdir: Path) -> list[int]:
 def test_harness_runs_reports_and_cleans_up(tmp_path: Path):
     report, workdir = tmp_path / "r.json", tmp_path / "w"
     proc = subprocess.run(
-        [sys.executable, "-m", "node", "harness", "--validators", "2", "--miners", "2", "--remote-executors", "1",
-         "--duration", "12", "--cheaters", "corrupt-rows", "--report", str(report), "--workdir", str(workdir)],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "node",
+            "harness",
+            "--validators",
+            "2",
+            "--miners",
+            "2",
+            "--remote-executors",
+            "1",
+            "--duration",
+            "12",
+            "--cheaters",
+            "corrupt-rows",
+            "--report",
+            str(report),
+            "--workdir",
+            str(workdir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads(report.read_text())
@@ -63,9 +83,25 @@ def test_harness_runs_reports_and_cleans_up(tmp_path: Path):
 def test_ctrl_c_stops_every_node(tmp_path: Path):
     workdir = tmp_path / "w"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "node", "harness", "--validators", "1", "--miners", "2", "--remote-executors", "0",
-         "--duration", "120", "--workdir", str(workdir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "node",
+            "harness",
+            "--validators",
+            "1",
+            "--miners",
+            "2",
+            "--remote-executors",
+            "0",
+            "--duration",
+            "120",
+            "--workdir",
+            str(workdir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120

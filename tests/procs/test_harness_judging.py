@@ -16,8 +16,17 @@ from node.harness.adversaries import ADVERSARIES
 
 pytestmark = pytest.mark.slow
 
-ISSUE_17 = ["cpu-claims-gpu", "small-memory-claim", "forged-busy", "probation-reset", "busy-lock", "junk-evidence",
-            "frame-miner", "uuid-copy", "slow-sybil"]
+ISSUE_17 = [
+    "cpu-claims-gpu",
+    "small-memory-claim",
+    "forged-busy",
+    "probation-reset",
+    "busy-lock",
+    "junk-evidence",
+    "frame-miner",
+    "uuid-copy",
+    "slow-sybil",
+]
 
 
 def test_every_attack_on_judging_at_once(tmp_path: Path):
@@ -26,9 +35,31 @@ def test_every_attack_on_judging_at_once(tmp_path: Path):
     # 4 MiB pools (T = 183 at n = 128) and one honest miner: 14 node processes share this machine
     cfg.write_text("[harness]\ncpu_memory_bytes = 4194304\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "node", "harness", "--config", str(cfg), "--validators", "2", "--miners", "1", "--remote-executors", "1",
-         "--duration", "30", "--cheaters", ",".join(ISSUE_17), "--report", str(report), "--workdir", str(workdir)],
-        capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "node",
+            "harness",
+            "--config",
+            str(cfg),
+            "--validators",
+            "2",
+            "--miners",
+            "1",
+            "--remote-executors",
+            "1",
+            "--duration",
+            "30",
+            "--cheaters",
+            ",".join(ISSUE_17),
+            "--report",
+            str(report),
+            "--workdir",
+            str(workdir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
     r = json.loads(report.read_text())

@@ -76,13 +76,21 @@ class Node:
 def test_tracebacks_of_issue_21_are_one_line(tmp_path: Path):
     key = tmp_path / "auth.key"
     assert gpow("keygen", "--out", str(key)).returncode == 0
-    one_line(gpow("admission", "sign", "--key", str(key), "--validator", "x", "--version", "-1", "--out", str(tmp_path / "s")),
-             2, "--version", "expected an integer >= 0")
+    one_line(
+        gpow("admission", "sign", "--key", str(key), "--validator", "x", "--version", "-1", "--out", str(tmp_path / "s")),
+        2,
+        "--version",
+        "expected an integer >= 0",
+    )
     one_line(gpow("keygen", "--out", "/proc/no-such-dir/k.key"), 2, "gpow keygen:", "/proc/no-such-dir")
     one_line(gpow("harness", "--config", str(tmp_path / "missing.toml")), 2, "gpow harness:", "missing.toml")
     run = ["run", "--role", "miner", "--engine", "cpu", "--open-admission", "--listen", "127.0.0.1:0"]
-    one_line(gpow(*run, "--data-dir", str(tmp_path / "d"), "--bootstrap", "127.0.0.1:7700"), 2,
-             "expected ws://HOST:PORT", "did you mean ws://127.0.0.1:7700?")
+    one_line(
+        gpow(*run, "--data-dir", str(tmp_path / "d"), "--bootstrap", "127.0.0.1:7700"),
+        2,
+        "expected ws://HOST:PORT",
+        "did you mean ws://127.0.0.1:7700?",
+    )
     one_line(gpow(*run, "--data-dir", str(tmp_path / "d"), "--network", ""), 2, "[net].network", "1..64 characters")
     one_line(gpow(*run, "--data-dir", "/proc/no-such-dir/d"), 2, "cannot create the data dir /proc/no-such-dir/d")
     binary = tmp_path / "binary.key"
@@ -98,15 +106,21 @@ def test_silent_failures_of_issue_21_are_refused(tmp_path: Path):
     one_line(gpow(*run, "--role", "miner", "--key-file", str(missing)), 2, f"key file {missing}", "does not exist", "gpow keygen")
     assert not missing.exists() and not (tmp_path / "d" / "node.key").exists()  # no identity was made up
     one_line(gpow(*run, "--role", "miner", "--metrics-port", "99999"), 2, "--metrics-port", "0..65535")
-    for table, line, needle in (("validator", "samples = -5", "[validator].samples = -5: expected an integer 1..4096"),
-                                ("node", 'log_level = "verbose"', "[node].log_level = 'verbose': expected one of debug"),
-                                ("node", "metrics_port = 99999", "[node].metrics_port = 99999: expected a TCP port")):
+    for table, line, needle in (
+        ("validator", "samples = -5", "[validator].samples = -5: expected an integer 1..4096"),
+        ("node", 'log_level = "verbose"', "[node].log_level = 'verbose': expected one of debug"),
+        ("node", "metrics_port = 99999", "[node].metrics_port = 99999: expected a TCP port"),
+    ):
         cfg = tmp_path / f"{table}.toml"
         cfg.write_text(f"[{table}]\n{line}\n")
         one_line(gpow(*run, "--role", "validator", "--config", str(cfg)), 2, str(cfg), needle)
     one_line(gpow("run", "--role", "miner", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")), 2, "no [admission]")
-    one_line(gpow(*run[:1], "--open-admission", "--listen", "0.0.0.0:7799", "--role", "miner", "--data-dir", str(tmp_path / "d")),
-             2, "listening on 0.0.0.0", "--advertise ws://THIS_HOST:7799")
+    one_line(
+        gpow(*run[:1], "--open-admission", "--listen", "0.0.0.0:7799", "--role", "miner", "--data-dir", str(tmp_path / "d")),
+        2,
+        "listening on 0.0.0.0",
+        "--advertise ws://THIS_HOST:7799",
+    )
     one_line(gpow(*run, "--role", "miner", "--advertise", "ws://0.0.0.0:7700"), 2, "0.0.0.0 cannot be dialled")
 
 
@@ -115,18 +129,58 @@ def test_lock_log_level_open_admission_and_unreachable_peers(tmp_path: Path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[node]\nlog_level = "debug"\n')
     dead = f"ws://127.0.0.1:{free_port()}"  # nothing listens there
-    boot = Node("run", "--role", "miner", "--engine", "cpu", "--open-admission", "--data-dir", str(tmp_path / "b"),
-                "--listen", "127.0.0.1:0", "--bootstrap", dead, log=tmp_path / "boot.log")
-    first = Node("run", "--role", "executor", "--engine", "cpu", "--config", str(cfg), "--open-admission", "--data-dir", str(data),
-                 "--listen", "127.0.0.1:0", "--miner", dead, log=tmp_path / "first.log")
+    boot = Node(
+        "run",
+        "--role",
+        "miner",
+        "--engine",
+        "cpu",
+        "--open-admission",
+        "--data-dir",
+        str(tmp_path / "b"),
+        "--listen",
+        "127.0.0.1:0",
+        "--bootstrap",
+        dead,
+        log=tmp_path / "boot.log",
+    )
+    first = Node(
+        "run",
+        "--role",
+        "executor",
+        "--engine",
+        "cpu",
+        "--config",
+        str(cfg),
+        "--open-admission",
+        "--data-dir",
+        str(data),
+        "--listen",
+        "127.0.0.1:0",
+        "--miner",
+        dead,
+        log=tmp_path / "first.log",
+    )
     try:
         first.wait_for(r"node started")
         text = first.text()
         assert " D gpow" in text, "log_level = debug from the config file was not honoured"
         assert "W gpow.node: OPEN ADMISSION" in text
         # a second process on the same data dir is refused at once, naming the holder
-        r = gpow("run", "--role", "executor", "--engine", "cpu", "--open-admission", "--data-dir", str(data),
-                 "--listen", "127.0.0.1:0", "--miner", dead)
+        r = gpow(
+            "run",
+            "--role",
+            "executor",
+            "--engine",
+            "cpu",
+            "--open-admission",
+            "--data-dir",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            "--miner",
+            dead,
+        )
         one_line(r, 2, f"the data dir {data} is in use by another gpow process (pid {first.proc.pid})")
         first.wait_for(rf"W gpow.node: cannot reach the miner {dead} \(the executor cannot register")
         boot.wait_for(rf"W gpow.node: cannot reach the bootstrap peer {dead}: check that a gpow node runs there")
@@ -134,8 +188,21 @@ def test_lock_log_level_open_admission_and_unreachable_peers(tmp_path: Path):
         assert first.stop() == 0
         assert boot.stop() == 0
     # the lock died with the process: the data dir is usable again
-    again = Node("--log-level", "warning", "run", "--role", "miner", "--engine", "cpu", "--open-admission", "--data-dir", str(data),
-                 "--listen", "127.0.0.1:0", log=tmp_path / "again.log")
+    again = Node(
+        "--log-level",
+        "warning",
+        "run",
+        "--role",
+        "miner",
+        "--engine",
+        "cpu",
+        "--open-admission",
+        "--data-dir",
+        str(data),
+        "--listen",
+        "127.0.0.1:0",
+        log=tmp_path / "again.log",
+    )
     try:
         deadline = time.monotonic() + 30
         while f'"pid": {again.proc.pid},' not in ((data / "status.json").read_text() if (data / "status.json").exists() else ""):
@@ -150,8 +217,23 @@ def test_metrics_follow_prometheus_conventions(tmp_path: Path):
     from prometheus_client.parser import text_string_to_metric_families
 
     port = free_port()
-    node = Node("run", "--role", "miner", "--engine", "cpu", "--open-admission", "--data-dir", str(tmp_path / "m"),
-                "--listen", "127.0.0.1:0", "--metrics-port", str(port), "--metrics-host", "127.0.0.1", log=tmp_path / "m.log")
+    node = Node(
+        "run",
+        "--role",
+        "miner",
+        "--engine",
+        "cpu",
+        "--open-admission",
+        "--data-dir",
+        str(tmp_path / "m"),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-port",
+        str(port),
+        "--metrics-host",
+        "127.0.0.1",
+        log=tmp_path / "m.log",
+    )
     try:
         node.wait_for("node started")
         deadline = time.monotonic() + 20

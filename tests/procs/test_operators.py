@@ -162,7 +162,11 @@ def _wait_verdicts(tmp: Path, nodes: list, timeout: float = 150) -> None:
         for host, p in nodes:
             assert p.poll() is None, f"{host} exited:\n{(tmp / f'{host}.log').read_text()[-3000:]}"
         time.sleep(0.5)
-        want = {_status(tmp, "executor").get("peer_id")} | set((_status(tmp, "miner").get("miner") or {}).get("local_executors", {}))
+        want = {_status(tmp, "executor").get("peer_id")} | set(
+            (_status(tmp, "miner").get("miner") or {}).get("local_executors", {})
+        )
     logs = "\n".join(f"--- {h}\n{(tmp / f'{h}.log').read_text()[-1500:]}" for h in HOSTS)
-    raise AssertionError(f"no passing verdict for all of {want} in {timeout} s; validator knows "
-                         f"{(_status(tmp, 'validator').get('validator') or {}).get('executors')}\n{logs}")
+    raise AssertionError(
+        f"no passing verdict for all of {want} in {timeout} s; validator knows "
+        f"{(_status(tmp, 'validator').get('validator') or {}).get('executors')}\n{logs}"
+    )

@@ -31,8 +31,10 @@ IN_FLIGHT = ("issued", "committed", "revealed", "opened")
 
 
 def profiles(path: Path) -> Path:
-    path.write_text('[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.01\n'
-                    'measured = false\nsource = "test: generous"\n')
+    path.write_text(
+        '[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.01\n'
+        'measured = false\nsource = "test: generous"\n'
+    )
     return path
 
 
@@ -41,15 +43,22 @@ def node(tmp: Path, name: str, role: str, bootstrap: list[str], extra: dict) -> 
     d.mkdir(exist_ok=True)
     sections = {
         "node": {"role": role, "data_dir": str(d), "status_interval_s": 0.2},
-        "net": {"listen_host": "127.0.0.1", "listen_port": 0, "network": NETWORK, "bootstrap": bootstrap,
-                "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
+        "net": {
+            "listen_host": "127.0.0.1",
+            "listen_port": 0,
+            "network": NETWORK,
+            "bootstrap": bootstrap,
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 0.5,
+        },
         "gossip": {"heartbeat_s": 0.2},
         "admission": {"open": True},  # what this test network ran with before open admission had to be asked for
         **extra,
     }
     write_node_config(d / "config.toml", sections)
-    return NodeProcess(name, role, d, d / "config.toml", ["--log-level", "warning", "run", "--config", str(d / "config.toml")],
-                       d / "node.log")
+    return NodeProcess(
+        name, role, d, d / "config.toml", ["--log-level", "warning", "run", "--config", str(d / "config.toml")], d / "node.log"
+    )
 
 
 def wait(pred, timeout: float, what: str, proc: NodeProcess | None = None, step: float = 0.05) -> None:
@@ -82,9 +91,19 @@ def test_validator_killed_mid_challenge_loses_nothing(tmp_path: Path):
     # One co-scheduled group (one miner's two executors) in flight at a time: a kill orphans those
     # two, which answer BUSY until the orphaned challenge expires (deadline + openings timeout +
     # 30 s), so four miners keep enough executors free for the next cycles.
-    validator = {"validator": {"challenge_interval_s": 0.2, "concurrency": 1, "n_cpu": 64, "samples": 8,
-                               "probation_challenges": 0, "commit_slack_s": 5.0, "openings_timeout_s": 5.0,
-                               "profiles_file": str(prof), "audit": False}}
+    validator = {
+        "validator": {
+            "challenge_interval_s": 0.2,
+            "concurrency": 1,
+            "n_cpu": 64,
+            "samples": 8,
+            "probation_challenges": 0,
+            "commit_slack_s": 5.0,
+            "openings_timeout_s": 5.0,
+            "profiles_file": str(prof),
+            "audit": False,
+        }
+    }
     # the witness only listens: it challenges no one, so it never keeps an executor busy
     witness_cfg = {"validator": {**validator["validator"], "concurrency": 0}}
     (tmp_path / "v1").mkdir()
@@ -100,9 +119,21 @@ def test_validator_killed_mid_challenge_loses_nothing(tmp_path: Path):
         v1.start()
         nodes.append(v1)
         for i in range(4):  # four miners with two executors each
-            m = node(tmp_path, f"m{i}", "miner", boot, {"miner": {
-                "engine": "cpu", "cpu_executors": 2, "cpu_memory_bytes": 64 * 64 * 1100, "roster_interval_s": 0.5,
-                "host_fingerprint": f"host-{i}"}})
+            m = node(
+                tmp_path,
+                f"m{i}",
+                "miner",
+                boot,
+                {
+                    "miner": {
+                        "engine": "cpu",
+                        "cpu_executors": 2,
+                        "cpu_memory_bytes": 64 * 64 * 1100,
+                        "roster_interval_s": 0.5,
+                        "host_fingerprint": f"host-{i}",
+                    }
+                },
+            )
             m.start()
             nodes.append(m)
         ledger, witness = tmp_path / "v1" / "ledger.sqlite3", tmp_path / "v2" / "ledger.sqlite3"
@@ -110,8 +141,16 @@ def test_validator_killed_mid_challenge_loses_nothing(tmp_path: Path):
         timed_out: set[str] = set()
         for cycle in range(3):
             base = len(rows(ledger, "SELECT cid FROM verdicts"))
-            wait(lambda: len(rows(ledger, "SELECT cid FROM verdicts WHERE passed = 1")) >= 2
-                 and len(rows(ledger, "SELECT cid FROM verdicts")) > base, 60, f"verdicts (cycle {cycle})", v1)
+            wait(
+                lambda: (
+                    len(rows(ledger, "SELECT cid FROM verdicts WHERE passed = 1")) >= 2
+                    and len(rows(ledger, "SELECT cid FROM verdicts")) > base
+                ),
+                60,
+                f"verdicts (cycle {cycle})",
+                v1,
+            )
+
             # kill while a challenge is in flight (proving takes about a second), at a random
             # instant within a few ms, while other challenges' states and verdicts are being written
             # (one seen in flight twice, 30 ms apart: not one about to end with a quick BUSY answer)
@@ -134,17 +173,26 @@ def test_validator_killed_mid_challenge_loses_nothing(tmp_path: Path):
             seen = {r[0] for r in rows(witness, "SELECT cid FROM foreign_verdicts WHERE validator_id = ?", (v1_id,))}
             assert seen <= committed, seen - committed
             v1.start()
-            wait(lambda: all(rows(ledger, "SELECT state FROM challenges WHERE cid = ?", (c,)) == [("closed",)] for c in pending),
-                 30, "the pending challenges to be closed at restart", v1)
+            wait(
+                lambda: all(rows(ledger, "SELECT state FROM challenges WHERE cid = ?", (c,)) == [("closed",)] for c in pending),
+                30,
+                "the pending challenges to be closed at restart",
+                v1,
+            )
             for c in pending:
-                (reasons, scored), = rows(ledger, "SELECT reasons, scored FROM verdicts WHERE cid = ?", (c,))
+                ((reasons, scored),) = rows(ledger, "SELECT reasons, scored FROM verdicts WHERE cid = ?", (c,))
                 assert json.loads(reasons) == [R.TIMED_OUT_AT_RESTART] and scored == 0
             timed_out |= pending
             after = {r[0] for r in rows(ledger, "SELECT cid FROM verdicts")}
             assert committed <= after  # nothing stored before the kill went missing
         # the restarted validator works: new passing verdicts, and the witness keeps receiving them
         done = len(rows(ledger, "SELECT cid FROM verdicts WHERE passed = 1"))
-        wait(lambda: len(rows(ledger, "SELECT cid FROM verdicts WHERE passed = 1")) > done, 60, "a verdict after the last restart", v1)
+        wait(
+            lambda: len(rows(ledger, "SELECT cid FROM verdicts WHERE passed = 1")) > done,
+            60,
+            "a verdict after the last restart",
+            v1,
+        )
         seen = {r[0] for r in rows(witness, "SELECT cid FROM foreign_verdicts WHERE validator_id = ?", (v1_id,))}
         assert seen <= {r[0] for r in rows(ledger, "SELECT cid FROM verdicts")}
         assert len(timed_out) >= 3

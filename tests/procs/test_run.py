@@ -45,14 +45,34 @@ def test_gpu_miner_without_gpu_says_what_to_do(tmp_path: Path):
             pytest.skip("this machine has a GPU")
     except Exception:
         pass
-    r = gpow("run", "--role", "miner", "--open-admission", "--engine", "gpu", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0")
+    r = gpow(
+        "run", "--role", "miner", "--open-admission", "--engine", "gpu", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0"
+    )
     assert r.returncode == 3  # README "Exit codes": missing GPU stack
     assert "no CUDA device is visible (use --engine cpu" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_sigterm_drains_and_exits_zero(tmp_path: Path):
-    proc = subprocess.Popen([sys.executable, "-m", "node", "run", "--role", "miner", "--open-admission", "--engine", "cpu", "--data-dir", str(tmp_path),
-                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "node",
+            "run",
+            "--role",
+            "miner",
+            "--open-admission",
+            "--engine",
+            "cpu",
+            "--data-dir",
+            str(tmp_path),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (tmp_path / "status.json").exists() and time.monotonic() < deadline:

@@ -11,9 +11,9 @@ import pytest
 import trio
 
 from node.app.config import NodeConfig
+from node.app.node import Node
 from node.identity import Identity, write_key_file
 from node.roles.admission import sign_main
-from node.app.node import Node
 
 pytestmark = pytest.mark.slow
 
@@ -24,20 +24,41 @@ def cfg(tmp: Path, name: str, role: str, bootstrap: list[str], authority: str, s
     c.net = dataclasses.replace(c.net, listen_port=0, bootstrap=bootstrap, network="gpow-admission-test")
     c.gossip = dataclasses.replace(c.gossip, heartbeat_s=0.2)
     c.admission = dataclasses.replace(c.admission, authority=authority, set_file=set_file)
-    c.validator = dataclasses.replace(c.validator, challenge_interval_s=0.5, n_cpu=64, samples=8, probation_challenges=0,
-                                      profiles_file=str(tmp / "p.toml"), commit_slack_s=5.0)
-    c.miner = dataclasses.replace(c.miner, engine="cpu", cpu_memory_bytes=64 * 64 * 40, roster_interval_s=0.5, host_fingerprint="h-" + name)
+    c.validator = dataclasses.replace(
+        c.validator,
+        challenge_interval_s=0.5,
+        n_cpu=64,
+        samples=8,
+        probation_challenges=0,
+        profiles_file=str(tmp / "p.toml"),
+        commit_slack_s=5.0,
+    )
+    c.miner = dataclasses.replace(
+        c.miner, engine="cpu", cpu_memory_bytes=64 * 64 * 40, roster_interval_s=0.5, host_fingerprint="h-" + name
+    )
     return c
 
 
 async def test_authority_set_learned_from_gossip(tmp_path: Path):
     import argparse
 
-    (tmp_path / "p.toml").write_text('[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.01\nmeasured = false\nsource = "t"\n')
+    (tmp_path / "p.toml").write_text(
+        '[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.01\nmeasured = false\nsource = "t"\n'
+    )
     authority, admitted, outsider = Identity.generate(), Identity.generate(), Identity.generate()
     write_key_file(tmp_path / "auth.key", authority)
-    assert sign_main(argparse.Namespace(key=str(tmp_path / "auth.key"), validator=[admitted.peer_id], version=3, ttl_days=1.0,
-                                        out=str(tmp_path / "set.bin"))) == 0
+    assert (
+        sign_main(
+            argparse.Namespace(
+                key=str(tmp_path / "auth.key"),
+                validator=[admitted.peer_id],
+                version=3,
+                ttl_days=1.0,
+                out=str(tmp_path / "set.bin"),
+            )
+        )
+        == 0
+    )
     async with trio.open_nursery() as nursery:
         v = Node(cfg(tmp_path, "v", "validator", [], authority.peer_id, str(tmp_path / "set.bin")), admitted)
         await nursery.start(v.run)

@@ -9,8 +9,8 @@ import pytest
 import trio
 
 from node.app.config import NodeConfig
-from node.identity import Identity
 from node.app.node import Node
+from node.identity import Identity
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +23,26 @@ def make_cfg(tmp: Path, name: str, role: str, bootstrap: list[str], **sections) 
     cfg.net = dataclasses.replace(cfg.net, listen_host="127.0.0.1", listen_port=0, bootstrap=bootstrap, network="gpow-test")
     cfg.gossip = dataclasses.replace(cfg.gossip, heartbeat_s=0.2)
     cfg.validator = dataclasses.replace(
-        cfg.validator, challenge_interval_s=1.0, n_cpu=64, samples=8, probation_challenges=0,
-        commit_slack_s=5.0, openings_timeout_s=5.0, profiles_file=str(tmp / "profiles.toml"),
+        cfg.validator,
+        challenge_interval_s=1.0,
+        n_cpu=64,
+        samples=8,
+        probation_challenges=0,
+        commit_slack_s=5.0,
+        openings_timeout_s=5.0,
+        profiles_file=str(tmp / "profiles.toml"),
     )
-    cfg.miner = dataclasses.replace(cfg.miner, engine="cpu", cpu_memory_bytes=SMALL_CPU_MEMORY, roster_interval_s=0.5,
-                                    heartbeat_timeout_s=2.0, host_fingerprint=f"host-{name}")
-    cfg.executor = dataclasses.replace(cfg.executor, engine="cpu", cpu_memory_bytes=SMALL_CPU_MEMORY, heartbeat_interval_s=0.3,
-                                       host_fingerprint=f"host-{name}")
+    cfg.miner = dataclasses.replace(
+        cfg.miner,
+        engine="cpu",
+        cpu_memory_bytes=SMALL_CPU_MEMORY,
+        roster_interval_s=0.5,
+        heartbeat_timeout_s=2.0,
+        host_fingerprint=f"host-{name}",
+    )
+    cfg.executor = dataclasses.replace(
+        cfg.executor, engine="cpu", cpu_memory_bytes=SMALL_CPU_MEMORY, heartbeat_interval_s=0.3, host_fingerprint=f"host-{name}"
+    )
     for k, v in sections.items():
         setattr(cfg, k, dataclasses.replace(getattr(cfg, k), **v))
     return cfg
@@ -78,12 +91,16 @@ async def test_full_flow_validators_miners_remote_executor(tmp_path):
         def passed_by(v: Node) -> set[str]:
             return {r.executor_id for r in v.ledger.verdicts() if r.passed}
 
-        await wait_for(lambda: passed_by(v0) >= executors and passed_by(v1) >= executors, 40, "a passing verdict for every executor")
+        await wait_for(
+            lambda: passed_by(v0) >= executors and passed_by(v1) >= executors, 40, "a passing verdict for every executor"
+        )
         for v in (v0, v1):
             failed = [r for r in v.ledger.verdicts() if not r.passed]
             assert not failed, [(r.executor_id[-8:], r.reasons) for r in failed]
         # verdicts reach every validator
-        await wait_for(lambda: v0.service.stats.foreign_verdicts > 0 and v1.service.stats.foreign_verdicts > 0, 10, "verdict gossip")
+        await wait_for(
+            lambda: v0.service.stats.foreign_verdicts > 0 and v1.service.stats.foreign_verdicts > 0, 10, "verdict gossip"
+        )
 
         # the remote executor leaves cleanly: the miner drops it from its roster, validators forget it
         await x0._remote.deregister("test over")
@@ -128,11 +145,15 @@ async def test_busy_executor_is_never_scored(tmp_path):
         v1 = await start(nursery, make_cfg(tmp_path, "v1", "validator", [v0.host.listen_addr], validator=fast))
         m = await start(nursery, make_cfg(tmp_path, "m", "miner", [v0.host.listen_addr], miner=long))
         await wait_for(lambda: v0.service.stats.busy + v1.service.stats.busy >= 2, 40, "BUSY answers")
-        await wait_for(lambda: v0.service.stats.verdicts >= 2 and v1.service.stats.verdicts >= 2, 40, "verdicts at both validators")
+        await wait_for(
+            lambda: v0.service.stats.verdicts >= 2 and v1.service.stats.verdicts >= 2, 40, "verdicts at both validators"
+        )
         for v in (v0, v1):
             failed = [r.reasons for r in v.ledger.verdicts() if not r.passed]
             assert not failed, failed
-            assert v.ledger.executor_score(next(iter(m.service.local))) > 0, [(r.reasons, r.performance_factor) for r in v.ledger.verdicts()]
+            assert v.ledger.executor_score(next(iter(m.service.local))) > 0, [
+                (r.reasons, r.performance_factor) for r in v.ledger.verdicts()
+            ]
         assert sum(e.stats["busy"] for e in m.service.local.values()) >= 2
         nursery.cancel_scope.cancel()
 
@@ -144,8 +165,12 @@ async def test_validator_times_executors_with_signed_pings(tmp_path):
     async with trio.open_nursery() as nursery:
         v = await start(nursery, make_cfg(tmp_path, "v", "validator", []))
         x_id = Identity.generate()
-        m = await start(nursery, make_cfg(tmp_path, "m", "miner", [v.host.listen_addr], miner={"remote_executors": [x_id.peer_id]}))
-        x = await start(nursery, make_cfg(tmp_path, "x", "executor", [m.host.listen_addr], executor={"miner": m.host.listen_addr}), x_id)
+        m = await start(
+            nursery, make_cfg(tmp_path, "m", "miner", [v.host.listen_addr], miner={"remote_executors": [x_id.peer_id]})
+        )
+        x = await start(
+            nursery, make_cfg(tmp_path, "x", "executor", [m.host.listen_addr], executor={"miner": m.host.listen_addr}), x_id
+        )
         want = {*m.service.local, x.identity.peer_id}
         await wait_for(lambda: set(v.service.rtt) >= want, 20, "round trips to both executors")
         assert all(0 < v.service.rtt[e] < 1.0 for e in want)
@@ -168,6 +193,7 @@ async def test_our_own_bug_is_never_blamed_on_the_executor(tmp_path, monkeypatch
     async with trio.open_nursery() as nursery:
         v = await start(nursery, make_cfg(tmp_path, "v", "validator", []))
         if where == "request":
+
             async def broken_request(*args, **kwargs):
                 broken()
 
@@ -186,7 +212,9 @@ async def test_a_miner_refuses_remote_executors_its_operator_did_not_list(tmp_pa
     async with trio.open_nursery() as nursery:
         v = await start(nursery, make_cfg(tmp_path, "v", "validator", []))
         m = await start(nursery, make_cfg(tmp_path, "m", "miner", [v.host.listen_addr]))
-        x = await start(nursery, make_cfg(tmp_path, "x", "executor", [m.host.listen_addr], executor={"miner": m.host.listen_addr}))
+        x = await start(
+            nursery, make_cfg(tmp_path, "x", "executor", [m.host.listen_addr], executor={"miner": m.host.listen_addr})
+        )
         await wait_for(lambda: m.service.stats["refused"] >= 1, 10, "the miner to refuse the registration")
         assert x.identity.peer_id not in m.service.remote
         await trio.sleep(1.0)

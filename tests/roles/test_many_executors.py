@@ -37,10 +37,21 @@ def cfg_for(tmp: Path, name: str, role: str, bootstrap: list[str], admission: li
     cfg.gossip = dataclasses.replace(cfg.gossip, heartbeat_s=0.2)
     cfg.admission = dataclasses.replace(cfg.admission, validators=admission)
     cfg.validator = dataclasses.replace(
-        cfg.validator, challenge_interval_s=1.0, n_cpu=N, samples=16, probation_challenges=0, concurrency=1,
-        commit_slack_s=1.0, openings_timeout_s=10.0, profiles_file=str(tmp / "profiles.toml"), tolerance=1.5, rtt_margin_s=0.05,
+        cfg.validator,
+        challenge_interval_s=1.0,
+        n_cpu=N,
+        samples=16,
+        probation_challenges=0,
+        concurrency=1,
+        commit_slack_s=1.0,
+        openings_timeout_s=10.0,
+        profiles_file=str(tmp / "profiles.toml"),
+        tolerance=1.5,
+        rtt_margin_s=0.05,
     )
-    cfg.miner = dataclasses.replace(cfg.miner, engine="cpu", cpu_memory_bytes=MEMORY, roster_interval_s=0.5, host_fingerprint=f"host-{name}")
+    cfg.miner = dataclasses.replace(
+        cfg.miner, engine="cpu", cpu_memory_bytes=MEMORY, roster_interval_s=0.5, host_fingerprint=f"host-{name}"
+    )
     for k, v in sections.items():
         setattr(cfg, k, dataclasses.replace(getattr(cfg, k), **v))
     return cfg
@@ -61,7 +72,10 @@ async def test_a_miner_with_20_executors_passes(tmp_path: Path):
     async with trio.open_nursery() as nursery:
         v = Node(cfg_for(tmp_path, "v", "validator", [], admission), v_id)
         await nursery.start(v.run)
-        m = Node(cfg_for(tmp_path, "m", "miner", [v.host.listen_addr], admission, miner={"cpu_executors": EXECUTORS}), Identity.generate())
+        m = Node(
+            cfg_for(tmp_path, "m", "miner", [v.host.listen_addr], admission, miner={"cpu_executors": EXECUTORS}),
+            Identity.generate(),
+        )
         await nursery.start(m.run)
         ids = set(m.service.local)
         assert len(ids) == EXECUTORS

@@ -23,10 +23,18 @@ from node.wire.messages import ExecutorAttestation, Roster
 
 
 def attestation(executor: Identity, miner: str, uuid: str) -> bytes:
-    return Signer(executor).seal(ExecutorAttestation(
-        miner_id=miner, engine="gpu", gpu_model="NVIDIA H100 80GB HBM3", memory_bytes=80 << 30, gpu_uuid=uuid,
-        pci_bus_id="0000:01:00.0", host_fingerprint="h-" + executor.peer_id[-6:], expires_ms=int(time.time() * 1000) + 600_000,
-    ))
+    return Signer(executor).seal(
+        ExecutorAttestation(
+            miner_id=miner,
+            engine="gpu",
+            gpu_model="NVIDIA H100 80GB HBM3",
+            memory_bytes=80 << 30,
+            gpu_uuid=uuid,
+            pci_bus_id="0000:01:00.0",
+            host_fingerprint="h-" + executor.peer_id[-6:],
+            expires_ms=int(time.time() * 1000) + 600_000,
+        )
+    )
 
 
 def roster(miner: Identity, entries: list[bytes], version: int = 1):
@@ -36,13 +44,22 @@ def roster(miner: Identity, entries: list[bytes], version: int = 1):
 @pytest.fixture
 def validator(tmp_path: Path) -> ValidatorService:
     profiles = tmp_path / "p.toml"
-    profiles.write_text('[[profile]]\nmodel = "NVIDIA H100 80GB HBM3"\nmemory_bytes = 85520809984\nn = 8192\n'
-                        'step_seconds = 0.0012\nmeasured = true\nsource = "t"\n')
+    profiles.write_text(
+        '[[profile]]\nmodel = "NVIDIA H100 80GB HBM3"\nmemory_bytes = 85520809984\nn = 8192\n'
+        'step_seconds = 0.0012\nmeasured = true\nsource = "t"\n'
+    )
     host = Host(Identity.generate(), NetParams(listen_port=0), "validator")
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     now = [1000.0]
-    v = ValidatorService(host, ValidatorParams(), ledger, ProfileBook.load(profiles), gossip=GossipDriver(host, GossipParams()),
-                         data_dir=tmp_path, clock=lambda: now[0])
+    v = ValidatorService(
+        host,
+        ValidatorParams(),
+        ledger,
+        ProfileBook.load(profiles),
+        gossip=GossipDriver(host, GossipParams()),
+        data_dir=tmp_path,
+        clock=lambda: now[0],
+    )
     v.test_clock = now  # tests step it
     yield v
     ledger.close()
@@ -141,7 +158,9 @@ def test_a_miner_flooding_rosters_is_rate_limited(validator: ValidatorService):
     assert validator._validate_roster(roster(miner, [attestation(ex, miner.peer_id, "GPU-9")])) == "accept"
 
 
-def test_each_attestation_is_verified_once_and_new_ids_of_one_miner_are_taken_on_a_few_at_a_time(validator: ValidatorService, monkeypatch):
+def test_each_attestation_is_verified_once_and_new_ids_of_one_miner_are_taken_on_a_few_at_a_time(
+    validator: ValidatorService, monkeypatch
+):
     """A roster of 256 fresh ids costs signature checks once, and no challenge work beyond the
     first MAX_NEW_PER_MINER until they have shown they are real."""
     import node.roles.validator as vmod

@@ -15,7 +15,9 @@ NOW = 1_700_000_000_000
 
 
 def signed_set(by: Identity, version: int, validators: list[str], expires_ms: int = NOW + 60_000):
-    raw = encode_envelope(ValidatorSet(version=version, validators=validators, expires_ms=expires_ms), by, seq=version, now_ms=NOW)
+    raw = encode_envelope(
+        ValidatorSet(version=version, validators=validators, expires_ms=expires_ms), by, seq=version, now_ms=NOW
+    )
     return decode_envelope(raw, expect=ValidatorSet)
 
 
@@ -44,18 +46,32 @@ def test_authority_set_newest_version_wins_and_others_are_refused():
 
 
 async def test_executor_refuses_a_challenge_from_outside_the_set():
+    import os
+    import time
+
     from node.pow.cpu_engine import CpuEngine
     from node.roles.executor import ExecutorService, GpuFacts
     from node.wire.envelope import Signer
     from node.wire.messages import Challenge
-    import os, time
 
     admitted, outsider, ex = Identity.generate(), Identity.generate(), Identity.generate()
     book = ValidatorSetBook([admitted.peer_id])
-    facts = GpuFacts(engine="cpu", gpu_model="cpu-reference", memory_bytes=1 << 22, gpu_uuid="CPU-x", pci_bus_id="", host_fingerprint="h")
+    facts = GpuFacts(
+        engine="cpu", gpu_model="cpu-reference", memory_bytes=1 << 22, gpu_uuid="CPU-x", pci_bus_id="", host_fingerprint="h"
+    )
     service = ExecutorService(ex, "miner", CpuEngine(memory_budget_bytes=1 << 24), facts, admission=book)
-    body = Challenge(challenge_id=new_challenge_id(outsider.peer_id), executor_id=ex.peer_id, seed=os.urandom(32), n=64, steps=2, b_matrices=1,
-                     samples=2, commit_deadline_ms=int(time.time() * 1000) + 10_000, openings_timeout_ms=5000, sample_commit=os.urandom(32))
+    body = Challenge(
+        challenge_id=new_challenge_id(outsider.peer_id),
+        executor_id=ex.peer_id,
+        seed=os.urandom(32),
+        n=64,
+        steps=2,
+        b_matrices=1,
+        samples=2,
+        commit_deadline_ms=int(time.time() * 1000) + 10_000,
+        openings_timeout_ms=5000,
+        sample_commit=os.urandom(32),
+    )
     with pytest.raises(ChallengeRefused) as exc:
         await service.on_challenge(Signer(outsider).seal(body))
     assert exc.value.reason == "unadmitted-validator"

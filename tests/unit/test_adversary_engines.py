@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
+from node.harness.adversaries import node_parts
 from node.pow.chain import derive_samples
 from node.pow.cpu_engine import CpuEngine
 from node.pow.engine import ChallengeParams
 from node.pow.openings import build_openings
 from node.pow.verifier import verify
-from node.harness.adversaries import node_parts
 
 N, T, M, K = 64, 24, 2, 16
 
@@ -25,6 +25,7 @@ def _reveal(x: int) -> bytes:
 def test_grind_refs_gives_up_on_a_real_sized_chain():
     """Steering fails: the partial pool's recomputation explodes and the commitment never comes."""
     import pytest
+
     from node.harness.adversaries.engines import GaveUp
 
     with pytest.raises(GaveUp):

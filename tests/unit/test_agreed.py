@@ -130,8 +130,9 @@ def test_with_too_small_a_quorum_two_liars_do_move_the_score():
     """The same simulation with min_validators = 2f: the bound is tight, the check above can fail."""
     broken = 0
     for seed in range(30):
-        broken += sum(1 for value, lo, hi in simulate(5, 2, 3, rounds=6, seed=seed)
-                      if value is not None and not lo <= value <= hi)
+        broken += sum(
+            1 for value, lo, hi in simulate(5, 2, 3, rounds=6, seed=seed) if value is not None and not lo <= value <= hi
+        )
     assert broken > 0
 
 

@@ -64,8 +64,18 @@ def test_overrides_are_typed(tmp_path: Path):
 
 
 def test_harness_config_loads_and_flags_override():
-    args = argparse.Namespace(config=str(CONFIGS / "harness.toml"), validators=3, miners=None, executors_per_miner=None,
-                              remote_executors=None, duration=None, engine=None, cheaters="shared-gpu", rounds=None, round_s=None)
+    args = argparse.Namespace(
+        config=str(CONFIGS / "harness.toml"),
+        validators=3,
+        miners=None,
+        executors_per_miner=None,
+        remote_executors=None,
+        duration=None,
+        engine=None,
+        cheaters="shared-gpu",
+        rounds=None,
+        round_s=None,
+    )
     hp = load_harness_params(args)
     assert hp.validators == 3 and hp.adversary_list() == ["shared-gpu"]
     assert dataclasses.replace(hp, validators=2) == dataclasses.replace(HarnessParams(), adversaries="shared-gpu")
@@ -74,16 +84,19 @@ def test_harness_config_loads_and_flags_override():
         assert re.search(rf"^{f.name} = ", text, re.M), f"[harness].{f.name} missing from configs/harness.toml"
 
 
-@pytest.mark.parametrize("text, match", [
-    ("[validator]\nsamples = -5\n", r"c\.toml: \[validator\]\.samples = -5: expected an integer 1\.\.4096"),
-    ('[node]\nlog_level = "verbose"\n', r"\[node\]\.log_level = 'verbose': expected one of debug, info, warning, error"),
-    ("[node]\nmetrics_port = 99999\n", r"\[node\]\.metrics_port = 99999: expected a TCP port"),
-    ("[miner]\nroster_interval_s = 0.0\n", r"\[miner\]\.roster_interval_s = 0\.0: expected a number > 0"),
-    ("[validator]\nban_seconds = -1\n", r"\[validator\]\.ban_seconds = -1: expected a number >= 0"),
-    ("[validator]\nn_cpu = 100\n", r"\[validator\]\.n_cpu = 100: expected a power of two"),
-    ('[executor]\nminer = "127.0.0.1:7710"\n', r"\[executor\]\.miner = '127\.0\.0\.1:7710': expected ws://HOST:PORT"),
-    ('[admission]\nopen = true\nvalidators = ["x"]\n', r"open = true admits every validator"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("[validator]\nsamples = -5\n", r"c\.toml: \[validator\]\.samples = -5: expected an integer 1\.\.4096"),
+        ('[node]\nlog_level = "verbose"\n', r"\[node\]\.log_level = 'verbose': expected one of debug, info, warning, error"),
+        ("[node]\nmetrics_port = 99999\n", r"\[node\]\.metrics_port = 99999: expected a TCP port"),
+        ("[miner]\nroster_interval_s = 0.0\n", r"\[miner\]\.roster_interval_s = 0\.0: expected a number > 0"),
+        ("[validator]\nban_seconds = -1\n", r"\[validator\]\.ban_seconds = -1: expected a number >= 0"),
+        ("[validator]\nn_cpu = 100\n", r"\[validator\]\.n_cpu = 100: expected a power of two"),
+        ('[executor]\nminer = "127.0.0.1:7710"\n', r"\[executor\]\.miner = '127\.0\.0\.1:7710': expected ws://HOST:PORT"),
+        ('[admission]\nopen = true\nvalidators = ["x"]\n', r"open = true admits every validator"),
+    ],
+)
 def test_values_out_of_range_name_file_key_and_expectation(tmp_path: Path, text: str, match: str):
     with pytest.raises(ConfigError, match=match):
         load_config(write(tmp_path, text))
@@ -114,6 +127,8 @@ def test_start_checks_say_what_to_do():
         check_start(cfg(node__role="miner", admission__open=True, net__listen_host="0.0.0.0"))
     with pytest.raises(ConfigError, match=r"advertise address ws://0\.0\.0\.0:7700: 0\.0\.0\.0 cannot be dialled"):
         check_start(cfg(node__role="miner", admission__open=True, net__advertise_addrs=["ws://0.0.0.0:7700"]))
-    check_start(cfg(node__role="miner", admission__open=True, net__listen_host="0.0.0.0", net__advertise_addrs=["ws://10.0.0.2:7700"]))
+    check_start(
+        cfg(node__role="miner", admission__open=True, net__listen_host="0.0.0.0", net__advertise_addrs=["ws://10.0.0.2:7700"])
+    )
     with pytest.raises(ConfigError, match="an executor needs its miner"):
         check_start(cfg(node__role="executor", admission__open=True))

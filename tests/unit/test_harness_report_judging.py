@@ -15,21 +15,47 @@ from node.harness.report import evaluate
 def base_report() -> dict:
     """One honest miner (executor E1), the three issue-17 validator/executor kinds, all neutralised."""
     return {
-        "faults": [], "params": {"rounds": False}, "agreed_scores": {}, "agreement_view": {},
+        "faults": [],
+        "params": {"rounds": False},
+        "agreed_scores": {},
+        "agreement_view": {},
         "executors": {"E1": {"node": "miner-0", "kind": "honest"}, "X1": {"node": "cheater-frame-miner", "kind": "frame-miner"}},
-        "nodes": [{"name": "miner-0", "role": "miner", "kind": "honest", "peer_id": "M0"},
-                  {"name": "validator-0", "role": "validator", "kind": "honest", "peer_id": "V0"}],
+        "nodes": [
+            {"name": "miner-0", "role": "miner", "kind": "honest", "peer_id": "M0"},
+            {"name": "validator-0", "role": "validator", "kind": "honest", "peer_id": "V0"},
+        ],
         "by_node": {"miner-0": {"kind": "honest", "verdicts": 5, "passed": 5, "failed_reasons": {}}},
-        "verdicts": [{"validator": "validator-0", "validator_kind": "honest", "executor_id": "E1", "executor_node": "miner-0",
-                      "kind": "honest", "passed": True, "reasons": ["passed"], "created_ms": 1}],
+        "verdicts": [
+            {
+                "validator": "validator-0",
+                "validator_kind": "honest",
+                "executor_id": "E1",
+                "executor_node": "miner-0",
+                "kind": "honest",
+                "passed": True,
+                "reasons": ["passed"],
+                "created_ms": 1,
+            }
+        ],
         "validator_cheaters": {
-            "cheater-busy-lock": {"kind": "busy-lock", "peer_id": "B", "own": {"busy_lock": {"sent": 4, "refused": 4, "taken": 0}},
-                                  "verdicts": [{"reasons": ["missing-commitment:ChallengeRefused: deadline-too-far: ..."]}]},
-            "cheater-junk-evidence": {"kind": "junk-evidence", "peer_id": "J", "own": {"junk": {"junk": 3, "wrong-reveal": 1}}, "verdicts": []},
+            "cheater-busy-lock": {
+                "kind": "busy-lock",
+                "peer_id": "B",
+                "own": {"busy_lock": {"sent": 4, "refused": 4, "taken": 0}},
+                "verdicts": [{"reasons": ["missing-commitment:ChallengeRefused: deadline-too-far: ..."]}],
+            },
+            "cheater-junk-evidence": {
+                "kind": "junk-evidence",
+                "peer_id": "J",
+                "own": {"junk": {"junk": 3, "wrong-reveal": 1}},
+                "verdicts": [],
+            },
         },
         "audits": {"validator-0": {"audits": 4, "disagreements": 4, "evidence_penalties": 3}},
         "bans": {"validator-0": []},
-        "executor_cheaters": {"cheater-frame-miner": {"kind": "frame-miner", "peer_id": "X1", "registered": False, "challenges": 0}},
+        "executor_cheaters": {
+            "cheater-frame-miner": {"kind": "frame-miner", "peer_id": "X1", "registered": False, "challenges": 0}
+        },
     }
 
 
@@ -76,6 +102,16 @@ def test_a_registered_frame_miner_fails_the_run(change: dict):
 
 def test_a_judged_frame_miner_fails_the_run():
     r = base_report()
-    r["verdicts"].append({"validator": "validator-0", "validator_kind": "honest", "executor_id": "X1", "executor_node": "cheater-frame-miner",
-                          "kind": "frame-miner", "passed": False, "reasons": ["false-proof:relation"], "created_ms": 2})
+    r["verdicts"].append(
+        {
+            "validator": "validator-0",
+            "validator_kind": "honest",
+            "executor_id": "X1",
+            "executor_node": "cheater-frame-miner",
+            "kind": "frame-miner",
+            "passed": False,
+            "reasons": ["false-proof:relation"],
+            "created_ms": 2,
+        }
+    )
     assert not evaluate(copy.deepcopy(r))[0]

@@ -25,16 +25,39 @@ def node(tmp: Path, name: str, role: str, status: dict, kind: str = "honest") ->
 
 def test_adversarial_validator_does_not_paint_honest_executors_red(tmp_path: Path):
     refused = {"last_verdict": "missing-commitment:unadmitted-validator", "challenges": 3}
-    harness = SimpleNamespace(nodes=[
-        node(tmp_path, "validator-0", "validator", {"validator": {
-            "executors": {E1: {"last_verdict": "pass", "challenges": 2}, E2: {"last_verdict": "false-proof:row", "challenges": 1}},
-            "stats": {"verdicts": 3}, "in_flight_groups": 0}}),
-        node(tmp_path, "cheater-unadmitted-validator", "validator", {"validator": {
-            "executors": {E1: refused}, "stats": {"verdicts": 3, "issued": 3, "reasons": {"missing-commitment:unadmitted-validator": 3}}}},
-            kind="unadmitted-validator"),
-        node(tmp_path, "miner-0", "miner", {"miner": {"local_executors": {E1: {}}}}),
-        node(tmp_path, "cheater-corrupt-rows", "miner", {"miner": {"local_executors": {E2: {}}}}, kind="corrupt-rows"),
-    ])
+    harness = SimpleNamespace(
+        nodes=[
+            node(
+                tmp_path,
+                "validator-0",
+                "validator",
+                {
+                    "validator": {
+                        "executors": {
+                            E1: {"last_verdict": "pass", "challenges": 2},
+                            E2: {"last_verdict": "false-proof:row", "challenges": 1},
+                        },
+                        "stats": {"verdicts": 3},
+                        "in_flight_groups": 0,
+                    }
+                },
+            ),
+            node(
+                tmp_path,
+                "cheater-unadmitted-validator",
+                "validator",
+                {
+                    "validator": {
+                        "executors": {E1: refused},
+                        "stats": {"verdicts": 3, "issued": 3, "reasons": {"missing-commitment:unadmitted-validator": 3}},
+                    }
+                },
+                kind="unadmitted-validator",
+            ),
+            node(tmp_path, "miner-0", "miner", {"miner": {"local_executors": {E1: {}}}}),
+            node(tmp_path, "cheater-corrupt-rows", "miner", {"miner": {"local_executors": {E2: {}}}}, kind="corrupt-rows"),
+        ]
+    )
     con = Console(width=200, record=True, force_terminal=True, color_system="standard")
     con.print(render_view(harness, 10, 50))
     styled = con.export_text(styles=True)

@@ -19,8 +19,21 @@ def init(*args: str) -> int:
 
 
 def test_validator_miner_executor(tmp_path: Path, capsys):
-    assert init("--role", "validator", "--dir", str(tmp_path / "v"), "--listen", "0.0.0.0:7700",
-                "--advertise", "ws://192.0.2.1:7700", "--network", "n1") == 0
+    assert (
+        init(
+            "--role",
+            "validator",
+            "--dir",
+            str(tmp_path / "v"),
+            "--listen",
+            "0.0.0.0:7700",
+            "--advertise",
+            "ws://192.0.2.1:7700",
+            "--network",
+            "n1",
+        )
+        == 0
+    )
     vid = capsys.readouterr().out.strip()
     v = load_config(tmp_path / "v" / "config.toml")
     check_start(v)
@@ -33,8 +46,23 @@ def test_validator_miner_executor(tmp_path: Path, capsys):
     assert "#" in (tmp_path / "v" / "config.toml").read_text()  # the commented example, not a bare dump
 
     eid = Identity.generate().peer_id
-    assert init("--role", "miner", "--dir", str(tmp_path / "m"), "--admit", vid, "--allow-executor", eid,
-                "--bootstrap", "ws://192.0.2.1:7700", "--engine", "cpu") == 0
+    assert (
+        init(
+            "--role",
+            "miner",
+            "--dir",
+            str(tmp_path / "m"),
+            "--admit",
+            vid,
+            "--allow-executor",
+            eid,
+            "--bootstrap",
+            "ws://192.0.2.1:7700",
+            "--engine",
+            "cpu",
+        )
+        == 0
+    )
     m = load_config(tmp_path / "m" / "config.toml")
     assert m.miner.remote_executors == [eid] and m.miner.engine == "cpu" and m.net.bootstrap == ["ws://192.0.2.1:7700"]
     assert m.miner.cpu_memory_bytes == 8 * 1024 * 1024
@@ -54,11 +82,14 @@ def test_existing_key_is_kept_and_config_needs_force(tmp_path: Path, capsys):
     assert capsys.readouterr().out.strip() == first
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--role", "miner"], r"a miner must know who may challenge it: pass --admit"),
-    (["--role", "validator", "--listen", "0.0.0.0:7700"], r"listening on 0\.0\.0\.0 .* --advertise"),
-    (["--role", "validator", "--admit", "not-a-peer-id"], r"peer id"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--role", "miner"], r"a miner must know who may challenge it: pass --admit"),
+        (["--role", "validator", "--listen", "0.0.0.0:7700"], r"listening on 0\.0\.0\.0 .* --advertise"),
+        (["--role", "validator", "--admit", "not-a-peer-id"], r"peer id"),
+    ],
+)
 def test_refusals_write_nothing(tmp_path: Path, args: list[str], match: str):
     d = tmp_path / "n"
     with pytest.raises((ConfigError, IdentityError), match=match):

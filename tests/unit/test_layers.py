@@ -85,6 +85,11 @@ def test_no_import_cycles_between_modules() -> None:
 
 @pytest.mark.parametrize("layer", ["node/roles", "node/net", "node/gossip", "node/wire", "node/pow", "node/gpu", "configs"])
 def test_no_adversary_vocabulary_in_the_product(layer: str) -> None:
-    hits = [f"{p.relative_to(ROOT)}:{i}" for p in sorted((ROOT / layer).rglob("*")) if p.suffix in (".py", ".toml", ".cu", ".cuh")
-            for i, line in enumerate(p.read_text().splitlines(), 1) if "cheat" in line.lower()]
+    hits = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in sorted((ROOT / layer).rglob("*"))
+        if p.suffix in (".py", ".toml", ".cu", ".cuh")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if "cheat" in line.lower()
+    ]
     assert not hits, f"the product mentions cheating (that lives in node/harness/adversaries): {hits}"

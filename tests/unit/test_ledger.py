@@ -35,13 +35,33 @@ def cid_of(i: int) -> str:
     return f"{i:032x}"
 
 
-def rec_for(cid: str, executor: str = "e1", *, passed: bool = True, reasons: list[str] | None = None,
-            pf: float = 1.0, created_ms: int = 1000, miner: str = "m1") -> VerdictRecord:
+def rec_for(
+    cid: str,
+    executor: str = "e1",
+    *,
+    passed: bool = True,
+    reasons: list[str] | None = None,
+    pf: float = 1.0,
+    created_ms: int = 1000,
+    miner: str = "m1",
+) -> VerdictRecord:
     return VerdictRecord(
-        challenge_id=cid, validator_id="v1", executor_id=executor, miner_id=miner, passed=passed,
+        challenge_id=cid,
+        validator_id="v1",
+        executor_id=executor,
+        miner_id=miner,
+        passed=passed,
         reasons=reasons if reasons is not None else ([R.PASSED] if passed else [R.LATE_COMMITMENT]),
-        n=64, T=10, m=4, k=8, commit_seconds=0.5, openings_seconds=0.1, verify_seconds=0.01,
-        expected_seconds=0.4, performance_factor=pf, created_ms=created_ms,
+        n=64,
+        T=10,
+        m=4,
+        k=8,
+        commit_seconds=0.5,
+        openings_seconds=0.1,
+        verify_seconds=0.01,
+        expected_seconds=0.4,
+        performance_factor=pf,
+        created_ms=created_ms,
     )
 
 
@@ -241,8 +261,16 @@ def test_resume_times_out_everything_in_flight_and_nothing_else(tmp_path):
 def test_resume_recovers_the_challenge_shape_from_the_signed_challenge(led):
     validator = Identity.generate()
     body = Challenge(
-        challenge_id=bytes.fromhex(cid_of(3)), executor_id="e1", seed=b"\x01" * 32, n=256, steps=17, b_matrices=4,
-        samples=12, commit_deadline_ms=9000, openings_timeout_ms=5000, sample_commit=b"\x02" * 32,
+        challenge_id=bytes.fromhex(cid_of(3)),
+        executor_id="e1",
+        seed=b"\x01" * 32,
+        n=256,
+        steps=17,
+        b_matrices=4,
+        samples=12,
+        commit_deadline_ms=9000,
+        openings_timeout_ms=5000,
+        sample_commit=b"\x02" * 32,
     )
     raw = encode_envelope(body, validator, seq=1, now_ms=1000)
     led.record_challenge(cid_of(3), "e1", "m1", raw, b"s" * 32, 1000, 9000)
@@ -290,7 +318,9 @@ while True:
 def test_kill_minus_9_mid_stream_loses_no_committed_verdict(tmp_path):
     p = tmp_path / "crash.sqlite3"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(p)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(p)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
     verdicts: list[str] = []
     in_flight: list[str] = []
     try:
@@ -383,7 +413,19 @@ def test_executor_table_rows(led):
     assert set(rows) == {"e1", "e2"}
     e1, e2 = rows["e1"], rows["e2"]
     assert (e1["miner"], e1["passes"], e1["fails"], e1["pass_rate"], e1["score"]) == ("m1", 1, 0, 1.0, 1.0)
-    assert list(e1) == ["executor", "miner", "passes", "fails", "pass_rate", "perf_factor", "score", "proven_bytes", "weighted_score", "last_verdict", "banned"]
+    assert list(e1) == [
+        "executor",
+        "miner",
+        "passes",
+        "fails",
+        "pass_rate",
+        "perf_factor",
+        "score",
+        "proven_bytes",
+        "weighted_score",
+        "last_verdict",
+        "banned",
+    ]
     assert (e1["last_verdict"], e1["banned"]) == ("pass", "")
     assert (e2["passes"], e2["fails"], e2["score"]) == (0, 1, 0.0)
     assert e2["last_verdict"] == "false-proof:relation,false-proof:row-merkle"
@@ -500,7 +542,9 @@ def test_a_stored_verdict_waits_in_the_outbox_until_published(tmp_path):
     led.mark_published(f"{0:032x}", 3000)
     led.close()
     led = Ledger(path)  # a restart: what was not delivered is still there
-    assert [(c, t, d) for c, t, d in led.unpublished()] == [(f"{i:032x}", "gpow/verdict/1", b"signed-" + bytes([i])) for i in (1, 2)]
+    assert [(c, t, d) for c, t, d in led.unpublished()] == [
+        (f"{i:032x}", "gpow/verdict/1", b"signed-" + bytes([i])) for i in (1, 2)
+    ]
     led.close()
 
 
@@ -509,7 +553,7 @@ def test_a_version_1_ledger_gains_the_outbox(tmp_path):
     db = sqlite3.connect(path)
     from node.roles.ledger import _SCHEMA
 
-    v1 = _SCHEMA[:_SCHEMA.index("CREATE TABLE outbox")] + _SCHEMA[_SCHEMA.index("CREATE TABLE bans"):]
+    v1 = _SCHEMA[: _SCHEMA.index("CREATE TABLE outbox")] + _SCHEMA[_SCHEMA.index("CREATE TABLE bans") :]
     for stmt in v1.split(";"):
         if stmt.strip():
             db.execute(stmt)
@@ -541,6 +585,8 @@ def test_scores_are_weighted_by_the_memory_proven(tmp_path):
     probation = rec_for(f"{9:032x}", "new", reasons=[f"{R.NO_CREDIT}:probation"])
     led.record_verdict(probation, 1500)
     assert led.proven_bytes("small") == pool_bytes(4096, 1000) and led.proven_bytes("new") == 0
-    assert led.weighted_score("big") / led.weighted_score("small") == pytest.approx(pool_bytes(4096, 2000) / pool_bytes(4096, 1000))
+    assert led.weighted_score("big") / led.weighted_score("small") == pytest.approx(
+        pool_bytes(4096, 2000) / pool_bytes(4096, 1000)
+    )
     assert led.weighted_score("new") == 0.0
     led.close()

@@ -13,5 +13,7 @@ def test_host_gauges_are_all_known():
     host = Host(Identity.generate(), NetParams(listen_port=0), "miner")
     assert not host.stats, "a fresh host has counted nothing, so every key below is a gauge"
     keys = set(host.stats_dict()) - {"gossip"}
-    unknown = {k for k in keys if k not in NET_GAUGES and k not in ("peers", "inbound", "outbound") and not k.startswith("rtt_ms")}
+    unknown = {
+        k for k in keys if k not in NET_GAUGES and k not in ("peers", "inbound", "outbound") and not k.startswith("rtt_ms")
+    }
     assert not unknown, f"host gauges metrics.py would export as counters: {sorted(unknown)}"

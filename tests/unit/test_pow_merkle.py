@@ -86,5 +86,5 @@ def test_row_nodes_match_row_node_for_large_rows() -> None:
     nodes = merkle.row_nodes(X)
     for i in range(4):
         row = X[i].tobytes()
-        chunks = [row[o:o + 1024] for o in range(0, 4096, 1024)]
+        chunks = [row[o : o + 1024] for o in range(0, 4096, 1024)]
         assert nodes[i].tobytes() == merkle.row_node(row) == rfc_mth(chunks)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -60,6 +60,7 @@ def _verdict(raw: bytes) -> str | None:
 
 # --- honest proofs ------------------------------------------------------------------------------
 
+
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.binary(min_size=32, max_size=32),
@@ -87,6 +88,7 @@ def test_honest_proof_file_round_trip_verifies(
 
 # --- single-byte tampering of a whole proof file -------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def small_proof() -> tuple[bytes, ProofFile]:
     """n=64, T=3, m=2, k=3, distinct identities, and a reveal whose samples open d_T (a sample with
@@ -94,8 +96,11 @@ def small_proof() -> tuple[bytes, ProofFile]:
     p = ChallengeParams(_h("seed"), _h("validator"), _h("executor"), 64, 3, 2)
     tr = CpuEngine().prove(p)
     k = 3
-    reveal = next(_h("reveal", x) for x in range(1000)
-                  if any(t == p.T - 1 for t, _ in derive_samples(tr.root, _h("reveal", x), k, p.T, p.n)))
+    reveal = next(
+        _h("reveal", x)
+        for x in range(1000)
+        if any(t == p.T - 1 for t, _ in derive_samples(tr.root, _h("reveal", x), k, p.T, p.n))
+    )
     pf = ProofFile(p, k, tr.root, tr.digests[-1], reveal, build_openings(tr, reveal, k))
     return encode_proof_file(pf), pf
 
@@ -174,6 +179,7 @@ def test_random_single_byte_change_is_rejected(small_proof: tuple[bytes, ProofFi
 
 # --- cheapest checks first -----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def mid() -> tuple[ChallengeParams, CpuTrace, bytes, Openings]:
     p = ChallengeParams(_h("mid"), _h("v"), _h("e"), 128, 8, 3)
@@ -207,7 +213,7 @@ def _set_digest(op: Openings, s: int, ent: DigestOpening) -> Openings:
 
 def _flip(b: bytes, at: int = 0) -> bytes:
     """Add 1 to one byte (not an XOR: two tampers of the same byte must not cancel out)."""
-    return b[:at] + bytes([(b[at] + 1) & 0xFF]) + b[at + 1:]
+    return b[:at] + bytes([(b[at] + 1) & 0xFF]) + b[at + 1 :]
 
 
 def t_row_short(op: Openings, si: int) -> Openings:
@@ -337,8 +343,9 @@ def test_false_relation_is_the_only_failure_that_reaches_the_products() -> None:
             X[:] = np.roll(X, 1, axis=1)  # every row of X_T wrong, every relation (T-1, i) false
 
     tr = CpuEngine(state_hook=corrupt).prove(p)
-    reveal = next(_h("r", x) for x in range(1000)
-                  if any(t == p.T - 1 for t, _ in derive_samples(tr.root, _h("r", x), 6, p.T, p.n)))
+    reveal = next(
+        _h("r", x) for x in range(1000) if any(t == p.T - 1 for t, _ in derive_samples(tr.root, _h("r", x), 6, p.T, p.n))
+    )
     res = verify(p, 6, tr.root, tr.digests[-1], reveal, build_openings(tr, reveal, 6))
     assert not res.ok and res.failures[0].check == "relation"
     assert res.samples[res.failures[0].sample][0] == p.T - 1

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from node.app.pow_tool import EXIT_ENGINE, EXIT_INVALID, EXIT_OK, EXIT_USAGE, prove_main
 from node.cli import main
 from node.pow.cpu_engine import CpuEngine
 from node.pow.openings import RowOpening, decode_proof_file, encode_proof_file
-from node.app.pow_tool import EXIT_ENGINE, EXIT_INVALID, EXIT_OK, EXIT_USAGE, prove_main
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((REPO / "tests" / "data" / "pow-v1-vectors.json").read_text())
@@ -29,8 +29,23 @@ SMALL = [c for c in VECTORS["chains"] if c["n"] <= 256]
 
 
 def _prove_argv(c: dict[str, Any], *extra: str) -> list[str]:
-    return ["pow", "prove", "--seed", c["seed"], "--n", str(c["n"]), "--steps", str(c["T"]),
-            "--b-matrices", str(c["m"]), "--validator", c["validator"], "--executor", c["executor"], *extra]
+    return [
+        "pow",
+        "prove",
+        "--seed",
+        c["seed"],
+        "--n",
+        str(c["n"]),
+        "--steps",
+        str(c["T"]),
+        "--b-matrices",
+        str(c["m"]),
+        "--validator",
+        c["validator"],
+        "--executor",
+        c["executor"],
+        *extra,
+    ]
 
 
 def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
@@ -51,8 +66,14 @@ def test_prove_json_agrees_with_vectors(capsys: pytest.CaptureFixture[str], c: d
     assert res["root"] == c["root"]
     assert res["digests"] == c["digests"]
     assert res["d_T"] == c["digests"][-1]
-    assert res["params"] == {"seed": c["seed"], "validator": c["validator"], "executor": c["executor"],
-                             "n": c["n"], "T": c["T"], "m": c["m"]}
+    assert res["params"] == {
+        "seed": c["seed"],
+        "validator": c["validator"],
+        "executor": c["executor"],
+        "n": c["n"],
+        "T": c["T"],
+        "m": c["m"],
+    }
     assert res["engine"] == "cpu" and res["seconds"] > 0
     assert "proof_file" not in res
 
@@ -117,11 +138,14 @@ def _tampered(raw: bytes, how: str) -> bytes:
     raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how, check, sample", [
-    ("row", "row-path", 0),
-    ("reveal", "sample-mismatch", 0),
-    ("k", "sample-count", -1),
-])
+@pytest.mark.parametrize(
+    "how, check, sample",
+    [
+        ("row", "row-path", 0),
+        ("reveal", "sample-mismatch", 0),
+        ("k", "sample-count", -1),
+    ],
+)
 def test_verify_rejects_with_named_reason(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, proof_bytes: bytes, how: str, check: str, sample: int
 ) -> None:
@@ -143,8 +167,7 @@ def test_verify_rejects_with_named_reason(
 
 @pytest.mark.parametrize("cut", ["truncated", "trailing", "garbage", "empty"])
 def test_verify_malformed_file(capsys: pytest.CaptureFixture[str], tmp_path: Path, proof_bytes: bytes, cut: str) -> None:
-    bad = {"truncated": proof_bytes[:-7], "trailing": proof_bytes + b"\x00",
-           "garbage": bytes(range(256)) * 4, "empty": b""}[cut]
+    bad = {"truncated": proof_bytes[:-7], "trailing": proof_bytes + b"\x00", "garbage": bytes(range(256)) * 4, "empty": b""}[cut]
     path = tmp_path / "bad.gpow"
     path.write_bytes(bad)
     rc, out, _ = _run(capsys, ["pow", "verify", str(path)])
@@ -165,14 +188,17 @@ def test_verify_unreadable_file(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 ZERO_HEX = "00" * 32
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--reveal", ZERO_HEX], "needs all of --reveal, --samples and --out"),
-    (["--samples", "3", "--out", "x.gpow"], "needs all of --reveal, --samples and --out"),
-    (["--reveal", "zz" * 32, "--samples", "3", "--out", "x.gpow"], "--reveal: not a hex string"),
-    (["--reveal", "00" * 31, "--samples", "3", "--out", "x.gpow"], "--reveal: must be 32 bytes"),
-    (["--reveal", ZERO_HEX, "--samples", "0", "--out", "x.gpow"], "--samples must be >= 1"),
-    (["--validator", "00" * 33], "--validator: must be 32 bytes"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--reveal", ZERO_HEX], "needs all of --reveal, --samples and --out"),
+        (["--samples", "3", "--out", "x.gpow"], "needs all of --reveal, --samples and --out"),
+        (["--reveal", "zz" * 32, "--samples", "3", "--out", "x.gpow"], "--reveal: not a hex string"),
+        (["--reveal", "00" * 31, "--samples", "3", "--out", "x.gpow"], "--reveal: must be 32 bytes"),
+        (["--reveal", ZERO_HEX, "--samples", "0", "--out", "x.gpow"], "--samples must be >= 1"),
+        (["--validator", "00" * 33], "--validator: must be 32 bytes"),
+    ],
+)
 def test_prove_usage_errors(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, extra: list[str], message: str
 ) -> None:
@@ -183,12 +209,15 @@ def test_prove_usage_errors(
     assert not (tmp_path / "x.gpow").exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--seed", "0x" + "11" * 31, "--n", "64", "--steps", "2"], "--seed: must be 32 bytes"),
-    (["--seed", ZERO_HEX, "--n", "96", "--steps", "2"], "n must be a power of two"),
-    (["--seed", ZERO_HEX, "--n", "64", "--steps", "0"], "T (steps) must be >= 1"),
-    (["--seed", ZERO_HEX, "--n", "64", "--steps", "2", "--b-matrices", "65"], "m (B matrices) must be in 1..64"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seed", "0x" + "11" * 31, "--n", "64", "--steps", "2"], "--seed: must be 32 bytes"),
+        (["--seed", ZERO_HEX, "--n", "96", "--steps", "2"], "n must be a power of two"),
+        (["--seed", ZERO_HEX, "--n", "64", "--steps", "0"], "T (steps) must be >= 1"),
+        (["--seed", ZERO_HEX, "--n", "64", "--steps", "2", "--b-matrices", "65"], "m (B matrices) must be in 1..64"),
+    ],
+)
 def test_prove_bad_params(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     rc, out, err = _run(capsys, ["pow", "prove", *argv])
     assert rc == EXIT_USAGE and out == "" and message in err
@@ -196,8 +225,19 @@ def test_prove_bad_params(capsys: pytest.CaptureFixture[str], argv: list[str], m
 
 def test_prove_refuses_what_does_not_fit(capsys: pytest.CaptureFixture[str]) -> None:
     """The real CPU engine with a 1 MiB budget: refused up front with exit 3, nothing printed."""
-    args = argparse.Namespace(seed=ZERO_HEX, n=256, steps=100, b_matrices=1, engine="cpu", json=True,
-                              validator=None, executor=None, reveal=None, samples=None, out=None)
+    args = argparse.Namespace(
+        seed=ZERO_HEX,
+        n=256,
+        steps=100,
+        b_matrices=1,
+        engine="cpu",
+        json=True,
+        validator=None,
+        executor=None,
+        reveal=None,
+        samples=None,
+        out=None,
+    )
     rc = prove_main(args, engine_factory=lambda kind: CpuEngine(memory_budget_bytes=1 << 20))
     out, err = capsys.readouterr()
     assert rc == EXIT_ENGINE and out == ""
@@ -218,8 +258,9 @@ def test_real_process_prove_then_verify(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "node", *argv], cwd=REPO, env=env, text=True,
-                              capture_output=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "node", *argv], cwd=REPO, env=env, text=True, capture_output=True, timeout=120
+        )
 
     p = run(*_proof_argv(c, path))
     assert p.returncode == 0, p.stderr
@@ -243,4 +284,4 @@ def test_docs_worked_example_matches_the_encoder(capsys: pytest.CaptureFixture[s
     assert proof_bytes.startswith(prefix)
     assert f"the file is {len(proof_bytes):,} bytes" in doc
     rows_at = proof_bytes.index(b"\xa4rows")
-    assert proof_bytes[rows_at:rows_at + 10].hex() == "a4726f7773dc00269400"
+    assert proof_bytes[rows_at : rows_at + 10].hex() == "a4726f7773dc00269400"

@@ -26,8 +26,12 @@ def _int(x: Any) -> int:
 
 def _params(c: dict[str, Any]) -> ChallengeParams:
     return ChallengeParams(
-        bytes.fromhex(c["seed"]), bytes.fromhex(c["validator"]), bytes.fromhex(c["executor"]),
-        c["n"], c["T"], c["m"],
+        bytes.fromhex(c["seed"]),
+        bytes.fromhex(c["validator"]),
+        bytes.fromhex(c["executor"]),
+        c["n"],
+        c["T"],
+        c["m"],
     )
 
 
@@ -89,8 +93,8 @@ def test_chain_generation_fields(ci: int) -> None:
     assert philox.x0_matrix(key, n)[0, :16].tolist() == c["X0_row0_first16"]
     assert philox.matrix_row(key, philox.TAG_STATE, 0, n, 0)[:16].tolist() == c["X0_row0_first16"]
     assert philox.b_matrix(key, 0, n)[0, :16].tolist() == c["B0_row0_first16"]
-    assert philox.b_matrix(key, p.m - 1, n)[n - 1, n - 16:].tolist() == c["B_last_row_last16"]
-    assert philox.matrix_row(key, philox.TAG_B, p.m - 1, n, n - 1)[n - 16:].tolist() == c["B_last_row_last16"]
+    assert philox.b_matrix(key, p.m - 1, n)[n - 1, n - 16 :].tolist() == c["B_last_row_last16"]
+    assert philox.matrix_row(key, philox.TAG_B, p.m - 1, n, n - 1)[n - 16 :].tolist() == c["B_last_row_last16"]
     assert philox.salt(key, 0, n)[:4].tolist() == c["salt0_first4"]
     assert philox.salt_at(key, [0, 0, 0, 0], [0, 1, 2, 3]).tolist() == c["salt0_first4"]
 
@@ -130,10 +134,12 @@ def test_chain_first_sample(ci: int, traces: dict[int, CpuTrace]) -> None:
     op = build_openings(tr, bytes.fromhex(c["reveal"]), 1)
     assert [h.hex() for h in op.rows[(t + 1, i)].path] == fs["row_next_path"]
     assert [h.hex() for h in op.digests[t + 1].proof] == fs["top_path_next"]
-    assert merkle.verify_inclusion(bytes.fromhex(fs["row_next_node"]), i, n,
-                                   [bytes.fromhex(h) for h in fs["row_next_path"]], tr.digests[t + 1])
-    assert merkle.verify_inclusion(bytes.fromhex(fs["top_leaf_next"]), t + 1, p.T + 1,
-                                   [bytes.fromhex(h) for h in fs["top_path_next"]], tr.root)
+    assert merkle.verify_inclusion(
+        bytes.fromhex(fs["row_next_node"]), i, n, [bytes.fromhex(h) for h in fs["row_next_path"]], tr.digests[t + 1]
+    )
+    assert merkle.verify_inclusion(
+        bytes.fromhex(fs["top_leaf_next"]), t + 1, p.T + 1, [bytes.fromhex(h) for h in fs["top_path_next"]], tr.root
+    )
 
 
 def test_state_digest_equals_tree_over_chunks() -> None:
@@ -141,7 +147,7 @@ def test_state_digest_equals_tree_over_chunks() -> None:
     rng = np.random.default_rng(7)
     X = rng.integers(-128, 128, size=(2048, 2048), dtype=np.int8)
     buf = X.tobytes()
-    chunks = [merkle.leaf_hash(buf[o:o + 1024]) for o in range(0, len(buf), 1024)]
+    chunks = [merkle.leaf_hash(buf[o : o + 1024]) for o in range(0, len(buf), 1024)]
     assert merkle.state_digest(X) == merkle.mth(chunks)
     X64 = X[:64, :64].copy()
     assert merkle.state_digest(X64) == merkle.mth([merkle.leaf_hash(r.tobytes()) for r in X64])

@@ -49,8 +49,7 @@ def prove_custom(
         refs = step_refs(digests[t - 1] if t else None, t, n)
         if shift_j_from is not None and t >= shift_j_from:
             refs[:, :, 0] = (refs[:, :, 0] + 1) % t
-        states[t + 1] = step(states[t], philox.b_matrix(key, t % m, n), gather_refs(states, refs, n),
-                             philox.salt(key, t, n))
+        states[t + 1] = step(states[t], philox.b_matrix(key, t % m, n), gather_refs(states, refs, n), philox.salt(key, t, n))
         digests.append(merkle.state_digest(states[t + 1]))
     return CpuTrace.from_states(params, states)
 
@@ -167,8 +166,7 @@ def test_reveal_root_and_commit_tampering(honest: tuple[ChallengeParams, CpuTrac
 
 def test_committed_d_T_is_checked_where_opened(honest: tuple[ChallengeParams, CpuTrace]) -> None:
     p, tr = honest
-    r = next(_reveal(x) for x in range(100)
-             if any(t == p.T - 1 for t, _ in derive_samples(tr.root, _reveal(x), K, p.T, p.n)))
+    r = next(_reveal(x) for x in range(100) if any(t == p.T - 1 for t, _ in derive_samples(tr.root, _reveal(x), K, p.T, p.n)))
     res = verify(p, K, tr.root, _flip(tr.digests[-1], 3), r, build_openings(tr, r, K))
     assert not res.ok and res.failures[0].check == "d_T-mismatch"
 

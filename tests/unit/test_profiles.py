@@ -165,8 +165,10 @@ def test_beyond_the_limit_credit_is_relative_speed():
 
 
 @given(
-    expected=st.floats(1e-6, 1e4), tolerance=st.floats(1.0, 10.0),
-    a=st.floats(0, 1e7), b=st.floats(0, 1e7),
+    expected=st.floats(1e-6, 1e4),
+    tolerance=st.floats(1.0, 10.0),
+    a=st.floats(0, 1e7),
+    b=st.floats(0, 1e7),
 )
 def test_factor_is_in_unit_range_and_never_rises_with_time(expected, tolerance, a, b):
     fa, fb = performance_factor(expected, a, tolerance), performance_factor(expected, b, tolerance)
@@ -180,7 +182,9 @@ def test_factor_is_continuous_at_the_limit():
     assert performance_factor(1.0, limit * (1 + 1e-9), 1.5) == pytest.approx(1.0, abs=1e-8)
 
 
-@pytest.mark.parametrize("expected, measured, tolerance", [(0, 1, 1.5), (-1, 1, 1.5), (1, 1, 0), (1, math.nan, 1.5), (math.inf, 1, 1.5)])
+@pytest.mark.parametrize(
+    "expected, measured, tolerance", [(0, 1, 1.5), (-1, 1, 1.5), (1, 1, 0), (1, math.nan, 1.5), (math.inf, 1, 1.5)]
+)
 def test_factor_rejects_invalid_inputs(expected, measured, tolerance):
     with pytest.raises(ValueError):
         performance_factor(expected, measured, tolerance)

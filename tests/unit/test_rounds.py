@@ -11,7 +11,9 @@ from node.wire.messages import BeaconReveal
 SCHED = RoundSchedule(round_ms=10_000, window_ms=1_000, jitter_ms=3_000, genesis_ms=1_000_000)
 
 
-def run_rounds(ids: list[str], rounds: range, *, drop: set[tuple[str, int]] = frozenset(), late: set[tuple[str, int]] = frozenset()):
+def run_rounds(
+    ids: list[str], rounds: range, *, drop: set[tuple[str, int]] = frozenset(), late: set[tuple[str, int]] = frozenset()
+):
     """Every validator reveals at its round's start and hears all others' reveals (simulated gossip)."""
     beacons = {v: Beacon(SCHED, v) for v in ids}
     results = []
@@ -114,7 +116,9 @@ def deliver(beacons: dict[str, Beacon], sender: str, msg: BeaconReveal, at: int)
     return {beacons[v].on_reveal(sender, msg, at) for v in beacons if v != sender}
 
 
-def grind(r: int, honest_secrets: dict[str, bytes], me: str, executors: list[str], validators: set[str], tries: int = 3000) -> tuple[bytes, int]:
+def grind(
+    r: int, honest_secrets: dict[str, bytes], me: str, executors: list[str], validators: set[str], tries: int = 3000
+) -> tuple[bytes, int]:
     """What the attacker of issue 18 did: knowing everyone else's share, pick its own to take the most executors."""
     import hashlib
     import os as _os
@@ -177,7 +181,9 @@ def test_commitments_are_fixed_a_round_ahead():
     assert deliver(beacons, late, withheld, SCHED.start_ms(r + 2) + 200) == {"withheld"}
     honest_round(beacons, r + 3, honest)
     msg = BeaconReveal(round=r + 3, secret=b"\x05" * 32, next_commit=secret_commit(b"n"))
-    assert deliver(beacons, late, msg, SCHED.start_ms(r + 3) + 100) == {"unverifiable"}, "the withheld message committed it to nothing"
+    assert deliver(beacons, late, msg, SCHED.start_ms(r + 3) + 100) == {"unverifiable"}, (
+        "the withheld message committed it to nothing"
+    )
     assert beacons[honest[0]].stats.reveals_withheld == 1
 
 
@@ -211,7 +217,14 @@ def test_colluders_choose_among_at_most_two_to_the_k_beacons():
         b = copy.deepcopy(watcher)
         for v, reveal in zip(colluders, choice):
             if reveal:
-                assert b.on_reveal(v, BeaconReveal(round=r, secret=own[v], next_commit=secret_commit(b"n" + v.encode())), SCHED.start_ms(r) + 900) == "counted"
+                assert (
+                    b.on_reveal(
+                        v,
+                        BeaconReveal(round=r, secret=own[v], next_commit=secret_commit(b"n" + v.encode())),
+                        SCHED.start_ms(r) + 900,
+                    )
+                    == "counted"
+                )
         reachable.add(b.value(r, SCHED.window_closes_ms(r)))
     assert len(reachable) == 2 ** len(colluders)
     tricks = [

@@ -30,24 +30,61 @@ class World:
         self.validator, self.executor = Identity.generate(), Identity.generate()
         self.vsign, self.xsign = Signer(self.validator), Signer(self.executor)
         self.secret = hashlib.sha256(b"secret").digest()
-        self.body = Challenge(challenge_id=bytes(range(16)), executor_id=self.executor.peer_id, seed=hashlib.sha256(b"seed").digest(),
-                              n=N, steps=T, b_matrices=M, samples=K, commit_deadline_ms=10**13, openings_timeout_ms=5_000,
-                              sample_commit=sample_commit(self.secret))
+        self.body = Challenge(
+            challenge_id=bytes(range(16)),
+            executor_id=self.executor.peer_id,
+            seed=hashlib.sha256(b"seed").digest(),
+            n=N,
+            steps=T,
+            b_matrices=M,
+            samples=K,
+            commit_deadline_ms=10**13,
+            openings_timeout_ms=5_000,
+            sample_commit=sample_commit(self.secret),
+        )
         self.raw = self.vsign.seal(self.body)
         self.params = ChallengeParams(self.body.seed, self.validator.public_key, self.executor.public_key, N, T, M)
-        rec = VerdictRecord(challenge_id=self.body.challenge_id.hex(), validator_id=self.validator.peer_id,
-                            executor_id=self.executor.peer_id, miner_id="m", passed=False, reasons=[], n=N, T=T, m=M, k=K,
-                            commit_seconds=None, openings_seconds=None, verify_seconds=None, expected_seconds=expected_s,
-                            performance_factor=0.0, created_ms=0)
-        self.session = ChallengeSession(self.executor.peer_id, self.body, self.raw, self.secret, self.params, rec,
-                                        commit_timeout=5.0, co_scheduled=co_scheduled,
-                                        sizing=Sizing(N, T, K, expected_s, 5.0, no_credit))
+        rec = VerdictRecord(
+            challenge_id=self.body.challenge_id.hex(),
+            validator_id=self.validator.peer_id,
+            executor_id=self.executor.peer_id,
+            miner_id="m",
+            passed=False,
+            reasons=[],
+            n=N,
+            T=T,
+            m=M,
+            k=K,
+            commit_seconds=None,
+            openings_seconds=None,
+            verify_seconds=None,
+            expected_seconds=expected_s,
+            performance_factor=0.0,
+            created_ms=0,
+        )
+        self.session = ChallengeSession(
+            self.executor.peer_id,
+            self.body,
+            self.raw,
+            self.secret,
+            self.params,
+            rec,
+            commit_timeout=5.0,
+            co_scheduled=co_scheduled,
+            sizing=Sizing(N, T, K, expected_s, 5.0, no_credit),
+        )
         self.trace = CpuEngine(memory_budget_bytes=1 << 26).prove(self.params)
 
     def commitment(self, *, signer: Signer | None = None, raw: bytes | None = None, cid: bytes | None = None) -> bytes:
-        return (signer or self.xsign).seal(Commitment(challenge_id=cid or self.body.challenge_id,
-                                                      challenge_hash=challenge_hash(raw or self.raw),
-                                                      root=self.trace.root, d_final=self.trace.digests[-1], prove_ms=1))
+        return (signer or self.xsign).seal(
+            Commitment(
+                challenge_id=cid or self.body.challenge_id,
+                challenge_hash=challenge_hash(raw or self.raw),
+                root=self.trace.root,
+                d_final=self.trace.digests[-1],
+                prove_ms=1,
+            )
+        )
 
     def openings(self, *, signer: Signer | None = None, cid: bytes | None = None, blob: bytes | None = None) -> bytes:
         blob = blob if blob is not None else encode_openings(build_openings(self.trace, self.secret, K))
@@ -102,13 +139,16 @@ def test_malformed_openings_are_a_false_proof_of_format():
     assert out.record.reasons == [f"{R.FALSE_PROOF}:format"] and out.bundle
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("another-challenge", R.REPLAY),
-    ("another-challenge-id", R.REPLAY),
-    ("stranger", R.WRONG_SIGNER),
-    ("other-executor", R.WRONG_EXECUTOR),
-    ("junk", R.MISSING_COMMITMENT),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("another-challenge", R.REPLAY),
+        ("another-challenge-id", R.REPLAY),
+        ("stranger", R.WRONG_SIGNER),
+        ("other-executor", R.WRONG_EXECUTOR),
+        ("junk", R.MISSING_COMMITMENT),
+    ],
+)
 def test_commitments_that_do_not_answer_this_challenge(case, reason):
     w = World()
     other = Identity.generate()

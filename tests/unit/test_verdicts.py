@@ -10,19 +10,42 @@ from node.roles import verdicts as R
 from node.roles.verdicts import VerdictRecord
 
 EXPECTED_REASONS = {
-    "PASSED": "passed", "FALSE_PROOF": "false-proof", "LATE_COMMITMENT": "late-commitment",
-    "MISSING_COMMITMENT": "missing-commitment", "LATE_OPENINGS": "late-openings", "MISSING_OPENINGS": "missing-openings",
-    "CO_SCHEDULED_TIMEOUT": "co-scheduled-timeout", "WRONG_EXECUTOR": "wrong-executor", "WRONG_SIGNER": "wrong-signer",
-    "REPLAY": "replay", "BAD_SIGNATURE": "bad-signature", "SLOW_FOR_PROFILE": "slow-for-profile",
-    "UNKNOWN_PROFILE": "unknown-profile", "DUPLICATE_GPU": "duplicate-gpu", "TIMED_OUT_AT_RESTART": "timed-out-at-restart",
+    "PASSED": "passed",
+    "FALSE_PROOF": "false-proof",
+    "LATE_COMMITMENT": "late-commitment",
+    "MISSING_COMMITMENT": "missing-commitment",
+    "LATE_OPENINGS": "late-openings",
+    "MISSING_OPENINGS": "missing-openings",
+    "CO_SCHEDULED_TIMEOUT": "co-scheduled-timeout",
+    "WRONG_EXECUTOR": "wrong-executor",
+    "WRONG_SIGNER": "wrong-signer",
+    "REPLAY": "replay",
+    "BAD_SIGNATURE": "bad-signature",
+    "SLOW_FOR_PROFILE": "slow-for-profile",
+    "UNKNOWN_PROFILE": "unknown-profile",
+    "DUPLICATE_GPU": "duplicate-gpu",
+    "TIMED_OUT_AT_RESTART": "timed-out-at-restart",
 }
 
 
 def make_record(**over) -> VerdictRecord:
     base = dict(
-        challenge_id="ab" * 16, validator_id="12D3KooWval", executor_id="12D3KooWexe", miner_id="12D3KooWmin",
-        passed=True, reasons=[R.PASSED], n=8192, T=100, m=4, k=32, commit_seconds=0.21, openings_seconds=0.05,
-        verify_seconds=0.8, expected_seconds=0.13, performance_factor=1.0, created_ms=1_764_000_000_000,
+        challenge_id="ab" * 16,
+        validator_id="12D3KooWval",
+        executor_id="12D3KooWexe",
+        miner_id="12D3KooWmin",
+        passed=True,
+        reasons=[R.PASSED],
+        n=8192,
+        T=100,
+        m=4,
+        k=32,
+        commit_seconds=0.21,
+        openings_seconds=0.05,
+        verify_seconds=0.8,
+        expected_seconds=0.13,
+        performance_factor=1.0,
+        created_ms=1_764_000_000_000,
     )
     base.update(over)
     return VerdictRecord(**base)
@@ -54,13 +77,34 @@ def test_only_restart_timeouts_are_unscored():
 
 def test_record_field_order_matches_the_validator():
     names = list(make_record().to_dict())
-    assert names == ["challenge_id", "validator_id", "executor_id", "miner_id", "passed", "reasons", "n", "T", "m", "k",
-                     "commit_seconds", "openings_seconds", "verify_seconds", "expected_seconds", "performance_factor", "created_ms"]
+    assert names == [
+        "challenge_id",
+        "validator_id",
+        "executor_id",
+        "miner_id",
+        "passed",
+        "reasons",
+        "n",
+        "T",
+        "m",
+        "k",
+        "commit_seconds",
+        "openings_seconds",
+        "verify_seconds",
+        "expected_seconds",
+        "performance_factor",
+        "created_ms",
+    ]
 
 
 def test_record_round_trips_through_json():
-    rec = make_record(passed=False, reasons=["false-proof:relation", "false-proof:row-merkle"], expected_seconds=None,
-                      commit_seconds=None, performance_factor=0.0)
+    rec = make_record(
+        passed=False,
+        reasons=["false-proof:relation", "false-proof:row-merkle"],
+        expected_seconds=None,
+        commit_seconds=None,
+        performance_factor=0.0,
+    )
     d = json.loads(json.dumps(rec.to_dict()))
     assert VerdictRecord.from_dict(d) == rec
 

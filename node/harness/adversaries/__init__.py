@@ -8,8 +8,8 @@ the tests all read it. A kind may take one argument, ``kind:arg`` (e.g. ``corrup
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from node.app.node import NodeParts
 
@@ -28,7 +28,9 @@ class Adversary:
     default_arg: str = ""
     admitted: bool = True  # validator kinds: the network's admitted set lists it
     nodes_from_arg: bool = False  # validator kinds: the argument is how many nodes run it
-    lies: bool = False  # validator kinds: its verdicts on the executors drawn for it are lies (the harness sizes min_validators to 2f+1)
+    lies: bool = (
+        False  # validator kinds: its verdicts on the executors drawn for it are lies (the harness sizes min_validators to 2f+1)
+    )
 
 
 def _corrupt_rows(arg: str) -> NodeParts:
@@ -84,8 +86,9 @@ def _wrong_executor(arg: str) -> NodeParts:
     from node.harness.adversaries.nodes import MisroutingMiner
     from node.roles.executor import ExecutorService
 
-    return NodeParts(executor_class=lambda index: AnswersForOthers if index == 1 else ExecutorService,
-                     miner_class=MisroutingMiner)
+    return NodeParts(
+        executor_class=lambda index: AnswersForOthers if index == 1 else ExecutorService, miner_class=MisroutingMiner
+    )
 
 
 def _shared_gpu(arg: str) -> NodeParts:
@@ -128,6 +131,7 @@ def _colluding_validators(arg: str) -> NodeParts:
 
 def _judging(name: str):
     """The issue-17 adversaries (node/harness/adversaries/judging.py), imported when built."""
+
     def build(arg: str) -> NodeParts:
         from node.harness.adversaries import judging as J
 
@@ -142,6 +146,7 @@ def _judging(name: str):
             "uuid-copy": lambda: NodeParts(miner_class=J.uuid_copy_miner(arg)),
             "slow-sybil": lambda: NodeParts(local_executors=J.slow_sybil_executors),
         }[name]()
+
     return build
 
 
@@ -151,60 +156,187 @@ def _unadmitted_validator(arg: str) -> NodeParts:
     return NodeParts(validator_class=SelfAdmittedValidator)
 
 
-ADVERSARIES: dict[str, Adversary] = {a.kind: a for a in [
-    Adversary("corrupt-rows", "miner", "gets a fraction F of each state's rows wrong", ("false-proof",),
-              _corrupt_rows, cpu_only=True, default_arg="0.2"),
-    Adversary("fake-model", "miner", "claims a 10x faster GPU model than it runs", ("slow-for-profile", "late-commitment"),
-              _fake_model),
-    Adversary("partial-pool", "miner", "keeps a fraction K of the states, recomputes the rest",
-              ("slow-for-profile", "late-commitment", "co-scheduled-timeout",
-               "missing-commitment:ChallengeRefused: capacity"), _partial_pool, cpu_only=True,
-              default_arg="0.34"),
-    Adversary("grind-refs", "miner", "rewrites a row per state to steer references into a partial pool",
-              ("false-proof", "slow-for-profile", "late-commitment", "co-scheduled-timeout",
-               "missing-commitment:ChallengeRefused: capacity"), _grind_refs, cpu_only=True),
-    Adversary("zero-chain", "miner", "commits to all-zero states", ("false-proof",), _zero_chain, cpu_only=True),
-    Adversary("replay", "miner", "answers every challenge with its first trace", ("false-proof", "replay"), _replay),
-    Adversary("wrong-executor", "miner", "answers a challenge addressed to another executor",
-              ("wrong-executor", "missing-commitment:wrong-executor"), _wrong_executor, local_executors=2),
-    Adversary("foreign-key", "miner", "signs its answers with a key that is not its own", ("wrong-signer",), _foreign_key),
-    Adversary("relay", "miner", "re-issues the challenge to another executor under its own key", ("false-proof",), _relay),
-    Adversary("shared-gpu", "miner", "two executor ids backed by one engine and one memory budget",
-              ("co-scheduled-timeout", "duplicate-gpu"), _shared_gpu, local_executors=2),
-    Adversary("lying-validator", "validator", "an admitted validator that lies in its verdicts (always-pass|always-fail)",
-              (), _lying_validator, default_arg="always-fail", lies=True),
-    Adversary("unadmitted-validator", "validator", "a validator outside the admitted set", (), _unadmitted_validator,
-              admitted=False),
-    Adversary("beacon-grinder", "validator", "reads the others' beacon shares, grinds its own and re-commits to draw executors to itself",
-              (), _beacon_grinder),
-    Adversary("verdict-eraser", "validator", "publishes failing verdicts under other validators' challenge ids (from BUSYs)",
-              (), _verdict_eraser),
-    Adversary("verdict-flood", "validator", "floods verdicts: several per executor and round, made-up executors, far-off rounds",
-              (), _verdict_flood),
-    Adversary("colluding-validators", "validator", "N admitted validators that report the opposite of what they saw",
-              (), _colluding_validators, default_arg="2", nodes_from_arg=True, lies=True),
-    # issue 17: attacks on judging
-    Adversary("cpu-claims-gpu", "miner", "a CPU engine attesting an NVIDIA H200 (engine cpu)", ("claim-mismatch",),
-              _judging("cpu-claims-gpu")),
-    Adversary("small-memory-claim", "miner", "attests an NVIDIA H200 on the GPU engine with 12 GB", ("claim-mismatch:memory",),
-              _judging("small-memory-claim")),
-    Adversary("forged-busy", "miner", "answers every challenge BUSY with a challenge it signed itself (throwaway key)",
-              ("missing-commitment:busy-unadmitted-issuer", "missing-commitment:busy-in-round", "missing-commitment:busy-too-long"),
-              _judging("forged-busy")),
-    Adversary("probation-reset", "miner", "holds only a probation-sized pool of its claimed memory; leaves and re-joins its roster to stay on probation",
-              ("missing-commitment:capacity", "missing-commitment:ChallengeRefused: capacity", "late-commitment", "co-scheduled-timeout"),
-              _judging("probation-reset"), cpu_only=True),
-    Adversary("busy-lock", "validator", "sends cheap challenges whose deadlines are a day (or an hour) away, never reveals",
-              (), _judging("busy-lock"), lies=True),
-    Adversary("junk-evidence", "validator", "gossips false-proof verdicts on everyone with evidence that proves nothing",
-              (), _judging("junk-evidence"), lies=True),
-    Adversary("frame-miner", "executor", "an outsider's remote executor that registers with an honest miner and answers falsely",
-              (), _judging("frame-miner")),
-    Adversary("uuid-copy", "miner", "its executor attests a victim executor's GPU UUID (from the victim's roster)",
-              ("duplicate-gpu",), _judging("uuid-copy")),
-    Adversary("slow-sybil", "miner", "4 executor ids on one engine and one memory budget, each claiming all of it",
-              ("co-scheduled-timeout", "late-commitment", "duplicate-gpu"), _judging("slow-sybil"), local_executors=4, cpu_only=True),
-]}
+ADVERSARIES: dict[str, Adversary] = {
+    a.kind: a
+    for a in [
+        Adversary(
+            "corrupt-rows",
+            "miner",
+            "gets a fraction F of each state's rows wrong",
+            ("false-proof",),
+            _corrupt_rows,
+            cpu_only=True,
+            default_arg="0.2",
+        ),
+        Adversary(
+            "fake-model",
+            "miner",
+            "claims a 10x faster GPU model than it runs",
+            ("slow-for-profile", "late-commitment"),
+            _fake_model,
+        ),
+        Adversary(
+            "partial-pool",
+            "miner",
+            "keeps a fraction K of the states, recomputes the rest",
+            ("slow-for-profile", "late-commitment", "co-scheduled-timeout", "missing-commitment:ChallengeRefused: capacity"),
+            _partial_pool,
+            cpu_only=True,
+            default_arg="0.34",
+        ),
+        Adversary(
+            "grind-refs",
+            "miner",
+            "rewrites a row per state to steer references into a partial pool",
+            (
+                "false-proof",
+                "slow-for-profile",
+                "late-commitment",
+                "co-scheduled-timeout",
+                "missing-commitment:ChallengeRefused: capacity",
+            ),
+            _grind_refs,
+            cpu_only=True,
+        ),
+        Adversary("zero-chain", "miner", "commits to all-zero states", ("false-proof",), _zero_chain, cpu_only=True),
+        Adversary("replay", "miner", "answers every challenge with its first trace", ("false-proof", "replay"), _replay),
+        Adversary(
+            "wrong-executor",
+            "miner",
+            "answers a challenge addressed to another executor",
+            ("wrong-executor", "missing-commitment:wrong-executor"),
+            _wrong_executor,
+            local_executors=2,
+        ),
+        Adversary("foreign-key", "miner", "signs its answers with a key that is not its own", ("wrong-signer",), _foreign_key),
+        Adversary("relay", "miner", "re-issues the challenge to another executor under its own key", ("false-proof",), _relay),
+        Adversary(
+            "shared-gpu",
+            "miner",
+            "two executor ids backed by one engine and one memory budget",
+            ("co-scheduled-timeout", "duplicate-gpu"),
+            _shared_gpu,
+            local_executors=2,
+        ),
+        Adversary(
+            "lying-validator",
+            "validator",
+            "an admitted validator that lies in its verdicts (always-pass|always-fail)",
+            (),
+            _lying_validator,
+            default_arg="always-fail",
+            lies=True,
+        ),
+        Adversary(
+            "unadmitted-validator", "validator", "a validator outside the admitted set", (), _unadmitted_validator, admitted=False
+        ),
+        Adversary(
+            "beacon-grinder",
+            "validator",
+            "reads the others' beacon shares, grinds its own and re-commits to draw executors to itself",
+            (),
+            _beacon_grinder,
+        ),
+        Adversary(
+            "verdict-eraser",
+            "validator",
+            "publishes failing verdicts under other validators' challenge ids (from BUSYs)",
+            (),
+            _verdict_eraser,
+        ),
+        Adversary(
+            "verdict-flood",
+            "validator",
+            "floods verdicts: several per executor and round, made-up executors, far-off rounds",
+            (),
+            _verdict_flood,
+        ),
+        Adversary(
+            "colluding-validators",
+            "validator",
+            "N admitted validators that report the opposite of what they saw",
+            (),
+            _colluding_validators,
+            default_arg="2",
+            nodes_from_arg=True,
+            lies=True,
+        ),
+        # issue 17: attacks on judging
+        Adversary(
+            "cpu-claims-gpu",
+            "miner",
+            "a CPU engine attesting an NVIDIA H200 (engine cpu)",
+            ("claim-mismatch",),
+            _judging("cpu-claims-gpu"),
+        ),
+        Adversary(
+            "small-memory-claim",
+            "miner",
+            "attests an NVIDIA H200 on the GPU engine with 12 GB",
+            ("claim-mismatch:memory",),
+            _judging("small-memory-claim"),
+        ),
+        Adversary(
+            "forged-busy",
+            "miner",
+            "answers every challenge BUSY with a challenge it signed itself (throwaway key)",
+            ("missing-commitment:busy-unadmitted-issuer", "missing-commitment:busy-in-round", "missing-commitment:busy-too-long"),
+            _judging("forged-busy"),
+        ),
+        Adversary(
+            "probation-reset",
+            "miner",
+            "holds only a probation-sized pool of its claimed memory; leaves and re-joins its roster to stay on probation",
+            (
+                "missing-commitment:capacity",
+                "missing-commitment:ChallengeRefused: capacity",
+                "late-commitment",
+                "co-scheduled-timeout",
+            ),
+            _judging("probation-reset"),
+            cpu_only=True,
+        ),
+        Adversary(
+            "busy-lock",
+            "validator",
+            "sends cheap challenges whose deadlines are a day (or an hour) away, never reveals",
+            (),
+            _judging("busy-lock"),
+            lies=True,
+        ),
+        Adversary(
+            "junk-evidence",
+            "validator",
+            "gossips false-proof verdicts on everyone with evidence that proves nothing",
+            (),
+            _judging("junk-evidence"),
+            lies=True,
+        ),
+        Adversary(
+            "frame-miner",
+            "executor",
+            "an outsider's remote executor that registers with an honest miner and answers falsely",
+            (),
+            _judging("frame-miner"),
+        ),
+        Adversary(
+            "uuid-copy",
+            "miner",
+            "its executor attests a victim executor's GPU UUID (from the victim's roster)",
+            ("duplicate-gpu",),
+            _judging("uuid-copy"),
+        ),
+        Adversary(
+            "slow-sybil",
+            "miner",
+            "4 executor ids on one engine and one memory budget, each claiming all of it",
+            ("co-scheduled-timeout", "late-commitment", "duplicate-gpu"),
+            _judging("slow-sybil"),
+            local_executors=4,
+            cpu_only=True,
+        ),
+    ]
+}
 
 
 def parse_kind(spec: str) -> tuple[Adversary, str]:

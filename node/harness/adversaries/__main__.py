@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"adversary: {exc}", file=sys.stderr)
         return 2
-    from node.logs import setup_logging
     from node.app.runner import run_main
+    from node.logs import setup_logging
 
     setup_logging(args.log_level or "info", args.log_json)
     return run_main(args, parts)

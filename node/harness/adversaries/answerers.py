@@ -20,7 +20,6 @@ from node.wire.messages import Challenge, ExecutorAttestation
 class FakeModel(Answerer):
     """Claims a faster GPU model than it runs: its times miss that model's profile."""
 
-
     def __init__(self, claimed_model: str = "cpu-fast"):
         self.claimed_model = claimed_model
 
@@ -30,7 +29,6 @@ class FakeModel(Answerer):
 
 class ReplayCommitment(Answerer):
     """Does the work once, then answers every later challenge with that old trace and commitment."""
-
 
     def __init__(self) -> None:
         self._old: Trace | None = None
@@ -47,7 +45,6 @@ class ReplayCommitment(Answerer):
 
 class ForeignKey(Answerer):
     """Signs its answers with a key that is not its own."""
-
 
     def __init__(self) -> None:
         self._signer = Signer(Identity.generate())
@@ -69,13 +66,10 @@ class Relay(Answerer):
     """Re-issues each challenge to another executor under its own validator key, passing off the
     other executor's work as its own. The proof is bound to both keys, so it cannot match."""
 
-
     def __init__(self) -> None:
         self._fake_validator = Identity.generate()
         self._other_executor = Identity.generate()
 
     def prove(self, engine: Engine, params: ChallengeParams, deadline_s: float | None = None) -> Trace:
-        relayed = dataclasses.replace(
-            params, validator=self._fake_validator.public_key, executor=self._other_executor.public_key
-        )
+        relayed = dataclasses.replace(params, validator=self._fake_validator.public_key, executor=self._other_executor.public_key)
         return engine.prove(relayed)

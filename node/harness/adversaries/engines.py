@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,7 +23,6 @@ class CorruptRows(Answerer):
     """Gets a fraction of the rows of every state wrong (skipping their work), then commits to
     the wrong states consistently, so only the step relation can catch it: each sample does with
     probability ``fraction``, a challenge with ``1 - (1 - fraction)^k``."""
-
 
     def __init__(self, fraction: str | float = 0.2, seed: int = 1):
         self.fraction = float(fraction)
@@ -45,7 +44,6 @@ class CorruptRows(Answerer):
 class ZeroChain(Answerer):
     """Commits to a chain of all-zero states after X_0, as if zero rows were a fixed point of the
     step. The per-row salt makes mix(0 + 0 + sigma) non-zero, so every relation fails."""
-
 
     def prove(self, engine: Engine, params: ChallengeParams, deadline_s: float | None = None) -> Trace:
         def hook(s: int, state: np.ndarray) -> None:
@@ -81,7 +79,6 @@ class PartialPool(Answerer):
     the rest whenever a step's references (or an opening) need them. The references are chosen
     by the digests, so the recomputation branches and its cost climbs steeply as memory shrinks:
     the commitment misses the claimed GPU's profile."""
-
 
     def __init__(self, keep: str | float = 0.34, cache_states: int = 8):
         self.keep = float(keep)
@@ -166,7 +163,6 @@ class GrindRefs(PartialPool):
     at states it still holds. Each try re-rolls all 256 references, so steering fails, the cheat
     is left with partial-pool's recomputation (late), and its rewritten rows break the step
     relation wherever a sample lands on one (false proof)."""
-
 
     def __init__(self, keep: str | float = 0.34, tries: int = 16):
         super().__init__(keep)

@@ -4,15 +4,14 @@ replacing how a miner's local executors are made."""
 
 from __future__ import annotations
 
-
 import trio
 
 from node.app.node import Node, make_cpu_engine
 from node.identity import load_or_create_key_file
+from node.roles import verdicts as R
 from node.roles.executor import ExecutorService, GpuFacts, PoolBudget, host_fingerprint
 from node.roles.miner import MinerService
 from node.roles.validator import ChallengeOutcome, KnownExecutor, ValidatorService
-from node.roles import verdicts as R
 
 
 class MisroutingMiner(MinerService):
@@ -60,14 +59,33 @@ def shared_engine_executors(node: Node) -> list[ExecutorService]:
         device = (mp.gpu_devices or [0])[0]
         engine, f = GpuEngine(device_id=device), gpu_facts(device)
         memory = engine.memory_budget_bytes()
-        facts = [GpuFacts(engine="gpu", gpu_model=f.model, memory_bytes=memory,
-                          gpu_uuid=f.uuid if i == 0 else f"GPU-{ident.peer_id[-12:]}", pci_bus_id=f.pci_bus_id,
-                          host_fingerprint=host_fp) for i, ident in enumerate(idents)]
+        facts = [
+            GpuFacts(
+                engine="gpu",
+                gpu_model=f.model,
+                memory_bytes=memory,
+                gpu_uuid=f.uuid if i == 0 else f"GPU-{ident.peer_id[-12:]}",
+                pci_bus_id=f.pci_bus_id,
+                host_fingerprint=host_fp,
+            )
+            for i, ident in enumerate(idents)
+        ]
     else:
         from node.app.node import cpu_facts
 
         engine, memory = make_cpu_engine(mp.cpu_memory_bytes), mp.cpu_memory_bytes
         facts = [cpu_facts(memory, ident.peer_id, host_fp) for ident in idents]
     lock, budget = trio.Lock(), PoolBudget(memory)
-    return [ExecutorService(ident, node.identity.peer_id, engine, fact, admission=node.admission, assignment=node.agreement.assigned, lock=lock, budget=budget)
-            for ident, fact in zip(idents, facts)]
+    return [
+        ExecutorService(
+            ident,
+            node.identity.peer_id,
+            engine,
+            fact,
+            admission=node.admission,
+            assignment=node.agreement.assigned,
+            lock=lock,
+            budget=budget,
+        )
+        for ident, fact in zip(idents, facts)
+    ]

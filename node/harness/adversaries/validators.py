@@ -58,7 +58,9 @@ def beacon_of(r: int, shares: dict[str, bytes]) -> bytes:
     return h.digest()
 
 
-def grind_share(r: int, others: dict[str, bytes], me: str, executors: list[str], tries: int = GRIND_TRIES) -> tuple[bytes, bytes, int]:
+def grind_share(
+    r: int, others: dict[str, bytes], me: str, executors: list[str], tries: int = GRIND_TRIES
+) -> tuple[bytes, bytes, int]:
     """(share, beacon, executors drawn to ``me``): the best of ``tries`` random shares."""
     validators = set(others) | {me}
     best: tuple[bytes, bytes, int] = (b"", b"", -1)
@@ -72,9 +74,21 @@ def grind_share(r: int, others: dict[str, bytes], me: str, executors: list[str],
 
 
 def _verdict(cid: bytes, executor_id: str, miner_id: str, r: int, passed: bool = False) -> Verdict:
-    return Verdict(challenge_id=cid, executor_id=executor_id, miner_id=miner_id, passed=passed,
-                   reasons=[R.PASSED] if passed else [R.SLOW_FOR_PROFILE], n=0, steps=0, commit_us=0, openings_us=0,
-                   verify_us=0, expected_us=0, score_ppm=1_000_000 if passed else 0, round=r)
+    return Verdict(
+        challenge_id=cid,
+        executor_id=executor_id,
+        miner_id=miner_id,
+        passed=passed,
+        reasons=[R.PASSED] if passed else [R.SLOW_FOR_PROFILE],
+        n=0,
+        steps=0,
+        commit_us=0,
+        openings_us=0,
+        verify_us=0,
+        expected_us=0,
+        score_ppm=1_000_000 if passed else 0,
+        round=r,
+    )
 
 
 class GroundBeacon(Beacon):
@@ -104,7 +118,12 @@ class GrindingAgreement(Agreement):
 
     def _hear(self, env: Envelope) -> None:
         body = env.body
-        if isinstance(body, BeaconReveal) and body.secret and env.sender != self.me and self.book.is_admitted(env.sender, self.wall_ms()):
+        if (
+            isinstance(body, BeaconReveal)
+            and body.secret
+            and env.sender != self.me
+            and self.book.is_admitted(env.sender, self.wall_ms())
+        ):
             self.heard.setdefault(body.round, {})[env.sender] = body.secret
             for old in [k for k in self.heard if k < body.round - 4]:
                 del self.heard[old]
@@ -219,15 +238,30 @@ class VerdictEraser(ValidatorService):
 
         self.erasures["probes"] += 1
         now, secret = self.wall_ms(), os.urandom(32)
-        body = Challenge(challenge_id=new_challenge_id(self.host.identity.peer_id), executor_id=e.executor_id, seed=os.urandom(32),
-                         n=self.params.n_cpu, steps=8, b_matrices=self.params.b_matrices, samples=8, commit_deadline_ms=now + 5_000,
-                         openings_timeout_ms=5_000, sample_commit=sample_commit(secret), round=r)
+        body = Challenge(
+            challenge_id=new_challenge_id(self.host.identity.peer_id),
+            executor_id=e.executor_id,
+            seed=os.urandom(32),
+            n=self.params.n_cpu,
+            steps=8,
+            b_matrices=self.params.b_matrices,
+            samples=8,
+            commit_deadline_ms=now + 5_000,
+            openings_timeout_ms=5_000,
+            sample_commit=sample_commit(secret),
+            round=r,
+        )
         try:
             resp = await self.host.request(e.miner_id, C.PROTO_CHALLENGE, self.signer.seal(body), timeout=5.0)
             env = decode_envelope(resp, expect=(Commitment, Busy))
             if not isinstance(env.body, Busy):
                 # It was free (and the beacon gave it to us after all): finish, so it is free again.
-                await self.host.request(e.miner_id, C.PROTO_REVEAL, self.signer.seal(Reveal(challenge_id=body.challenge_id, secret=secret)), timeout=5.0)
+                await self.host.request(
+                    e.miner_id,
+                    C.PROTO_REVEAL,
+                    self.signer.seal(Reveal(challenge_id=body.challenge_id, secret=secret)),
+                    timeout=5.0,
+                )
                 return
             self.erasures["busy_seen"] += 1
             other = decode_envelope(env.body.busy_with, expect=Challenge)
@@ -275,7 +309,9 @@ class VerdictFlood(ValidatorService):
                 fake = "fake-" + os.urandom(12).hex()
                 out += [_verdict(new_challenge_id(me), fake, fake, r) for _ in range(2)]
             for i in range(self.OUT_OF_WINDOW):
-                out.append(_verdict(new_challenge_id(me), "fake-" + os.urandom(12).hex(), "m", r + 3 if i % 2 else max(0, r - 10_000)))
+                out.append(
+                    _verdict(new_challenge_id(me), "fake-" + os.urandom(12).hex(), "m", r + 3 if i % 2 else max(0, r - 10_000))
+                )
             for v in out:
                 self.gossip.publish(C.TOPIC_VERDICT, v)
                 self.flooded += 1
