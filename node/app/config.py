@@ -28,6 +28,7 @@ from node.roles.params import (
     RoundParams,
     ValidatorParams,
 )
+from node.wire import constants as C
 
 ROLES = ("validator", "miner", "executor")
 
@@ -53,7 +54,10 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("validator", "memory_fill"): (lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
     ("validator", "max_steps"): (lambda v: v >= 1, "an integer >= 1"),
     ("validator", "tolerance"): (lambda v: v >= 1, "a factor >= 1"),
-    ("validator", "openings_timeout_s"): _POS,
+    ("validator", "openings_timeout_s"): (
+        lambda v: 0 < v <= C.MAX_OPENINGS_TIMEOUT_S,
+        f"seconds in (0, {C.MAX_OPENINGS_TIMEOUT_S}] (executors refuse longer openings windows)",
+    ),
     ("miner", "cpu_executors"): (lambda v: 0 <= v <= 64, "an integer 0..64"),
     ("miner", "cpu_memory_bytes"): (lambda v: v >= 64 * 1024, "at least 65536 (16 states at n = 64)"),
     ("miner", "roster_interval_s"): _POS,

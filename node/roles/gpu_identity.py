@@ -8,8 +8,8 @@ Rules (issue 10):
   clean deregister or not) replaces its old entry and is never a duplicate of itself.
 - The first live registrant of a UUID holds it: only the others are duplicates (a UUID is public,
   so copying a victim's into a roster must fail the copier, not the victim). A co-scheduled
-  challenge of the contenders settles it (``settle``): a holder that fails it while a contender
-  passes hands the UUID to that contender.
+  challenge of the contenders settles it (``settle``): a holder that fails SETTLE_LOSSES of them in
+  a row while a contender passes hands the UUID to that contender.
 - Empty UUIDs say nothing and never match. CPU executors report ``CPU-<their own id>``, unique
   per executor, so honest CPU executors never collide.
 - An entry not re-observed for ``stale_after_ms`` (rosters are refreshed every few seconds and
@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_STALE_AFTER_MS = 15 * 60 * 1000  # longer than an attestation lives (10 min)
+SETTLE_LOSSES = 3  # contests a holder must lose in a row before its UUID moves
 
 
 @dataclass
@@ -35,6 +36,7 @@ class GpuSighting:
     host_fingerprint: str
     first_seen_ms: int
     last_seen_ms: int
+    contests_lost: int = 0  # co-scheduled contests for its UUID lost in a row while holding it
 
 
 class GpuIdentityRegistry:
@@ -117,19 +119,29 @@ class GpuIdentityRegistry:
         return {c.executor_id for c in self._contenders(s.gpu_uuid) if c.executor_id != executor_id}
 
     def settle(self, passed: set[str], failed: set[str]) -> list[tuple[str, str]]:
-        """After a co-scheduled challenge: a holder in ``failed`` whose UUID a contender in
-        ``passed`` also reports loses it to that contender. Returns (uuid, new holder) moves."""
+        """After a co-scheduled challenge of contenders for one UUID: a holder in ``failed`` while a
+        contender is in ``passed`` has lost one contest; one that passes wins and clears its losses.
+        The UUID moves only after SETTLE_LOSSES contests lost in a row, so one transient failure
+        of the real card (a late commitment) does not hand it to a copier for good.
+        Returns (uuid, new holder) moves."""
         moves = []
-        for eid in failed:
+        for eid in passed | failed:
             s = self._live.get(eid)
             if s is None or not s.gpu_uuid or self.holder(s.gpu_uuid) != eid:
                 continue
+            if eid in passed:
+                s.contests_lost = 0
+                continue
             winners = [c for c in self._contenders(s.gpu_uuid)[1:] if c.executor_id in passed]
-            if winners:
+            if not winners:
+                continue
+            s.contests_lost += 1
+            if s.contests_lost >= SETTLE_LOSSES:
                 w = winners[0]
                 w.first_seen_ms, s.first_seen_ms = s.first_seen_ms, w.first_seen_ms
                 if w.first_seen_ms == s.first_seen_ms:
                     s.first_seen_ms += 1
+                s.contests_lost = 0
                 moves.append((s.gpu_uuid, w.executor_id))
         return moves
 

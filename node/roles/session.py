@@ -160,6 +160,11 @@ class ChallengeSession:
         self.phase = Phase.REVEALED
         return signer.seal(Reveal(challenge_id=self.body.challenge_id, secret=self.secret))
 
+    def reveal_sent(self, now: float) -> None:
+        """The reveal left (the openings are timed from here, not from a wait for a slot)."""
+        self._expect(Phase.REVEALED)
+        self.revealed_at = now
+
     def on_openings_failure(self, failure: str, now: float) -> ChallengeOutcome:
         self._expect(Phase.REVEALED)
         self.rec.openings_seconds = now - self.revealed_at if self.revealed_at is not None else None

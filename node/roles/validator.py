@@ -786,6 +786,7 @@ class ValidatorService:
             self.params.openings_timeout_s,
             late=R.LATE_OPENINGS,
             missing=R.MISSING_OPENINGS,
+            on_sent=lambda: ctx.reveal_sent(self.clock()),
         )
         if failure is not None:
             ctx.on_openings_failure(failure, self.clock())
@@ -867,8 +868,11 @@ class ValidatorService:
         except RequestTimeout:
             return late, b""
         except RequestFailed as exc:
-            # The remote's own refusal ("unadmitted-validator: ...") names the reason best.
-            return f"{missing}:{(exc.remote_error or str(exc))[:80]}", b""
+            # The remote's own refusal ("ChallengeRefused: capacity: ...") names the reason best;
+            # the reason code leads, without the exception's class name.
+            text = exc.remote_error or str(exc)
+            text = text.removeprefix("ChallengeRefused: ")
+            return f"{missing}:{text[:80]}", b""
         except (NetError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:  # link lost mid-request
             return f"{missing}:{type(exc).__name__}", b""
 
