@@ -7,6 +7,7 @@ caller passes its own error class, so its callers catch what they already catch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from typing import Any, TypeVar
@@ -72,3 +73,15 @@ def build(cls: type[T], table: Any, where: str, error: type[Exception] = SchemaE
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise error(f"{where}: {exc}") from None
+
+
+def toml_value(v: Any) -> str:
+    """A Python value (bool, number, string, list of them) as a TOML value, for the configs gpow
+    writes (gpow init, the harness)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))  # a TOML basic string is a JSON string for the characters used here

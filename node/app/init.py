@@ -9,7 +9,6 @@ and start-checked before anything is written, so ``gpow run --config D/config.to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -24,20 +23,11 @@ from node.identity import (
     write_key_file,
 )
 from node.resources import shipped
+from node.schema import toml_value
 from node.wire import constants as C
 
 DEFAULT_PORTS = {"validator": 7700, "miner": 7710, "executor": 7720}
 CPU_TRYOUT_MEMORY = 8 * 1024 * 1024  # a CPU executor's declared pool when `gpow init --engine cpu`
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))  # a TOML basic string is a JSON string for the characters used here
 
 
 def set_key(text: str, table: str, key: str, value: Any) -> str:
