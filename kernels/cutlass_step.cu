@@ -130,6 +130,9 @@ class PowEpilogue {
     Tensor tCcD = thr_mma.partition_C(cD);  // (VEC, MMA_M, MMA_N): global (row, column) of each accumulator
     static_assert(is_static<FrgLayout>::value, "accumulator layout must be static");
     const u32 n = params.n;
+    // The persistent scheduler pads the grid of tiles to its cluster and swizzle shapes: a tile past
+    // the matrix (n is a multiple of the tile) has nothing to store. The whole warpgroup leaves.
+    if ((u32)m_coord * (u32)size<0>(blk_shape_MNK) >= n || (u32)n_coord * (u32)size<1>(blk_shape_MNK) >= n) return;
     // wgmma's accumulator layout gives each thread pairs of adjacent columns of one row: elements
     // 2k and 2k+1 of the fragment (checked against cuBLAS bit for bit by the engine's calibration).
     if (params.out32 != nullptr) {
@@ -264,9 +267,10 @@ extern "C" {
 // The SHA-256 of the sources this library was built from (node/gpu/cutlass_step.py checks it).
 const char* gpow_cutlass_source_hash() { return GPOW_SOURCE_HASH; }
 
-// Tile (rows, columns) of each variant, for the caller's check that n is a multiple.
+// Rows and columns of each variant's cluster of tiles (tile x cluster shape): n must be a multiple of
+// both (the epilogue stores without bounds checks, and a cluster's CTAs must all have a tile).
 int gpow_cutlass_variants(int* tile_m, int* tile_n, int cap) {
-  const int tm[] = {128, 128, 128, 128, 128}, tn[] = {128, 128, 128, 128, 256};
+  const int tm[] = {128, 256, 128, 256, 128}, tn[] = {128, 128, 256, 128, 512};
   const int count = 5;
   for (int v = 0; v < count && v < cap; ++v) {
     tile_m[v] = tm[v];

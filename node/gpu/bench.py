@@ -24,6 +24,7 @@ import cupy as cp
 import numpy as np
 
 from node.gpu.cutlass_step import VARIANT_NAMES
+from node.gpu.engine import CutlassPlan
 from node.gpu.experimental import ExperimentalGpuEngine
 from node.gpu.facts import gpu_facts
 from node.pow.engine import ChallengeParams, max_steps_for
@@ -66,18 +67,21 @@ __all__ = ["CONFIGS", "CUTLASS_ORDERS", "apply_config", "bench_main", "bench_n",
 
 def apply_config(engine: ExperimentalGpuEngine, label: str, extra: dict[str, Any] | None = None,
                  table: dict[str, dict[str, Any]] | None = None) -> str:
-    """Set the engine up as ``table[label]`` (default CONFIGS) plus ``extra`` attributes; returns the
-    variant asked for ("auto": the production engine's choice)."""
+    """Set the engine up as ``table[label]`` (default CONFIGS) plus ``extra``; returns the variant
+    asked for ("auto": the production engine's choice). Keys: the engine's attributes, and for the
+    CUTLASS path ``cutlass_variant``, ``cutlass_order`` (swizzle, raster) and ``sms_left``."""
     engine.set_defaults()
     cfg = dict((CONFIGS if table is None else table)[label], **(extra or {}))
-    sms_left = int(cfg.pop("sms_left", 0))
-    engine.cutlass_sms = engine.sm_count - sms_left
-    if "cutlass_variant" in cfg:
-        engine.cutlass_variant = int(cfg.pop("cutlass_variant"))
+    plan = {k: cfg.pop(k) for k in ("cutlass_variant", "cutlass_order", "sms_left") if k in cfg}
     for k, v in cfg.items():
         if not hasattr(engine, k):
             raise AttributeError(f"config {label}: the engine has no attribute {k}")
         setattr(engine, k, v)
+    if cfg.get("variant") == "cutlass" and plan:
+        swizzle, raster = plan.get("cutlass_order", (1, 0))
+        engine.cutlass_override = CutlassPlan(variant=int(plan.get("cutlass_variant", 0)), swizzle=int(swizzle),
+                                              raster=int(raster), sms_left=int(plan.get("sms_left", 0)),
+                                              overlap=cfg.get("overlap", True))
     return str(cfg.get("variant", "auto"))
 
 
@@ -211,6 +215,7 @@ def bench_n(engine: ExperimentalGpuEngine, n: int, steps: int = 32, m: int = 4, 
         name, order = out["cutlass_best"].split("/")
         extra = {"cutlass_variant": VARIANT_NAMES.index(name),
                  "cutlass_order": (int(order[1:].split("r")[0]), int(order.split("r")[1]))}
+    out["chain_extra"] = extra
     for label in CONFIGS:
         v = apply_config(engine, label, extra)
         if v != "auto" and engine.variant_for(n) != v:

@@ -107,9 +107,10 @@ class CutlassStep:
         self._step = f
         tm, tn = (ctypes.c_int * 8)(), (ctypes.c_int * 8)()
         count = lib.gpow_cutlass_variants(tm, tn, 8)
-        self.tiles = [(tm[v], tn[v]) for v in range(count)]
+        self.tiles = [(tm[v], tn[v]) for v in range(count)]  # rows, columns of one cluster of tiles
 
     def fits(self, variant: int, n: int) -> bool:
+        """Whether configuration ``variant`` runs at size ``n``: its clusters of tiles divide n."""
         tm, tn = self.tiles[variant]
         return n % tm == 0 and n % tn == 0
 

@@ -11,7 +11,7 @@ engine and the spec vectors):
 - ``cutlass``: kernels/cutlass_step.cu, CUTLASS's Hopper int8 GEMM (TMA, warp-specialised persistent
   mainloop) with the step epilogue applied from the accumulators (node/gpu/cutlass_step.py). Loaded
   on Hopper and checked at start against cuBLAS and the epilogue kernel, bit for bit on random
-  input; used at the sizes where its chain measured faster (``CUTLASS_FASTER_N``);
+  input; used at the sizes where its chain measured faster, as ``CUTLASS_PLANS`` says;
 - ``cublas``: cuBLAS int8 GEMM (int32 out, cublasGemmEx), then the epilogue kernel. Every other GPU
   and size, and the fallback where the CUTLASS library is missing (one log line says why).
 Hashing runs on a second, low-priority stream: the whole digest from ``OVERLAP_MIN_N`` up, below it
@@ -37,7 +37,8 @@ from node.gpu.kernels import PowKernels, pow_kernels
 from node.pow import merkle, philox
 from node.pow.engine import ChallengeParams, EngineCapacityError, pool_bytes
 
-__all__ = ["DEFAULT_RESERVE_BYTES", "VARIANTS", "Chain", "CublasInt8", "GpuEngine", "GpuTrace"]
+__all__ = ["CUTLASS_PLANS", "DEFAULT_RESERVE_BYTES", "VARIANTS", "Chain", "CublasInt8", "CutlassPlan", "GpuEngine",
+           "GpuTrace"]
 
 log = logging.getLogger("gpow.gpu")
 
@@ -45,14 +46,26 @@ VARIANTS = ("cutlass", "cublas")
 # Left free beside the budget: CUDA context, cuBLAS workspace, NVRTC. The validator fills 90% of
 # the declared budget with the pool, so the working buffers of a step fit in the other 10%.
 DEFAULT_RESERVE_BYTES = 1 << 30
-# Measured on the lent H200 (BENCHMARKS.md, "GPU engine"): the CUTLASS library's tile
-# configuration the engine uses (index into node.gpu.cutlass_step.VARIANT_NAMES), the sizes n at
-# which the CUTLASS chain beat cuBLAS + epilogue (none yet: 222 vs 204 us at 4096, 1177 vs 1086 us
-# at 8192 in the first run), and the smallest n at which hashing the whole state on the second
-# stream beat hashing its leaves in line.
-CUTLASS_VARIANT = 3
-CUTLASS_FASTER_N: frozenset[int] = frozenset()
-CUTLASS_SWIZZLE, CUTLASS_RASTER = 1, 0  # the persistent scheduler's tile order (CUTLASS's defaults)
+
+
+@dataclass(frozen=True)
+class CutlassPlan:
+    """How the CUTLASS path runs a chain at one size: the library's tile configuration (index into
+    node.gpu.cutlass_step.VARIANT_NAMES), its persistent scheduler's tile order (swizzle, raster),
+    how many SMs its grid leaves to the hashing stream, and the hashing schedule (see overlap_for)."""
+
+    variant: int
+    swizzle: int = 1
+    raster: int = 0
+    sms_left: int = 0
+    overlap: bool | str = True
+
+
+# Measured on the lent H200 (BENCHMARKS.md, "GPU engine"). CUTLASS_PLANS: the sizes at which the
+# CUTLASS chain beat cuBLAS + epilogue, and how it ran there (n = 4096: 197.2 us against 204.6 for
+# cublas-tree; at 8192 cuBLAS's chain was faster, 1011.8 against 1113.3 us). OVERLAP_MIN_N: the
+# smallest n at which hashing the whole state on the second stream beat hashing its leaves in line.
+CUTLASS_PLANS: dict[int, CutlassPlan] = {4096: CutlassPlan(variant=0, swizzle=8, raster=1, sms_left=8, overlap=True)}
 OVERLAP_MIN_N = 8192
 SMALL_OVERLAP: bool | str = "tree"  # below OVERLAP_MIN_N: only the tree on the second stream
 
@@ -188,10 +201,6 @@ class GpuEngine:
             self._hash_stream_low = cp.cuda.Stream(non_blocking=True, priority=0)
             self._gemm = CublasInt8()
             self.sm_count = int(cp.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"])
-            # The CUTLASS path: which tile configuration, on how many SMs (its grid is persistent).
-            self.cutlass_variant = CUTLASS_VARIANT
-            self.cutlass_sms = self.sm_count
-            self.cutlass_order = (CUTLASS_SWIZZLE, CUTLASS_RASTER)
             self.cutlass: CutlassStep | None = self._load_cutlass()
         if memory_budget_bytes is not None:
             if memory_budget_bytes <= 0:
@@ -216,10 +225,12 @@ class GpuEngine:
         except CutlassUnavailable as exc:
             log.info("GPU %d: CUTLASS fused step unavailable, using cuBLAS + epilogue: %s", self.device_id, exc)
             return None
-        try:
-            bad = self._cutlass_mismatch(lib, self.cutlass_variant, 512)
-        except RuntimeError as exc:
-            bad = str(exc)
+        bad = ""
+        for variant in sorted({plan.variant for plan in CUTLASS_PLANS.values()}):
+            try:
+                bad = bad or self._cutlass_mismatch(lib, variant, 512)
+            except RuntimeError as exc:
+                bad = str(exc)
         if bad:
             log.warning("GPU %d: CUTLASS fused step disagrees with cuBLAS (%s), using cuBLAS + epilogue", self.device_id, bad)
             return None
@@ -253,23 +264,30 @@ class GpuEngine:
         return ""
 
     def step_cutlass(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
-                     out: cp.ndarray, out32: cp.ndarray | None = None) -> None:
-        """One fused step into ``out`` (or, with ``out32``, the bare product) on the current stream."""
+                     out: cp.ndarray, plan: CutlassPlan) -> None:
+        """One fused step into ``out`` on the current stream, run as ``plan`` says."""
         assert self.cutlass is not None
-        self.cutlass.step(self.cutlass_variant, X, Bt, pool, refs, salt, out if out32 is None else None, out32,
-                          self.cutlass_sms, cp.cuda.get_current_stream(), *self.cutlass_order)
+        self.cutlass.step(plan.variant, X, Bt, pool, refs, salt, out, None, self.sm_count - plan.sms_left,
+                          cp.cuda.get_current_stream(), plan.swizzle, plan.raster)
 
-    def cutlass_fits(self, n: int) -> bool:
-        """Whether the CUTLASS path is loaded and its tiles divide ``n``."""
-        return self.cutlass is not None and self.cutlass.fits(self.cutlass_variant, n)
+    def cutlass_plan(self, n: int) -> CutlassPlan | None:
+        """How the CUTLASS path runs at size ``n``, or None where it is not used (not loaded, not
+        measured faster at this n, or its tiles do not divide n)."""
+        plan = CUTLASS_PLANS.get(n)
+        if self.cutlass is None or plan is None or not self.cutlass.fits(plan.variant, n):
+            return None
+        return plan
 
     def variant_for(self, n: int) -> str:
-        """The path used at size ``n``: "cutlass" where it fits and measured faster, else "cublas"."""
-        return "cutlass" if n in CUTLASS_FASTER_N and self.cutlass_fits(n) else "cublas"
+        """The path used at size ``n``: "cutlass" where it has a plan, else "cublas"."""
+        return "cutlass" if self.cutlass_plan(n) is not None else "cublas"
 
     def overlap_for(self, n: int) -> bool | str:
         """Hashing schedule at size ``n``: True = the whole digest on the hashing stream, "tree" =
         the leaves in line and the tree there, False = all in line."""
+        plan = self.cutlass_plan(n)
+        if plan is not None:
+            return plan.overlap
         return True if n >= OVERLAP_MIN_N else SMALL_OVERLAP
 
     @staticmethod
@@ -448,6 +466,7 @@ class GpuEngine:
         n, T, m = c.params.n, c.params.T, c.params.m
         states, nodes, dig = c.states, c.nodes, c.dig
         overlap = self.overlap_for(n)
+        plan = self.cutlass_plan(n) if c.variant == "cutlass" else None
         main = self._stream
         hs = self._hash_stream_low if overlap else main
         for t in range(T):
@@ -456,8 +475,8 @@ class GpuEngine:
             if t >= 2 and c.hashed[t - 1] is not None:
                 main.wait_event(c.hashed[t - 1])  # d_{t-1} for the references
             self.step_prep(dig[t - 1] if t else dig[0], t, n, c.key, c.refs, c.salt)
-            if c.variant == "cutlass":
-                self.step_cutlass(states[t], c.Bts[t % m], states, c.refs, c.salt, states[t + 1])
+            if plan is not None:
+                self.step_cutlass(states[t], c.Bts[t % m], states, c.refs, c.salt, states[t + 1], plan)
             else:
                 self._epilogue(c.A, states, c.refs, c.salt, states[t + 1])
             if c.state_hook is not None:

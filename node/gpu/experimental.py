@@ -11,9 +11,8 @@
 - ``fuse_leaves``: the cuBLAS epilogue fused with the leaf hashing (``epilogue_rows``);
 - hashing schedules: ``overlap`` True / False / "tree" / "late" (the digest of ``X_{t+1}`` started
   only once the GEMM of step ``t+1`` is done), the hashing stream at the chain's priority;
-- the CUTLASS path's tile configuration, SM count and tile order (``cutlass_variant``,
-  ``cutlass_sms``: a persistent grid on fewer SMs leaves the others to the hashing stream;
-  ``cutlass_order``: (swizzle, raster) of its tile scheduler).
+- the CUTLASS path run as any ``CutlassPlan`` (``cutlass_override``): its tile configuration, tile
+  order, and a persistent grid on fewer SMs, leaving the others to the hashing stream.
 Each is bit-identical to the reference engine (tests/gpu, tests/bench/gpu_all.py).
 """
 
@@ -25,16 +24,7 @@ from typing import Any
 import cupy as cp
 import numpy as np
 
-from node.gpu.engine import (
-    CUTLASS_RASTER,
-    CUTLASS_SWIZZLE,
-    CUTLASS_VARIANT,
-    DEFAULT_RESERVE_BYTES,
-    VARIANTS,
-    Chain,
-    GpuEngine,
-    _u32,
-)
+from node.gpu.engine import CUTLASS_PLANS, DEFAULT_RESERVE_BYTES, VARIANTS, Chain, CutlassPlan, GpuEngine, _u32
 from node.gpu.kernels import arch, load_module
 from node.pow import merkle
 
@@ -73,6 +63,7 @@ class ExperimentalGpuEngine(GpuEngine):
         super().__init__(device_id=device_id, memory_budget_bytes=memory_budget_bytes, reserve_bytes=reserve_bytes,
                          preallocate=preallocate)
         self.variant = variant
+        self.cutlass_override: CutlassPlan | None = None  # variant "cutlass": run as this plan
         self.overlap = overlap
         self.hash_low_priority = hash_low_priority
         self.fuse_leaves = fuse_leaves
@@ -107,8 +98,7 @@ class ExperimentalGpuEngine(GpuEngine):
         """Back to the production engine's choices."""
         self.variant, self.overlap, self.fuse_leaves, self.hash_low_priority = "auto", None, False, True
         self.panels, self.epilogue_low_priority, self.panel_epilogue_inline = 4, False, False
-        self.cutlass_variant, self.cutlass_sms = CUTLASS_VARIANT, self.sm_count
-        self.cutlass_order = (CUTLASS_SWIZZLE, CUTLASS_RASTER)
+        self.cutlass_override = None
 
     def _calibrate_wgmma(self) -> tuple[int, int] | None:
         """The (lbo, sbo) descriptor strides under which the wgmma kernel's bare product equals
@@ -136,7 +126,7 @@ class ExperimentalGpuEngine(GpuEngine):
         if v == "auto":
             return super().variant_for(n)
         if v == "cutlass":
-            return "cutlass" if self.cutlass_fits(n) else "cublas"  # the library missing, or n does not fit
+            return "cutlass" if self.cutlass_plan(n) is not None else "cublas"  # no library, or n does not fit
         if v == "wgmma" and (self.wgmma_desc is None or n < WGMMA_TILE_N):
             v = "fused"
         if v == "fused" and (self._step_mma is None or n < FUSED_TILE):
@@ -145,6 +135,16 @@ class ExperimentalGpuEngine(GpuEngine):
 
     def overlap_for(self, n: int) -> bool | str:
         return super().overlap_for(n) if self.overlap is None else self.overlap
+
+    def cutlass_plan(self, n: int) -> CutlassPlan | None:
+        """Variant "cutlass": ``cutlass_override``, else the production plan for n, else
+        configuration 0 in CUTLASS's default order; "auto": the production engine's choice."""
+        if self.variant == "auto":
+            return super().cutlass_plan(n)
+        if self.variant != "cutlass" or self.cutlass is None:
+            return None
+        plan = self.cutlass_override or CUTLASS_PLANS.get(n) or CutlassPlan(variant=0)
+        return plan if self.cutlass.fits(plan.variant, n) else None
 
     @staticmethod
     def needs_product(variant: str) -> bool:
@@ -194,6 +194,7 @@ class ExperimentalGpuEngine(GpuEngine):
             self._chain_panels(states, nodes, dig, Bts, A, refs, salt, scratch, key, overlap, hs, hashed,
                                progress, state_hook)
             return
+        plan = self.cutlass_plan(n) if variant == "cutlass" else None
         fl = bool(self.fuse_leaves) and variant == "cublas" and state_hook is None
         late = overlap == "late" and variant == "cublas" and hs is not main and not fl
 
@@ -215,8 +216,8 @@ class ExperimentalGpuEngine(GpuEngine):
             if t >= 2 and hashed[t - 1] is not None:
                 main.wait_event(hashed[t - 1])  # d_{t-1} for the references
             self.step_prep(dig[t - 1] if t else dig[0], t, n, key, refs, salt)
-            if variant == "cutlass":
-                self.step_cutlass(states[t], Bts[t % m], states, refs, salt, states[t + 1])
+            if plan is not None:
+                self.step_cutlass(states[t], Bts[t % m], states, refs, salt, states[t + 1], plan)
             elif variant == "fused":
                 self.step_fused(states[t], Bts[t % m], states, refs, salt, states[t + 1])
             elif variant == "wgmma":

@@ -134,6 +134,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="correctness only at small n, short timing")
     ap.add_argument("--skip-exact", action="store_true")
     ap.add_argument("--sizes", default="4096,8192")
+    ap.add_argument("--no-panels", action="store_true", help="time no panels configs")
     ap.add_argument("--only-panels", action="store_true",
                     help="bit-exactness of the panels configs only, and no 90%% challenge")
     a = ap.parse_args()
@@ -214,7 +215,8 @@ def main() -> int:
         result["bench"] = []
         for n in sizes:
             r = bench_n(engine, n, steps=16 if a.quick else 48)
-            bench_panels(engine, n, r, steps=16 if a.quick else 48)
+            if not a.no_panels:
+                bench_panels(engine, n, r, steps=16 if a.quick else 48)
             result["bench"].append(r)
             log("bench", json.dumps(r))
             save()
@@ -223,7 +225,7 @@ def main() -> int:
         for r in ([] if a.only_panels else result["bench"]):
             label = min(r["step_s"], key=r["step_s"].get)
             best = r["step_s"][label]
-            apply_config(engine, label, table=ALL_CONFIGS)
+            apply_config(engine, label, extra=r.get("chain_extra"), table=ALL_CONFIGS)
             engine.close()
             f = memory_fill_run(engine, r["n"], best)
             f["config"] = label

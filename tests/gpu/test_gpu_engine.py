@@ -22,7 +22,7 @@ except Exception:  # no driver, or CUDA unusable here
 if _NDEV < 1:
     pytest.skip("no CUDA device", allow_module_level=True)
 
-from node.gpu.engine import CUTLASS_FASTER_N, GpuEngine
+from node.gpu.engine import CUTLASS_PLANS, CutlassPlan, GpuEngine
 from node.gpu.experimental import ExperimentalGpuEngine
 from node.gpu.facts import gpu_facts
 from node.pow.cpu_engine import CpuEngine
@@ -59,7 +59,7 @@ def test_production_engine_loads_the_cutlass_step_on_hopper(prod: GpuEngine) -> 
         return
     assert prod.cutlass is not None, "the CUTLASS step did not load or did not match cuBLAS on this Hopper GPU"
     for n in (64, 4096, 8192):
-        assert prod.variant_for(n) == ("cutlass" if n in CUTLASS_FASTER_N and n >= 128 else "cublas")
+        assert prod.variant_for(n) == ("cutlass" if n in CUTLASS_PLANS else "cublas")
 
 
 @pytest.mark.parametrize("ci", range(len(VECTORS["chains"])))
@@ -87,8 +87,9 @@ def test_production_random_params_match_reference(prod: GpuEngine, n: int, T: in
         prod.release(tr)
 
 
-def test_production_state_hook_changes_the_digest(prod: GpuEngine) -> None:
-    p = ChallengeParams(bytes([6]) * 32, bytes(32), bytes(32), 256, 3, 1)
+@pytest.mark.parametrize("n", [256, 4096])
+def test_production_state_hook_changes_the_digest(prod: GpuEngine, n: int) -> None:
+    p = ChallengeParams(bytes([6]) * 32, bytes(32), bytes(32), n, 3, 1)
     honest = prod.prove(p)
     good = list(honest.digests)
     prod.release(honest)
@@ -134,8 +135,8 @@ def test_cutlass_calibration_rejects_a_wrong_product(prod: GpuEngine) -> None:
             if out32 is not None:
                 out32[3, 5] += 1  # type: ignore[index]
 
-    assert prod._cutlass_mismatch(Off(), prod.cutlass_variant, 512) == "product"  # type: ignore[arg-type]
-    assert prod._cutlass_mismatch(prod.cutlass, prod.cutlass_variant, 512) == ""
+    assert prod._cutlass_mismatch(Off(), 0, 512) == "product"  # type: ignore[arg-type]
+    assert prod._cutlass_mismatch(prod.cutlass, 0, 512) == ""
 
 
 # ---- the bench-only variants ----------------------------------------------------------------------
@@ -209,7 +210,7 @@ def test_every_cutlass_tile_configuration_matches_reference(engine: Experimental
         pytest.skip("no CUTLASS step on this device")
     p = ChallengeParams(bytes([cutlass_variant]) * 32, bytes([5]) * 32, bytes(32), 512, 4, 2)
     engine.set_defaults()
-    engine.variant, engine.cutlass_variant, engine.cutlass_sms = "cutlass", cutlass_variant, engine.sm_count - 8
+    engine.variant, engine.cutlass_override = "cutlass", CutlassPlan(variant=cutlass_variant, swizzle=4, raster=1, sms_left=8)
     tr = engine.prove(p)
     engine.set_defaults()
     try:
