@@ -623,14 +623,19 @@ class Router:
             else:
                 self._count("delivered")
                 actions.append(Deliver(pend.topic, msg_id, pend.data))
-        elif result == "reject":
-            self._count("rejected")
-            self._mark_refused(msg_id, now)
-            self.score.reject_message(pend.peer, msg_id, pend.topic, now, invalid=True)
         else:
-            self._count("ignored")
+            if result == "reject":
+                self._count("rejected")
+                self.score.reject_message(pend.peer, msg_id, pend.topic, now, invalid=True)
+            else:
+                self._count("ignored")
+                self.score.reject_message(pend.peer, msg_id, pend.topic, now, invalid=False)
             self._mark_refused(msg_id, now)
-            self.score.reject_message(pend.peer, msg_id, pend.topic, now, invalid=False)
+            # A message the application refused is still a signed statement of its origin (the
+            # driver passes origin/seq only once the signature verified): a second, different one
+            # under the same seq is equivocation whatever the application thought of either.
+            if origin is not None and seq is not None:
+                self._index_seq(origin, seq, msg_id, pend.data, now)
         return self._flush(actions)
 
     def stale_message(self, pid: str, now: float) -> None:

@@ -833,3 +833,19 @@ def test_mesh_only_forwarding_on_200_nodes() -> None:
     mesh_avg = sum(len(r.mesh[TOPIC]) for r in sim.routers.values()) / 200
     assert dups <= mesh_avg  # at most one copy per mesh peer
     print(f"\n200-node sim, mesh-only: duplicates/node/message={dups:.2f}, mean mesh degree={mesh_avg:.2f}")
+
+
+def test_equivocation_is_caught_when_the_application_ignores_the_second_message() -> None:
+    """Two signed messages under one (origin, seq): evidence and penalty even when the topic's
+    validator ignored or rejected one of them (e.g. a roster it rate-limits)."""
+    r = _pair()
+    r.add_peer("x", True, "10.0.0.1", 0.0)
+    r.handle_rpc("x", GossipRPC(subscriptions=[SubOpt(topic=TOPIC)]), 0.0)
+    first, second = MSGS[0], MSGS[1]
+    for data, result in ((first, "accept"), (second, "ignore")):
+        (val,) = [a for a in r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=data)]), 0.1)
+                  if isinstance(a, Validate)]
+        r.validation_result(val.msg_id, result, 0.1, origin="origin-peer", seq=7)
+    (ev,) = r.evidence
+    assert (ev.origin, ev.seq, ev.first_data, ev.second_data) == ("origin-peer", 7, first, second)
+    assert r.stats["equivocations"] == 1
