@@ -15,6 +15,8 @@
 //   2: pingpong    128 x 128 x 128, cluster 1 x 2, staged epilogue
 //   3: pingpong    128 x 128 x 128, cluster 2 x 1, direct epilogue
 //   4: cooperative 128 x 256 x 128, cluster 1 x 2, direct epilogue
+//   5: pingpong    128 x 128 x 128, cluster 1 x 1, staged one reference tile at a time
+//   6: pingpong    128 x 128 x 128, cluster 1 x 1, staged two reference tiles at a time
 // out32 != NULL: store the bare int32 product instead (benchmark and the calibration against cuBLAS).
 
 #include <cstdint>
@@ -55,13 +57,15 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 // A CUTLASS 3 collective epilogue in the shape of DefaultEpilogue (no TMA store): the kernel hands it
 // each output tile's accumulators; it finds their coordinates through the tiled MMA's C partition.
 //
-// STAGED (pingpong kernels, one warpgroup per tile): for each 64-row MMA atom of the tile, the
-// warpgroup first copies the four reference-row tiles it needs (4 x 64 rows x BN bytes) into shared
-// memory with coalesced 16-byte cp.async, all in flight at once, then mixes from there. Reading the
-// reference rows straight from global memory per accumulator pair (STAGED = false) left one load
-// latency per pair on the path (the stores to X_next may alias the loads, so they stay in order),
-// measured 40 us of a 150 us step at n = 4096.
-template <int BN, bool STAGED>
+// SR > 0, staged (pingpong kernels, one warpgroup per tile): for each 64-row MMA atom of the tile,
+// the warpgroup copies SR of the four reference-row tiles it needs (SR x 64 rows x BN bytes) into
+// shared memory with coalesced 16-byte cp.async, all in flight at once, and adds them from there into
+// the accumulators (ours until the next tile's first MMA overwrites them); after the last round it
+// adds the salt, mixes and stores. SR = 4 is one round per atom; SR = 1 or 2 uses a smaller buffer,
+// which leaves the mainloop more pipeline stages. SR = 0 reads the reference rows straight from
+// global memory per accumulator pair: that left one load latency per pair on the path (the stores
+// to X_next may alias the loads, so they stay in order), measured 40 us of a 150 us step at n = 4096.
+template <int BN, int SR>
 class PowEpilogue {
  public:
   using EpilogueSchedule = cutlass::epilogue::NoSmemWarpSpecialized;
@@ -82,12 +86,12 @@ class PowEpilogue {
 
   static constexpr int ATOM_M = 64;       // rows of one wgmma atom
   static constexpr int PITCH = BN + 16;   // padded shared row: conflict-free 2-byte reads, 16-byte aligned rows
-  static constexpr int STAGE_BYTES = RF * ATOM_M * PITCH;
+  static constexpr int STAGE_BYTES = (SR > 0 ? SR : 1) * ATOM_M * PITCH;
   struct SharedStorageStaged {
     alignas(128) signed char stage[2][STAGE_BYTES];  // one per consumer warpgroup
   };
   struct SharedStorageNone {};
-  using SharedStorage = cute::conditional_t<STAGED, SharedStorageStaged, SharedStorageNone>;
+  using SharedStorage = cute::conditional_t<(SR > 0), SharedStorageStaged, SharedStorageNone>;
   using TensorStorage = SharedStorage;
   using Arguments = PowEpilogueParams;
   using Params = PowEpilogueParams;
@@ -144,7 +148,7 @@ class PowEpilogue {
       return;
     }
     const u32 band_rows = n / G_BANDS;
-    if constexpr (!STAGED) {
+    if constexpr (SR == 0) {
       CUTLASS_PRAGMA_UNROLL
       for (int k = 0; k < size(acc); k += 2) {
         const u32 i = get<0>(tCcD(k)), c = get<1>(tCcD(k));
@@ -160,37 +164,48 @@ class PowEpilogue {
       const u32 bar = 9 + wg;  // named barriers past CUTLASS's reserved ids
       const u32 col0 = (u32)n_coord * BN;
       const u64 nn = (u64)n * n;
+      static_assert(RF % SR == 0, "SR must divide the reference count");
+      auto& accw = const_cast<cute::Tensor<FrgEngine, FrgLayout>&>(acc);
       CUTLASS_PRAGMA_UNROLL
       for (int m = 0; m < size<1>(acc); ++m) {
         const u32 row_lo = (u32)get<0>(tCcD(0, m, 0)) & ~(u32)(ATOM_M - 1);
-        for (int idx = thread_idx; idx < RF * ATOM_M * CH; idx += 128) {
-          const int r = idx / (ATOM_M * CH), rem = idx % (ATOM_M * CH), lr = rem / CH, cc = rem % CH;
-          const u32 i = row_lo + lr, g = i / band_rows;
-          const u32 j = __ldg(params.refs + 2 * (g * RF + r)), o = __ldg(params.refs + 2 * (g * RF + r) + 1);
-          cp_async16(buf + (r * ATOM_M + lr) * PITCH + cc * 16,
-                     params.pool + (u64)j * nn + (u64)((i + o) & (n - 1)) * n + col0 + cc * 16);
-        }
-        asm volatile("cp.async.commit_group;\n" ::);
-        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-        asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");
         CUTLASS_PRAGMA_UNROLL
-        for (int v = 0; v < size<0>(acc); v += 2) {
-          CUTLASS_PRAGMA_UNROLL
-          for (int q = 0; q < size<2>(acc); ++q) {
-            const u32 i = get<0>(tCcD(v, m, q)), c = get<1>(tCcD(v, m, q));
-            const int lr = (int)(i - row_lo), lc = (int)(c - col0);
-            u32 v0 = (u32)acc(v, m, q) + __ldg(params.salt + i), v1 = (u32)acc(v + 1, m, q) + __ldg(params.salt + i);
-            CUTLASS_PRAGMA_UNROLL
-            for (int r = 0; r < RF; ++r) {
-              const unsigned short w = *reinterpret_cast<const unsigned short*>(buf + (r * ATOM_M + lr) * PITCH + lc);
-              v0 += (u32)(int)(signed char)(w & 0xFF);
-              v1 += (u32)(int)(signed char)(w >> 8);
-            }
-            *reinterpret_cast<unsigned short*>(params.out + (u64)i * n + c) =
-                (unsigned short)(mix32(v0) | (mix32(v1) << 8));
+        for (int r0 = 0; r0 < RF; r0 += SR) {
+          for (int idx = thread_idx; idx < SR * ATOM_M * CH; idx += 128) {
+            const int rb = idx / (ATOM_M * CH), rem = idx % (ATOM_M * CH), lr = rem / CH, cc = rem % CH;
+            const u32 i = row_lo + lr, g = i / band_rows, r = (u32)(r0 + rb);
+            const u32 j = __ldg(params.refs + 2 * (g * RF + r)), o = __ldg(params.refs + 2 * (g * RF + r) + 1);
+            cp_async16(buf + (rb * ATOM_M + lr) * PITCH + cc * 16,
+                       params.pool + (u64)j * nn + (u64)((i + o) & (n - 1)) * n + col0 + cc * 16);
           }
+          asm volatile("cp.async.commit_group;\n" ::);
+          asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+          asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");
+          CUTLASS_PRAGMA_UNROLL
+          for (int v = 0; v < size<0>(acc); v += 2) {
+            CUTLASS_PRAGMA_UNROLL
+            for (int q = 0; q < size<2>(acc); ++q) {
+              const u32 i = get<0>(tCcD(v, m, q)), c = get<1>(tCcD(v, m, q));
+              const int lr = (int)(i - row_lo), lc = (int)(c - col0);
+              u32 v0 = (u32)accw(v, m, q), v1 = (u32)accw(v + 1, m, q);
+              CUTLASS_PRAGMA_UNROLL
+              for (int rb = 0; rb < SR; ++rb) {
+                const unsigned short w = *reinterpret_cast<const unsigned short*>(buf + (rb * ATOM_M + lr) * PITCH + lc);
+                v0 += (u32)(int)(signed char)(w & 0xFF);
+                v1 += (u32)(int)(signed char)(w >> 8);
+              }
+              if (r0 + SR < RF) {
+                accw(v, m, q) = (int)v0;
+                accw(v + 1, m, q) = (int)v1;
+              } else {
+                const u32 sv = __ldg(params.salt + i);
+                *reinterpret_cast<unsigned short*>(params.out + (u64)i * n + c) =
+                    (unsigned short)(mix32(v0 + sv) | (mix32(v1 + sv) << 8));
+              }
+            }
+          }
+          asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");  // the buffer is refilled next
         }
-        asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");  // the buffer is refilled next
       }
     }
   }
@@ -199,9 +214,9 @@ class PowEpilogue {
   Params params;
 };
 
-template <class TileShape, class ClusterShape, class Schedule, bool STAGED>
+template <class TileShape, class ClusterShape, class Schedule, int SR>
 struct Step {
-  using Epi = PowEpilogue<decltype(size<1>(TileShape{}))::value, STAGED>;
+  using Epi = PowEpilogue<decltype(size<1>(TileShape{}))::value, SR>;
   using Epilogue = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<Epi>;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, int8_t, cutlass::layout::RowMajor, 16, int8_t,
@@ -250,11 +265,13 @@ struct Step {
 
 using PP = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
 using CO = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
-using V0 = Step<Shape<_128, _128, _128>, Shape<_1, _1, _1>, PP, true>;
-using V1 = Step<Shape<_128, _128, _128>, Shape<_2, _1, _1>, PP, true>;
-using V2 = Step<Shape<_128, _128, _128>, Shape<_1, _2, _1>, PP, true>;
-using V3 = Step<Shape<_128, _128, _128>, Shape<_2, _1, _1>, PP, false>;
-using V4 = Step<Shape<_128, _256, _128>, Shape<_1, _2, _1>, CO, false>;
+using V0 = Step<Shape<_128, _128, _128>, Shape<_1, _1, _1>, PP, 4>;
+using V1 = Step<Shape<_128, _128, _128>, Shape<_2, _1, _1>, PP, 4>;
+using V2 = Step<Shape<_128, _128, _128>, Shape<_1, _2, _1>, PP, 4>;
+using V3 = Step<Shape<_128, _128, _128>, Shape<_2, _1, _1>, PP, 0>;
+using V4 = Step<Shape<_128, _256, _128>, Shape<_1, _2, _1>, CO, 0>;
+using V5 = Step<Shape<_128, _128, _128>, Shape<_1, _1, _1>, PP, 1>;
+using V6 = Step<Shape<_128, _128, _128>, Shape<_1, _1, _1>, PP, 2>;
 
 }  // namespace gpow
 
@@ -270,8 +287,8 @@ const char* gpow_cutlass_source_hash() { return GPOW_SOURCE_HASH; }
 // Rows and columns of each variant's cluster of tiles (tile x cluster shape): n must be a multiple of
 // both (the epilogue stores without bounds checks, and a cluster's CTAs must all have a tile).
 int gpow_cutlass_variants(int* tile_m, int* tile_n, int cap) {
-  const int tm[] = {128, 256, 128, 256, 128}, tn[] = {128, 128, 256, 128, 512};
-  const int count = 5;
+  const int tm[] = {128, 256, 128, 256, 128, 128, 128}, tn[] = {128, 128, 256, 128, 512, 128, 128};
+  const int count = 7;
   for (int v = 0; v < count && v < cap; ++v) {
     tile_m[v] = tm[v];
     tile_n[v] = tn[v];
@@ -296,6 +313,8 @@ int gpow_cutlass_step(int variant, const void* X, const void* Bt, const void* po
     case 2: return gpow::V2::run(X, Bt, ep, sm_count, swizzle, raster, s);
     case 3: return gpow::V3::run(X, Bt, ep, sm_count, swizzle, raster, s);
     case 4: return gpow::V4::run(X, Bt, ep, sm_count, swizzle, raster, s);
+    case 5: return gpow::V5::run(X, Bt, ep, sm_count, swizzle, raster, s);
+    case 6: return gpow::V6::run(X, Bt, ep, sm_count, swizzle, raster, s);
     default: return 1;
   }
 }

@@ -48,7 +48,7 @@ SOURCES = ("cutlass_step.cu", "common.cuh")
 SHIPPED_LIB = KERNEL_DIR / "libgpow_cutlass_sm90a.so"
 # Index -> (schedule, tile M x N x K, cluster): must match the switch in kernels/cutlass_step.cu.
 VARIANT_NAMES = ("pp128x128c1-staged", "pp128x128c2x1-staged", "pp128x128c1x2-staged", "pp128x128c2x1-direct",
-                 "co128x256c1x2-direct")
+                 "co128x256c1x2-direct", "pp128x128c1-staged1", "pp128x128c1-staged2")
 
 
 class CutlassUnavailable(Exception):
@@ -68,7 +68,7 @@ def _cutlass_include() -> Path | None:
     if env:
         return Path(env) / "include"
     try:
-        import cutlass_library  # type: ignore[import-not-found]  # the nvidia-cutlass wheel
+        import cutlass_library  # the nvidia-cutlass wheel
     except ImportError:
         return None
     inc = Path(cutlass_library.__file__).parent / "source" / "include"

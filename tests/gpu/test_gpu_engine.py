@@ -22,6 +22,7 @@ except Exception:  # no driver, or CUDA unusable here
 if _NDEV < 1:
     pytest.skip("no CUDA device", allow_module_level=True)
 
+from node.gpu.cutlass_step import VARIANT_NAMES
 from node.gpu.engine import CUTLASS_PLANS, CutlassPlan, GpuEngine
 from node.gpu.experimental import ExperimentalGpuEngine
 from node.gpu.facts import gpu_facts
@@ -204,7 +205,7 @@ def test_hashing_at_the_chain_streams_priority_is_exact_too(engine: GpuEngine) -
         engine.release(tr)
 
 
-@pytest.mark.parametrize("cutlass_variant", range(5))
+@pytest.mark.parametrize("cutlass_variant", range(len(VARIANT_NAMES)))
 def test_every_cutlass_tile_configuration_matches_reference(engine: ExperimentalGpuEngine, cutlass_variant: int) -> None:
     if engine.cutlass is None:
         pytest.skip("no CUTLASS step on this device")
