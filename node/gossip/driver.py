@@ -21,7 +21,7 @@ import trio
 
 from node.clock import now_ms
 from node.gossip.params import GossipParams
-from node.gossip.router import Deliver, Disconnect, Equivocation, PeerRecords, Router, Send, Validate, message_id
+from node.gossip.router import Deliver, Disconnect, Equivocation, PeerRecords, Router, Send, Validate, Validation, message_id
 from node.identity import Identity
 from node.wire.envelope import Envelope, Signer, decode_envelope
 from node.wire.errors import StaleMessage, WireError
@@ -30,8 +30,7 @@ from node.wire.messages import GossipRPC
 log = logging.getLogger("gpow.gossip")
 
 Handler = Callable[[Envelope], None]
-Validator = Callable[[Envelope], str]
-_RESULTS = ("accept", "reject", "ignore")
+Validator = Callable[[Envelope], Validation]
 _MAX_REASONS = 64  # distinct reason keys kept in a counter dict
 
 
@@ -127,7 +126,7 @@ class GossipDriver:
             self._bump(self._invalid, "internal-error")
             log.exception("gossip: error handling an RPC from %s", peer_id)
 
-    def _validate(self, act: Validate) -> tuple[str, Envelope | None, str]:
+    def _validate(self, act: Validate) -> tuple[Validation, Envelope | None, str]:
         """Decode and run the topic's validators: (result, envelope, reason)."""
         topic = self._topics.get(act.topic)
         freshness = self.params.check_freshness and (topic is None or topic.check_freshness)
@@ -135,28 +134,28 @@ class GossipDriver:
             env = decode_envelope(act.data, max_bytes=self.params.max_message_bytes,
                                   now_ms=self._wall_ms() if freshness else None)
         except StaleMessage:
-            return "ignore", None, "stale"  # clocks differ; the relayer is not at fault
+            return Validation.IGNORE, None, "stale"  # clocks differ; the relayer is not at fault
         except WireError as exc:
-            return "reject", None, exc.reason
+            return Validation.REJECT, None, exc.reason
         if env.sender == self.identity.peer_id:
-            return "ignore", env, "own-message"  # ours from before a restart: not delivered back
+            return Validation.IGNORE, env, "own-message"  # ours from before a restart: not delivered back
         if topic is None:
-            return "ignore", env, "no-handler"
-        result = "accept"
+            return Validation.IGNORE, env, "no-handler"
+        result = Validation.ACCEPT
         for v in topic.validators:
             try:
                 r = v(env)
             except Exception:
                 log.exception("gossip: validator for %s raised", act.topic)
-                r = "ignore"  # our bug, not the peer's
-            if r not in _RESULTS:
+                r = Validation.IGNORE  # our bug, not the peer's
+            if not isinstance(r, Validation):
                 log.warning("gossip: validator for %s returned %r; treating as ignore", act.topic, r)
-                r = "ignore"
-            if r == "reject":
-                return "reject", env, "validator"
-            if r == "ignore":
-                result = "ignore"
-        return result, env, "validator-ignore" if result == "ignore" else ""
+                r = Validation.IGNORE
+            if r is Validation.REJECT:
+                return Validation.REJECT, env, "validator"
+            if r is Validation.IGNORE:
+                result = Validation.IGNORE
+        return result, env, "validator-ignore" if result is Validation.IGNORE else ""
 
     def _process(self, actions: list[Any]) -> None:
         queue = list(actions)
@@ -174,14 +173,14 @@ class GossipDriver:
                 self._count("rpcs_sent" if ok else "rpcs_dropped")
             elif isinstance(act, Validate):
                 result, env, reason = self._validate(act)
-                if result == "reject":
+                if result is Validation.REJECT:
                     self._bump(self._invalid, reason)
                     log.debug("gossip: rejected message on %s from %s: %s", act.topic, act.peer, reason)
-                elif result == "ignore":
+                elif result is Validation.IGNORE:
                     self._bump(self._ignored, reason)
                     if reason == "stale":
                         self.router.stale_message(act.peer, self._now())
-                if env is not None and result == "accept":
+                if env is not None and result is Validation.ACCEPT:
                     envs[act.msg_id] = env
                 queue.extend(self.router.validation_result(
                     act.msg_id, result, self._now(),

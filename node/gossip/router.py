@@ -19,6 +19,7 @@ entries, per-peer topics, per-heartbeat IHAVE counts, evidence and the (origin, 
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import random
 from collections import OrderedDict, deque
@@ -52,6 +53,16 @@ def message_id(data: bytes) -> bytes:
 class Send:
     peer: str
     rpc: GossipRPC
+
+
+
+class Validation(enum.Enum):
+    """What the application says of a message (gossipsub v1.1): ACCEPT delivers and forwards it,
+    REJECT penalises the peer that sent it (invalid), IGNORE drops it without blame."""
+
+    ACCEPT = "accept"
+    REJECT = "reject"
+    IGNORE = "ignore"
 
 
 @dataclass(frozen=True)
@@ -603,15 +614,15 @@ class Router:
 
     # ---- validation ----------------------------------------------------------------------------
 
-    def validation_result(self, msg_id: bytes, result: str, now: float, *,
+    def validation_result(self, msg_id: bytes, result: Validation, now: float, *,
                           origin: str | None = None, seq: int | None = None) -> list[Action]:
-        """``result`` is "accept", "reject" or "ignore"; ``origin``/``seq`` come from the envelope."""
+        """``origin``/``seq`` come from the envelope."""
         pend = self.pending.pop(msg_id, None)
         if pend is None:
             self._count("validation_unknown")
             return []
         actions: list[Action] = []
-        if result == "accept":
+        if result is Validation.ACCEPT:
             self.score.deliver_message(pend.peer, msg_id, pend.topic, now)
             self.mcache.put(msg_id, pend.topic, pend.data)
             equivocation = False
@@ -624,7 +635,7 @@ class Router:
                 self._count("delivered")
                 actions.append(Deliver(pend.topic, msg_id, pend.data))
         else:
-            if result == "reject":
+            if result is Validation.REJECT:
                 self._count("rejected")
                 self.score.reject_message(pend.peer, msg_id, pend.topic, now, invalid=True)
             else:

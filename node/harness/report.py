@@ -11,6 +11,7 @@ from rich.table import Table
 from node.harness.adversaries import parse_kind
 from node.roles.agreed import MAX_VERDICTS_PER_VALIDATOR
 
+
 def _executor_owners(harness) -> dict[str, tuple[str, str]]:
     """executor id -> (node name, kind), from the nodes' last status files."""
     owners: dict[str, tuple[str, str]] = {}
@@ -327,7 +328,7 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
         if not ok:
             problems.append(f"outsider executor {name} ({ec['kind']}) was not neutralised: {detail}")
     if report.get("params", {}).get("rounds"):
-        for eid, a in report["agreed_scores"].items():
+        for a in report["agreed_scores"].values():
             if a["kind"] == "honest" and a["score"] is not None and a["score"] < 0.5:
                 problems.append(f"honest {a['node']} has agreed score {a['score']}")
     fi = report.get("fault_induced")

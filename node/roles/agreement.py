@@ -14,6 +14,7 @@ from pathlib import Path
 import trio
 
 from node.clock import now_ms
+from node.gossip.router import Validation
 from node.roles import agreed as A
 from node.roles import penalties as P
 from node.roles import rounds as RB
@@ -103,15 +104,15 @@ class Agreement:
         env = decode_envelope(raw, expect=ValidatorSet)
         self.book.offer(env, self.wall_ms())
 
-    def _validate_set(self, env: Envelope) -> str:
+    def _validate_set(self, env: Envelope) -> Validation:
         if not self.book.authority:
-            return "ignore"
+            return Validation.IGNORE
         try:
             self.book.offer(env, self.wall_ms())
         except AdmissionError as exc:
             log.warning("validator set refused", extra={"fields": {"sender": env.sender, "reason": str(exc)}})
-            return "reject"
-        return "accept"
+            return Validation.REJECT
+        return Validation.ACCEPT
 
     def _on_set(self, env: Envelope) -> None:
         pass  # taken in _validate_set, so a newer set counts before it is forwarded
@@ -152,13 +153,13 @@ class Agreement:
 
     # ---- beacon ------------------------------------------------------------------------------
 
-    def _validate_beacon(self, env: Envelope) -> str:
+    def _validate_beacon(self, env: Envelope) -> Validation:
         if not isinstance(env.body, BeaconReveal):
-            return "reject"
+            return Validation.REJECT
         if not self.book.is_admitted(env.sender, self.wall_ms()):
             self.book.stats.refused += 1
-            return "reject"
-        return "accept"
+            return Validation.REJECT
+        return Validation.ACCEPT
 
     def _on_beacon(self, env: Envelope) -> None:
         outcome = self.beacon.on_reveal(env.sender, env.body, self.wall_ms())
@@ -174,18 +175,18 @@ class Agreement:
 
     # ---- verdicts ----------------------------------------------------------------------------
 
-    def _validate_verdict(self, env: Envelope) -> str:
+    def _validate_verdict(self, env: Envelope) -> Validation:
         """Count a verdict here, so that only counted ones travel on: one from outside the set or
         with another validator's challenge id is rejected (and its sender penalised); a duplicate,
         one for a round the beacon did not draw its validator for, or one out of the window, is
         ignored (not forwarded, nobody's fault: beacon views can differ at a window's edge)."""
         if not isinstance(env.body, Verdict):
-            return "reject"
+            return Validation.REJECT
         if not self.book.is_admitted(env.sender, self.wall_ms()):
             self.rejected_verdicts += 1
             self.book.stats.refused += 1
             log.info("verdict from a validator outside the set refused", extra={"fields": {"validator": env.sender[-8:]}})
-            return "reject"
+            return Validation.REJECT
         outcome = self.add_verdict(env.sender, env.body)
         if outcome == A.FOREIGN_ID:
             self.gossip.penalize(env.sender, P.FORGERY, "verdict under another validator's challenge id")
@@ -193,8 +194,8 @@ class Agreement:
                 "verdict under another validator's challenge id refused",
                 extra={"fields": {"validator": env.sender[-8:], "challenge": env.body.challenge_id.hex()[:12]}},
             )
-            return "reject"
-        return "accept" if outcome == A.COUNTED else "ignore"
+            return Validation.REJECT
+        return Validation.ACCEPT if outcome == A.COUNTED else Validation.IGNORE
 
     def add_verdict(self, validator_id: str, v: Verdict) -> str:
         """Offer a verdict to the agreed scores; returns agreed.COUNTED or why it does not count."""

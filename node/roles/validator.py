@@ -22,6 +22,7 @@ from pathlib import Path
 import trio
 
 from node.clock import now_ms
+from node.gossip.router import Validation
 from node.pow.chain import sample_commit
 from node.pow.engine import ChallengeParams
 from node.pow.verifier import verify
@@ -169,30 +170,30 @@ class ValidatorService:
             out.append((att_env, att))
         return out
 
-    def _validate_roster(self, env: Envelope) -> str:
+    def _validate_roster(self, env: Envelope) -> Validation:
         if not isinstance(env.body, Roster):  # any signed type can be published on any topic
             self.stats.rosters_rejected += 1
-            return "reject"
+            return Validation.REJECT
         last = self._roster_seen.get(env.sender)
         if last is not None and env.timestamp_ms < last[0]:
             # An older (replayed) roster of this miner says nothing new: it must not make us forget
             # executors a newer one lists. (The same one again is the seen cache's; another one
             # under the same signature time is left to the router's equivocation check.)
             self.stats.rosters_stale += 1
-            return "ignore"
+            return Validation.IGNORE
         if not self._roster_token(env.sender):
             self.stats.rosters_rate_limited += 1  # rosters come every few seconds; faster is a flood
-            return "ignore"
+            return Validation.IGNORE
         try:
             self._parsed_rosters[env.raw] = self._parse_roster(env)
         except WireError as exc:
             self.stats.rosters_rejected += 1
             log.warning("roster rejected", extra={"fields": {"miner": env.sender, "error": exc.message}})
-            return "reject"
+            return Validation.REJECT
         while len(self._parsed_rosters) > 16:  # handed to _on_roster right after; never piles up
             self._parsed_rosters.pop(next(iter(self._parsed_rosters)))
         self._roster_seen[env.sender] = (env.timestamp_ms, self.clock())
-        return "accept"
+        return Validation.ACCEPT
 
     def _roster_token(self, miner: str) -> bool:
         """A token bucket per miner: ROSTER_BURST rosters at once, ROSTER_RATE_PER_S after that."""

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bench_gossip_load import TOPIC, LoadPlan, Recorder, SystemResult, run_plan, tag, topology, untag  # noqa: E402
 
 from node.gossip.params import GossipParams  # noqa: E402
+from node.gossip.router import Validation
 from node.identity import Identity  # noqa: E402
 from node.net.host import Host  # noqa: E402
 from node.net.params import NetParams  # noqa: E402
@@ -78,7 +79,7 @@ async def bench_gpow(n: int, plan: LoadPlan, size: int) -> SystemResult:
 
         for i, h in enumerate(hosts):
             h.gossip.subscribe(TOPIC, lambda env, i=i: handler(env, i),
-                               lambda env: "accept" if isinstance(env.body, Register) else "reject")
+                               lambda env: Validation.ACCEPT if isinstance(env.body, Register) else Validation.REJECT)
         # the graph is up and every mesh is as full as the node's links allow (D_lo = 4)
         want = [len(t) for t in topo]
         for t in topo:

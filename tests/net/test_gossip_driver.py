@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from node.gossip import GossipDriver, GossipParams
-from node.gossip.router import message_id
+from node.gossip.router import Validation, message_id
 from node.identity import Identity
 from node.wire.envelope import Envelope, encode_envelope
 from node.wire.messages import GossipRPC, Heartbeat, PublishedMessage, Roster
@@ -147,10 +147,10 @@ async def test_heartbeat_mesh_and_delivery_on_a_line(autojump_clock: trio.testin
 async def test_validator_reject_handler_errors_and_bad_input(autojump_clock: trio.testing.MockClock) -> None:
     def validator(env: Envelope) -> str:
         if isinstance(env.body, Heartbeat) and not env.body.busy:
-            return "reject"
+            return Validation.REJECT
         if isinstance(env.body, Roster):
-            return "ignore"
-        return "accept"
+            return Validation.IGNORE
+        return Validation.ACCEPT
 
     async with trio.open_nursery() as nursery:
         net = Net(nursery, 2)

@@ -10,6 +10,7 @@ from collections import Counter
 import trio
 
 from node.gossip.params import GossipParams
+from node.gossip.router import Validation
 from node.identity import Identity
 from node.net.connection import open_raw_link
 from node.net.framing import decode_frame, encode_frame
@@ -119,7 +120,7 @@ async def test_thirty_nodes_every_app_sees_each_message_exactly_once() -> None:
         seen: dict[str, Counter] = {h.peer_id: Counter() for h in hosts}
         for h in hosts:
             h.gossip.subscribe(TOPIC, lambda env, pid=h.peer_id: seen[pid].update([(env.sender, env.body.reason)]),
-                               lambda env: "accept" if isinstance(env.body, Deregister) else "reject")
+                               lambda env: Validation.ACCEPT if isinstance(env.body, Deregister) else Validation.REJECT)
         await wait_for(lambda: all(h.gossip.stats_dict()["mesh"].get(TOPIC, 0) >= 2 for h in hosts))
         by_id = {h.peer_id: h for h in hosts}
 
@@ -171,7 +172,7 @@ async def test_a_burst_of_300_messages_reaches_every_node_whole() -> None:
         seen: dict[str, Counter] = {h.peer_id: Counter() for h in hosts}
         for h in hosts:
             h.gossip.subscribe(TOPIC, lambda env, pid=h.peer_id: seen[pid].update([env.body.reason]),
-                               lambda env: "accept" if isinstance(env.body, Deregister) else "reject")
+                               lambda env: Validation.ACCEPT if isinstance(env.body, Deregister) else Validation.REJECT)
         by_id = {h.peer_id: h for h in hosts}
         await wait_for(lambda: all(h.gossip.stats_dict()["mesh"].get(TOPIC, 0) >= 2 for h in hosts)
                        and all(h.peer_id in by_id[q].gossip.router.mesh.get(TOPIC, ())

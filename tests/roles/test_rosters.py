@@ -11,6 +11,7 @@ import pytest
 
 from node.gossip.driver import GossipDriver
 from node.gossip.params import GossipParams
+from node.gossip.router import Validation
 from node.identity import Identity
 from node.net.host import Host
 from node.net.params import NetParams
@@ -69,7 +70,7 @@ def test_forged_roster_entry_is_rejected(validator: ValidatorService):
     miner_a, miner_b, ex = Identity.generate(), Identity.generate(), Identity.generate()
     # miner B lists an attestation that names miner A: it cannot pass off A's executor as its own
     env = roster(miner_b, [attestation(ex, miner_a.peer_id, "GPU-1")])
-    assert validator._validate_roster(env) == "reject"
+    assert validator._validate_roster(env) == Validation.REJECT
     assert validator.stats.rosters_rejected == 1
     assert ex.peer_id not in validator.executors
 
@@ -77,7 +78,7 @@ def test_forged_roster_entry_is_rejected(validator: ValidatorService):
 def test_executor_in_two_rosters_is_flagged_and_a_clean_move_is_not(validator: ValidatorService):
     miner_a, miner_b, ex, other = (Identity.generate() for _ in range(4))
     env_a = roster(miner_a, [attestation(ex, miner_a.peer_id, "GPU-1"), attestation(other, miner_a.peer_id, "GPU-2")])
-    assert validator._validate_roster(env_a) == "accept"
+    assert validator._validate_roster(env_a) == Validation.ACCEPT
     validator._on_roster(env_a)
     assert not validator.listed_twice(ex.peer_id)
     # the executor also signed an attestation for miner B, which lists it too: one GPU, two earners
@@ -97,7 +98,7 @@ def test_probation_challenges_are_short_but_keep_enough_samples(validator: Valid
     corrupts 20% of its rows would pass 41% of its probation checks."""
     miner, ex = Identity.generate(), Identity.generate()
     env = roster(miner, [attestation(ex, miner.peer_id, "GPU-9")])
-    assert validator._validate_roster(env) == "accept"
+    assert validator._validate_roster(env) == Validation.ACCEPT
     validator._on_roster(env)
     e = validator.executors[ex.peer_id]
     p = validator.params
@@ -117,7 +118,7 @@ def test_probation_follows_the_id_not_the_roster(validator: ValidatorService):
     its history is the ledger's."""
     miner, ex = Identity.generate(), Identity.generate()
     env = roster(miner, [attestation(ex, miner.peer_id, "GPU-9")])
-    assert validator._validate_roster(env) == "accept"
+    assert validator._validate_roster(env) == Validation.ACCEPT
     validator._on_roster(env)
     for _ in range(validator.params.probation_challenges):
         validator.issue(validator.executors[ex.peer_id])
@@ -126,7 +127,7 @@ def test_probation_follows_the_id_not_the_roster(validator: ValidatorService):
     assert ex.peer_id not in validator.executors
     validator.test_clock[0] += 1
     back = roster(miner, [attestation(ex, miner.peer_id, "GPU-9")])
-    assert validator._validate_roster(back) == "accept"
+    assert validator._validate_roster(back) == Validation.ACCEPT
     validator._on_roster(back)
     assert not validator.size_challenge(validator.executors[ex.peer_id]).no_credit
 
@@ -136,10 +137,10 @@ def test_an_older_or_replayed_roster_is_ignored_and_does_not_forget_executors(va
     old = roster(miner, [])  # signed first: an older roster that lists nobody
     time.sleep(0.002)
     new = roster(miner, [attestation(ex, miner.peer_id, "GPU-9")])
-    assert validator._validate_roster(new) == "accept"
+    assert validator._validate_roster(new) == Validation.ACCEPT
     validator._on_roster(new)
     validator.test_clock[0] += 5
-    assert validator._validate_roster(old) == "ignore"  # replayed by anyone: older than what we hold
+    assert validator._validate_roster(old) == Validation.IGNORE  # replayed by anyone: older than what we hold
     assert ex.peer_id in validator.executors and validator.stats.rosters_stale == 1
 
 
@@ -151,11 +152,11 @@ def test_a_miner_flooding_rosters_is_rate_limited(validator: ValidatorService):
     for _ in range(int(vmod.ROSTER_BURST) + 2):  # all at one instant
         time.sleep(0.002)
         results.append(validator._validate_roster(roster(miner, [attestation(ex, miner.peer_id, "GPU-9")])))
-    assert results == ["accept"] * int(vmod.ROSTER_BURST) + ["ignore"] * 2
+    assert results == [Validation.ACCEPT] * int(vmod.ROSTER_BURST) + [Validation.IGNORE] * 2
     assert validator.stats.rosters_rate_limited == 2
     validator.test_clock[0] += 1 / vmod.ROSTER_RATE_PER_S
     time.sleep(0.002)
-    assert validator._validate_roster(roster(miner, [attestation(ex, miner.peer_id, "GPU-9")])) == "accept"
+    assert validator._validate_roster(roster(miner, [attestation(ex, miner.peer_id, "GPU-9")])) == Validation.ACCEPT
 
 
 def test_each_attestation_is_verified_once_and_new_ids_of_one_miner_are_taken_on_a_few_at_a_time(
@@ -171,7 +172,7 @@ def test_each_attestation_is_verified_once_and_new_ids_of_one_miner_are_taken_on
     real = vmod.decode_envelope
     monkeypatch.setattr(vmod, "decode_envelope", lambda raw, **kw: calls.append(1) or real(raw, **kw))
     env = roster(miner, entries)
-    assert validator._validate_roster(env) == "accept"
+    assert validator._validate_roster(env) == Validation.ACCEPT
     validator._on_roster(env)
     assert len(calls) == len(entries)  # validation parsed it; _on_roster reused that
     assert len(validator.executors) == vmod.MAX_NEW_PER_MINER
@@ -179,7 +180,7 @@ def test_each_attestation_is_verified_once_and_new_ids_of_one_miner_are_taken_on
     validator.test_clock[0] += 1
     time.sleep(0.002)
     again = roster(miner, entries)
-    assert validator._validate_roster(again) == "accept"
+    assert validator._validate_roster(again) == Validation.ACCEPT
     assert len(calls) == len(entries)  # the same signed entries: no signature checked twice
 
 
@@ -191,7 +192,7 @@ def test_a_verdict_is_stored_with_its_message_and_published_once_a_peer_listens(
 
     miner, ex = Identity.generate(), Identity.generate()
     env = roster(miner, [attestation(ex, miner.peer_id, "GPU-9")])
-    assert validator._validate_roster(env) == "accept"
+    assert validator._validate_roster(env) == Validation.ACCEPT
     validator._on_roster(env)
     e = validator.executors[ex.peer_id]
     ctx = validator.issue(e)

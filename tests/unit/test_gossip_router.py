@@ -17,7 +17,7 @@ from dataclasses import replace
 import pytest
 
 from node.gossip.params import GossipParams
-from node.gossip.router import Deliver, Disconnect, PeerRecords, Router, Send, Validate, message_id
+from node.gossip.router import Deliver, Disconnect, PeerRecords, Router, Send, Validate, Validation, message_id
 from node.identity import Identity
 from node.wire.codec import check_fields
 from node.wire.envelope import decode_envelope, encode_envelope
@@ -116,9 +116,9 @@ class Sim:
             elif isinstance(act, Validate):
                 info = VALID.get(act.data)
                 if info is None:
-                    queue.extend(r.validation_result(act.msg_id, "reject", self.now))
+                    queue.extend(r.validation_result(act.msg_id, Validation.REJECT, self.now))
                 else:
-                    queue.extend(r.validation_result(act.msg_id, "accept", self.now, origin=info[0], seq=info[1]))
+                    queue.extend(r.validation_result(act.msg_id, Validation.ACCEPT, self.now, origin=info[0], seq=info[1]))
             elif isinstance(act, Deliver):
                 self.delivered[pid][act.msg_id] += 1
             elif isinstance(act, Disconnect):
@@ -418,7 +418,7 @@ def test_kept_promise_is_not_penalised() -> None:
     assert iw and iw[0].rpc.iwant == [mid]
     acts = a.handle_rpc("b", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=MSGS[0])]), 0.5)
     (val,) = [x for x in acts if isinstance(x, Validate)]
-    a.validation_result(val.msg_id, "accept", 0.5, origin=VALID[MSGS[0]][0], seq=VALID[MSGS[0]][1])
+    a.validation_result(val.msg_id, Validation.ACCEPT, 0.5, origin=VALID[MSGS[0]][0], seq=VALID[MSGS[0]][1])
     for t in range(1, 8):
         a.heartbeat(float(t))
     assert a.stats.get("broken_promises", 0) == 0
@@ -576,7 +576,7 @@ def test_px_records_accepted_only_from_good_peers() -> None:
     for a in acts:
         if isinstance(a, Validate):
             o, s = VALID[a.data]
-            r.validation_result(a.msg_id, "accept", 0.1, origin=o, seq=s)
+            r.validation_result(a.msg_id, Validation.ACCEPT, 0.1, origin=o, seq=s)
     assert r.peer_score("good", 0.2) >= r.p.accept_px_threshold
     pr = Prune(topic=TOPIC, backoff_s=30, peers=[b"r1", b"r2"])
     got = [a for a in r.handle_rpc("good", GossipRPC(prune=[pr]), 0.3) if isinstance(a, PeerRecords)]
@@ -650,11 +650,11 @@ def test_a_flood_of_refused_messages_does_not_flush_accepted_ids() -> None:
     good = MSGS[0]
     (val,) = [a for a in r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=good)]), 0.1)
               if isinstance(a, Validate)]
-    assert any(isinstance(a, Deliver) for a in r.validation_result(val.msg_id, "accept", 0.1))
+    assert any(isinstance(a, Deliver) for a in r.validation_result(val.msg_id, Validation.ACCEPT, 0.1))
     for i in range(300):  # three times the seen cache: each one validated and refused (stale)
         for a in r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=b"stale%d" % i)]), 0.2):
             if isinstance(a, Validate):
-                r.validation_result(a.msg_id, "ignore", 0.2)
+                r.validation_result(a.msg_id, Validation.IGNORE, 0.2)
     assert len(r.refused) == 50 and len(r.seen) == 1
     acts = r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=good)]), 12.0)
     assert not any(isinstance(a, Validate) for a in acts)  # the replay is a duplicate
@@ -730,7 +730,7 @@ def test_opportunistic_graft_brings_in_better_peers() -> None:
         acts = r.handle_rpc(q, GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=MSGS[i * 3 + k]) for k in range(3)]), 1.1)
         for a in acts:
             if isinstance(a, Validate):
-                r.validation_result(a.msg_id, "accept", 1.1, origin=VALID[a.data][0], seq=VALID[a.data][1])
+                r.validation_result(a.msg_id, Validation.ACCEPT, 1.1, origin=VALID[a.data][0], seq=VALID[a.data][1])
     r.heartbeat(2.0)
     assert len(r.mesh[TOPIC]) == 6  # tick 2: nothing yet
     acts = r.heartbeat(3.0)  # tick 3: median mesh score 0 < threshold: graft two better peers
@@ -842,7 +842,7 @@ def test_equivocation_is_caught_when_the_application_ignores_the_second_message(
     r.add_peer("x", True, "10.0.0.1", 0.0)
     r.handle_rpc("x", GossipRPC(subscriptions=[SubOpt(topic=TOPIC)]), 0.0)
     first, second = MSGS[0], MSGS[1]
-    for data, result in ((first, "accept"), (second, "ignore")):
+    for data, result in ((first, Validation.ACCEPT), (second, Validation.IGNORE)):
         (val,) = [a for a in r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=data)]), 0.1)
                   if isinstance(a, Validate)]
         r.validation_result(val.msg_id, result, 0.1, origin="origin-peer", seq=7)

@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from node.app.node import Node, cpu_facts, make_cpu_engine
+from node.gossip.router import Validation
 from node.identity import Identity, load_or_create_key_file
 from node.pow.engine import pool_bytes
 from node.roles.answerer import Answerer
@@ -266,7 +267,7 @@ def uuid_copy_miner(victim_miner: str) -> type[MinerService]:
         def __init__(self, *args: Any, **kw: Any):
             super().__init__(*args, **kw)
             self.copied: dict[str, str] = {}
-            self.gossip.subscribe(C.TOPIC_ROSTER, self._spy, lambda env: "accept")
+            self.gossip.subscribe(C.TOPIC_ROSTER, self._spy, lambda env: Validation.ACCEPT)
 
         def _spy(self, env: Envelope) -> None:
             me = self.host.identity.peer_id
