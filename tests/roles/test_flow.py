@@ -128,8 +128,8 @@ async def test_metrics_endpoint_serves_prometheus_text(tmp_path):
             data += chunk
         text = data.decode()
         assert text.startswith("HTTP/1.0 200 OK")
-        assert 'gpow_peers{role="miner"} 1.0' in text
-        assert "gpow_validator_verdicts_total" in text and "gpow_validator_in_flight_groups" in text
+        assert 'gpow_net_peers_by_role{peer_role="miner",role="validator"} 1.0' in text
+        assert "gpow_validator_verdicts_total" in text and "gpow_validator_challenges_in_flight" in text
         assert m.service is not None
         nursery.cancel_scope.cancel()
 
