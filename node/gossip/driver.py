@@ -76,8 +76,9 @@ class GossipDriver:
         self._px_sink: Callable[[list[bytes]], None] | None = host.add_peer_records
         self._wall_ms = wall_ms or getattr(host, "wall_ms", None) or now_ms
         self.signer = Signer(identity, self._wall_ms)
-        self.router = Router(identity.peer_id, params, rng or getattr(host, "rng", None) or random.Random(),
-                             px_source=host.records_for)
+        self.router = Router(
+            identity.peer_id, params, rng or getattr(host, "rng", None) or random.Random(), px_source=host.records_for
+        )
         self._topics: dict[str, _Topic] = {}
         self._counters: dict[str, int] = {}
         self._invalid: dict[str, int] = {}  # rejected (penalised) inputs by reason
@@ -131,8 +132,9 @@ class GossipDriver:
         topic = self._topics.get(act.topic)
         freshness = self.params.check_freshness and (topic is None or topic.check_freshness)
         try:
-            env = decode_envelope(act.data, max_bytes=self.params.max_message_bytes,
-                                  now_ms=self._wall_ms() if freshness else None)
+            env = decode_envelope(
+                act.data, max_bytes=self.params.max_message_bytes, now_ms=self._wall_ms() if freshness else None
+            )
         except StaleMessage:
             return Validation.IGNORE, None, "stale"  # clocks differ; the relayer is not at fault
         except WireError as exc:
@@ -182,9 +184,15 @@ class GossipDriver:
                         self.router.stale_message(act.peer, self._now())
                 if env is not None and result is Validation.ACCEPT:
                     envs[act.msg_id] = env
-                queue.extend(self.router.validation_result(
-                    act.msg_id, result, self._now(),
-                    origin=env.sender if env is not None else None, seq=env.seq if env is not None else None))
+                queue.extend(
+                    self.router.validation_result(
+                        act.msg_id,
+                        result,
+                        self._now(),
+                        origin=env.sender if env is not None else None,
+                        seq=env.seq if env is not None else None,
+                    )
+                )
             elif isinstance(act, Deliver):
                 env = envs.pop(act.msg_id, None)
                 topic = self._topics.get(act.topic)
@@ -236,8 +244,9 @@ class GossipDriver:
 
     # ---- subscriptions -------------------------------------------------------------------------
 
-    def subscribe(self, topic: str, handler: Handler, validator: Validator | None = None, *,
-                  check_freshness: bool = True) -> None:
+    def subscribe(
+        self, topic: str, handler: Handler, validator: Validator | None = None, *, check_freshness: bool = True
+    ) -> None:
         """Join ``topic``. Several subscribers may share a topic: a message is accepted only if every
         validator accepts it, and then every handler gets it. ``check_freshness=False`` skips the
         envelope timestamp check (for long-lived signed documents that are re-gossiped)."""

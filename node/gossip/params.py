@@ -35,7 +35,9 @@ class GossipParams:
     mcache_gossip: int = 3  # heartbeats of history advertised in IHAVE
     mcache_max_messages: int = 20_000  # hard caps: the message cache never grows past these
     mcache_max_bytes: int = 64 * 1024 * 1024  # message cache ceiling in bytes
-    seen_ttl_s: float = 300.0  # accepted message ids remembered: longer than a message stays fresh (2 x clock skew), so replays are duplicates
+    seen_ttl_s: float = (
+        300.0  # accepted message ids remembered: longer than a message stays fresh (2 x clock skew), so replays are duplicates
+    )
     seen_max: int = 100_000  # hard cap on remembered accepted ids (full: new messages are refused, fresh ids never evicted)
     refused_max: int = 20_000  # ids of rejected or ignored messages remembered (oldest dropped first)
     max_pending_validation: int = 4096  # messages awaiting a validation result
@@ -121,8 +123,10 @@ class GossipParams:
         if not (self.graylist_threshold <= self.publish_threshold <= self.gossip_threshold <= 0):
             raise ValueError("gossip: need graylist_threshold <= publish_threshold <= gossip_threshold <= 0")
         if self.check_freshness and self.seen_ttl_s * 1000 <= 2 * C.DEFAULT_MAX_CLOCK_SKEW_MS:
-            raise ValueError(f"gossip: seen_ttl_s must exceed the freshness window, 2 x {C.DEFAULT_MAX_CLOCK_SKEW_MS // 1000} s "
-                             "(a replay of a message still fresh must be a duplicate)")
+            raise ValueError(
+                f"gossip: seen_ttl_s must exceed the freshness window, 2 x {C.DEFAULT_MAX_CLOCK_SKEW_MS // 1000} s "
+                "(a replay of a message still fresh must be a duplicate)"
+            )
         if not 0 <= self.prune_peers <= C.MAX_PRUNE_PEERS or self.refused_max < 1 or self.stale_allowance < 0:
             raise ValueError(f"gossip: need 0 <= prune_peers <= {C.MAX_PRUNE_PEERS}, refused_max >= 1, stale_allowance >= 0")
         if self.accept_px_threshold < 0 or self.opportunistic_graft_threshold < 0:

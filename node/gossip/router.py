@@ -55,7 +55,6 @@ class Send:
     rpc: GossipRPC
 
 
-
 class Validation(enum.Enum):
     """What the application says of a message (gossipsub v1.1): ACCEPT delivers and forwards it,
     REJECT penalises the peer that sent it (invalid), IGNORE drops it without blame."""
@@ -142,8 +141,11 @@ class _Out:
         self.prune: list[Prune] = []
 
     def rpcs(self) -> list[GossipRPC]:
-        if (len(self.publish) == 1 and not (self.subs or self.ihave or self.iwant or self.graft or self.prune)
-                and len(self.publish[0].data) <= _MAX_RPC_DATA):
+        if (
+            len(self.publish) == 1
+            and not (self.subs or self.ihave or self.iwant or self.graft or self.prune)
+            and len(self.publish[0].data) <= _MAX_RPC_DATA
+        ):
             return [GossipRPC(publish=self.publish)]  # the common case: one message forwarded
         out: list[GossipRPC] = []
         pubs = _chunk_publish(self.publish)
@@ -159,12 +161,12 @@ class _Out:
         for i in range(n):
             out.append(
                 GossipRPC(
-                    subscriptions=self.subs[i * _MAX_SUBS:(i + 1) * _MAX_SUBS],
+                    subscriptions=self.subs[i * _MAX_SUBS : (i + 1) * _MAX_SUBS],
                     publish=pubs[i] if i < len(pubs) else [],
-                    ihave=self.ihave[i * _MAX_IHAVE:(i + 1) * _MAX_IHAVE],
-                    iwant=self.iwant[i * _MAX_IWANT:(i + 1) * _MAX_IWANT],
-                    graft=self.graft[i * _MAX_CONTROL:(i + 1) * _MAX_CONTROL],
-                    prune=self.prune[i * _MAX_CONTROL:(i + 1) * _MAX_CONTROL],
+                    ihave=self.ihave[i * _MAX_IHAVE : (i + 1) * _MAX_IHAVE],
+                    iwant=self.iwant[i * _MAX_IWANT : (i + 1) * _MAX_IWANT],
+                    graft=self.graft[i * _MAX_CONTROL : (i + 1) * _MAX_CONTROL],
+                    prune=self.prune[i * _MAX_CONTROL : (i + 1) * _MAX_CONTROL],
                 )
             )
         return out
@@ -221,8 +223,9 @@ class Router:
         # cannot push accepted ids out of ``seen``; losing one only costs a second validation.
         self.refused: OrderedDict[bytes, float] = OrderedDict()
         self.stale_in: dict[str, int] = {}  # stale messages received per peer this heartbeat
-        self.mcache = MessageCache(params.mcache_len, params.mcache_gossip,
-                                   max_messages=params.mcache_max_messages, max_bytes=params.mcache_max_bytes)
+        self.mcache = MessageCache(
+            params.mcache_len, params.mcache_gossip, max_messages=params.mcache_max_messages, max_bytes=params.mcache_max_bytes
+        )
         self.pending: OrderedDict[bytes, _Pending] = OrderedDict()
         self.promises: dict[bytes, dict[str, float]] = {}  # id -> peer -> deadline
         self.n_promises = 0
@@ -363,8 +366,11 @@ class Router:
         if fan:
             mesh = {q for q in fan if q in self.peers and self.score.score(q, now) >= 0}
         if len(mesh) < self.p.D:
-            cands = [q for q in sorted(self.topic_peers.get(topic, ())) if q not in mesh
-                     and not self._backoff_active(topic, q, now) and self.score.score(q, now) >= 0]
+            cands = [
+                q
+                for q in sorted(self.topic_peers.get(topic, ()))
+                if q not in mesh and not self._backoff_active(topic, q, now) and self.score.score(q, now) >= 0
+            ]
             self.rng.shuffle(cands)
             mesh.update(cands[: self.p.D - len(mesh)])
         self.mesh[topic] = mesh
@@ -387,8 +393,9 @@ class Router:
 
     # ---- publishing ----------------------------------------------------------------------------
 
-    def publish(self, topic: str, data: bytes, msg_id: bytes, now: float, *,
-                origin: str | None = None, seq: int | None = None) -> list[Action]:
+    def publish(
+        self, topic: str, data: bytes, msg_id: bytes, now: float, *, origin: str | None = None, seq: int | None = None
+    ) -> list[Action]:
         """Send our own (or re-gossiped) message. It is never delivered back to us."""
         first = msg_id not in self.seen
         self._mark_seen(msg_id, now)
@@ -614,8 +621,9 @@ class Router:
 
     # ---- validation ----------------------------------------------------------------------------
 
-    def validation_result(self, msg_id: bytes, result: Validation, now: float, *,
-                          origin: str | None = None, seq: int | None = None) -> list[Action]:
+    def validation_result(
+        self, msg_id: bytes, result: Validation, now: float, *, origin: str | None = None, seq: int | None = None
+    ) -> list[Action]:
         """``origin``/``seq`` come from the envelope."""
         pend = self.pending.pop(msg_id, None)
         if pend is None:
@@ -748,8 +756,15 @@ class Router:
         self._expire(now)
         return self._flush(actions)
 
-    def _maintain_mesh(self, topic: str, mesh: set[str], scores: dict[str, float], now: float,
-                       tograft: dict[str, list[str]], toprune: dict[str, list[str]]) -> None:
+    def _maintain_mesh(
+        self,
+        topic: str,
+        mesh: set[str],
+        scores: dict[str, float],
+        now: float,
+        tograft: dict[str, list[str]],
+        toprune: dict[str, list[str]],
+    ) -> None:
         p = self.p
 
         def graft(q: str) -> None:
@@ -770,8 +785,11 @@ class Router:
                 prune(q)
 
         def candidates(pred: Callable[[str], bool]) -> list[str]:
-            c = [q for q in sorted(self.topic_peers.get(topic, ())) if q not in mesh and scores.get(q, 0.0) >= 0
-                 and not self._backoff_active(topic, q, now) and pred(q)]
+            c = [
+                q
+                for q in sorted(self.topic_peers.get(topic, ()))
+                if q not in mesh and scores.get(q, 0.0) >= 0 and not self._backoff_active(topic, q, now) and pred(q)
+            ]
             self.rng.shuffle(c)
             return c
 
@@ -784,7 +802,7 @@ class Router:
             self.rng.shuffle(peers)
             peers.sort(key=lambda q: scores[q], reverse=True)
             keep = peers[: p.D_score]
-            rest = peers[p.D_score:]
+            rest = peers[p.D_score :]
             self.rng.shuffle(rest)
             keep += rest[: p.D - p.D_score]
             # Keep at least D_out outbound peers: swap them in for inbound ones if needed.
@@ -792,7 +810,7 @@ class Router:
             if n_out < p.D_out:
                 outs = [q for q in peers if q not in keep and self.peers[q].outbound][: p.D_out - n_out]
                 if outs:
-                    inbound = [q for q in keep[p.D_score:] if not self.peers[q].outbound]
+                    inbound = [q for q in keep[p.D_score :] if not self.peers[q].outbound]
                     for o in outs:
                         if not inbound:
                             break
@@ -827,7 +845,9 @@ class Router:
         if len(ids) > limit:
             self.rng.shuffle(ids)
             ids = ids[:limit]
-        cands = [q for q in sorted(self.topic_peers.get(topic, ())) if q not in exclude and scores.get(q, 0.0) >= p.gossip_threshold]
+        cands = [
+            q for q in sorted(self.topic_peers.get(topic, ())) if q not in exclude and scores.get(q, 0.0) >= p.gossip_threshold
+        ]
         target = max(p.D_lazy, int(len(cands) * p.gossip_factor))
         if len(cands) > target:
             self.rng.shuffle(cands)

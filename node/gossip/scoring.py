@@ -310,7 +310,11 @@ class PeerScore:
                 p1 = min(mesh_time / p.time_in_mesh_quantum_s, p.time_in_mesh_cap)
                 s += p1 * p.time_in_mesh_weight
             s += ts.first_message_deliveries * p.first_message_deliveries_weight
-            if ts.in_mesh and ts.mesh_message_deliveries_active and ts.mesh_message_deliveries < p.mesh_message_deliveries_threshold:
+            if (
+                ts.in_mesh
+                and ts.mesh_message_deliveries_active
+                and ts.mesh_message_deliveries < p.mesh_message_deliveries_threshold
+            ):
                 deficit = p.mesh_message_deliveries_threshold - ts.mesh_message_deliveries
                 s += deficit * deficit * p.mesh_message_deliveries_weight
             s += ts.mesh_failure_penalty * p.mesh_failure_penalty_weight

@@ -62,11 +62,21 @@ CONFIGS: dict[str, dict[str, Any]] = {
 # (swizzle, raster) of the CUTLASS persistent tile scheduler tried for each tile configuration.
 CUTLASS_ORDERS = [(1, 0), (2, 0), (4, 0), (8, 0), (1, 1), (1, 2), (4, 1), (4, 2), (8, 1), (8, 2)]
 
-__all__ = ["CONFIGS", "CUTLASS_ORDERS", "apply_config", "bench_main", "bench_n", "copy_bandwidth", "memory_fill_run", "time_events"]
+__all__ = [
+    "CONFIGS",
+    "CUTLASS_ORDERS",
+    "apply_config",
+    "bench_main",
+    "bench_n",
+    "copy_bandwidth",
+    "memory_fill_run",
+    "time_events",
+]
 
 
-def apply_config(engine: ExperimentalGpuEngine, label: str, extra: dict[str, Any] | None = None,
-                 table: dict[str, dict[str, Any]] | None = None) -> str:
+def apply_config(
+    engine: ExperimentalGpuEngine, label: str, extra: dict[str, Any] | None = None, table: dict[str, dict[str, Any]] | None = None
+) -> str:
     """Set the engine up as ``table[label]`` (default CONFIGS) plus ``extra``; returns the variant
     asked for ("auto": the production engine's choice). Keys: the engine's attributes, and for the
     CUTLASS path ``cutlass_variant``, ``cutlass_order`` (swizzle, raster) and ``sms_left``."""
@@ -79,9 +89,13 @@ def apply_config(engine: ExperimentalGpuEngine, label: str, extra: dict[str, Any
         setattr(engine, k, v)
     if cfg.get("variant") == "cutlass" and plan:
         swizzle, raster = plan.get("cutlass_order", (1, 0))
-        engine.cutlass_override = CutlassPlan(variant=int(plan.get("cutlass_variant", 0)), swizzle=int(swizzle),
-                                              raster=int(raster), sms_left=int(plan.get("sms_left", 0)),
-                                              overlap=cfg.get("overlap", True))
+        engine.cutlass_override = CutlassPlan(
+            variant=int(plan.get("cutlass_variant", 0)),
+            swizzle=int(swizzle),
+            raster=int(raster),
+            sms_left=int(plan.get("sms_left", 0)),
+            overlap=cfg.get("overlap", True),
+        )
     return str(cfg.get("variant", "auto"))
 
 
@@ -151,10 +165,14 @@ def _time_pieces(engine: ExperimentalGpuEngine, n: int, reps: int, out: dict[str
                     continue
                 for sw, ra in CUTLASS_ORDERS:
                     steps_t[f"{name}/s{sw}r{ra}"] = time_events(
-                        lambda r, v=v, sw=sw, ra=ra: lib.step(v, X[r % 3], Bt[r % 3], pool, refs, salt, Xn, None, sms, st,
-                                                              sw, ra), reps)
+                        lambda r, v=v, sw=sw, ra=ra: lib.step(
+                            v, X[r % 3], Bt[r % 3], pool, refs, salt, Xn, None, sms, st, sw, ra
+                        ),
+                        reps,
+                    )
                 out.setdefault("gemm_cutlass_s", {})[name] = time_events(
-                    lambda r, v=v: lib.step(v, X[r % 3], Bt[r % 3], None, None, None, None, A2, sms, st), reps)
+                    lambda r, v=v: lib.step(v, X[r % 3], Bt[r % 3], None, None, None, None, A2, sms, st), reps
+                )
                 A2.fill(0x7F7F7F7F)
                 Xn.fill(0x55)
                 lib.step(v, X[0], Bt[0], None, None, None, None, A2, sms, st)
@@ -169,7 +187,8 @@ def _time_pieces(engine: ExperimentalGpuEngine, n: int, reps: int, out: dict[str
                 name, order = best.split("/")
                 v, sw, ra = VARIANT_NAMES.index(name), int(order[1:].split("r")[0]), int(order.split("r")[1])
                 out["gemm_cutlass_best_order_s"] = time_events(
-                    lambda r: lib.step(v, X[r % 3], Bt[r % 3], None, None, None, None, A2, sms, st, sw, ra), reps)
+                    lambda r: lib.step(v, X[r % 3], Bt[r % 3], None, None, None, None, A2, sms, st, sw, ra), reps
+                )
             del A2, Xn, want
         if engine._step_mma is not None and n >= 128:
             A2 = cp.empty((n, n), dtype=cp.int32)
@@ -191,8 +210,9 @@ def _time_pieces(engine: ExperimentalGpuEngine, n: int, reps: int, out: dict[str
             out["wgmma_desc"] = list(engine.wgmma_desc)
             del A3, dummy
         Xn = cp.empty((n, n), dtype=cp.int8)
-        out["epilogue_s"] = time_events(lambda r: engine._k.epilogue(((n * n // 16 + 255) // 256,), (256,),
-                                                                       (A, pool, refs, salt, Xn, np.uint32(n))), reps)
+        out["epilogue_s"] = time_events(
+            lambda r: engine._k.epilogue(((n * n // 16 + 255) // 256,), (256,), (A, pool, refs, salt, Xn, np.uint32(n))), reps
+        )
         nodes = cp.empty((n, 32), dtype=cp.uint8)
         dig = cp.empty(32, dtype=cp.uint8)
         scratch = cp.empty((2, max(1, n // 512), 32), dtype=cp.uint8)
@@ -203,7 +223,7 @@ def _time_pieces(engine: ExperimentalGpuEngine, n: int, reps: int, out: dict[str
 
 def bench_n(engine: ExperimentalGpuEngine, n: int, steps: int = 32, m: int = 4, reps: int = 20) -> dict[str, Any]:
     """Time every piece and every variant at size ``n`` (see the module docstring)."""
-    out: dict[str, Any] = {"n": n, "steps": steps, "m": m, "ops_per_gemm": 2 * n ** 3}
+    out: dict[str, Any] = {"n": n, "steps": steps, "m": m, "ops_per_gemm": 2 * n**3}
     engine.close()  # room for the timing buffers beside the arena
     _time_pieces(engine, n, reps, out)  # its buffers are freed on return
     cp.get_default_memory_pool().free_all_blocks()
@@ -213,8 +233,10 @@ def bench_n(engine: ExperimentalGpuEngine, n: int, steps: int = 32, m: int = 4, 
     extra: dict[str, Any] = {}
     if out.get("cutlass_best"):
         name, order = out["cutlass_best"].split("/")
-        extra = {"cutlass_variant": VARIANT_NAMES.index(name),
-                 "cutlass_order": (int(order[1:].split("r")[0]), int(order.split("r")[1]))}
+        extra = {
+            "cutlass_variant": VARIANT_NAMES.index(name),
+            "cutlass_order": (int(order[1:].split("r")[0]), int(order.split("r")[1])),
+        }
     out["chain_extra"] = extra
     for label in CONFIGS:
         v = apply_config(engine, label, extra)
@@ -242,14 +264,23 @@ def memory_fill_run(engine: ExperimentalGpuEngine, n: int, step_s: float, m: int
     """A challenge sized as the validator sizes one (pool = ``fill`` of the declared memory): its
     wall time from the call to the returned trace, against T x the steady step time."""
     T = max_steps_for(n, int(engine.memory_budget_bytes() * fill))
-    res: dict[str, Any] = {"n": n, "T": T, "m": m, "pool_bytes": (T + 1) * (n * n + 32 * n),
-                           "budget_bytes": engine.memory_budget_bytes(), "T_x_step_s": T * step_s}
+    res: dict[str, Any] = {
+        "n": n,
+        "T": T,
+        "m": m,
+        "pool_bytes": (T + 1) * (n * n + 32 * n),
+        "budget_bytes": engine.memory_budget_bytes(),
+        "T_x_step_s": T * step_s,
+    }
     engine.close()  # the first run allocates its arena (cold), the second reuses it (warm)
     for run in ("cold", "warm"):
         params = ChallengeParams(bytes([7 + len(run)]) * 32, bytes([1]) * 32, bytes([2]) * 32, n, T, m)
         tr = engine.prove(params)
-        res[run] = {"total_s": tr.timing["total_s"], "steps_s": tr.timing["steps_s"],
-                    "total_over_T_step": tr.timing["total_s"] / res["T_x_step_s"]}
+        res[run] = {
+            "total_s": tr.timing["total_s"],
+            "steps_s": tr.timing["steps_s"],
+            "total_over_T_step": tr.timing["total_s"] / res["T_x_step_s"],
+        }
         res["variant"] = tr.variant
         engine.release(tr)
     res["total_over_T_step"] = res["warm"]["total_over_T_step"]
@@ -261,21 +292,35 @@ def bench_main(args: argparse.Namespace) -> int:
     engine = ExperimentalGpuEngine(device_id=0)
     facts = gpu_facts(0)
     result: dict[str, Any] = {"facts": facts.to_dict(), "copy_GBps": copy_bandwidth(engine), "sizes": []}
-    print(f"{facts.model}: {facts.sm_count} SMs, {facts.memory_bytes / 2**30:.1f} GiB, "
-          f"driver {facts.driver_version}, copy {result['copy_GBps']:.0f} GB/s", flush=True)
+    print(
+        f"{facts.model}: {facts.sm_count} SMs, {facts.memory_bytes / 2**30:.1f} GiB, "
+        f"driver {facts.driver_version}, copy {result['copy_GBps']:.0f} GB/s",
+        flush=True,
+    )
     for n in sizes:
         r = bench_n(engine, n, steps=args.steps)
         result["sizes"].append(r)
-        print(f"n={n}: cuBLAS GEMM {r['gemm_cublas_s'] * 1e6:.1f} us ({r['tops_cublas']:.0f} TOPS); "
-              + (f"mma GEMM {r['gemm_mma_s'] * 1e6:.1f} us ({r['tops_mma']:.0f} TOPS); " if "gemm_mma_s" in r else "")
-              + "".join(f"CUTLASS {c} GEMM {r['gemm_cutlass_s'][c] * 1e6:.1f} us, fused step {r['step_cutlass_s'][c] * 1e6:.1f} us"
-                        f" (exact {r['cutlass_exact'][c]}); " for c in r.get("gemm_cutlass_s", {}))
-              + (f"best fused step {r['cutlass_best']} {r['step_cutlass_all_s'][r['cutlass_best']] * 1e6:.1f} us"
-                 f" (its GEMM {r['gemm_cutlass_best_order_s'] * 1e6:.1f} us); " if r.get("cutlass_best") else "")
-              + f"epilogue {r['epilogue_s'] * 1e6:.1f} us; hash {r['hash_s'] * 1e6:.1f} us ({r['hash_GBps']:.0f} GB/s)",
-              flush=True)
+        print(
+            f"n={n}: cuBLAS GEMM {r['gemm_cublas_s'] * 1e6:.1f} us ({r['tops_cublas']:.0f} TOPS); "
+            + (f"mma GEMM {r['gemm_mma_s'] * 1e6:.1f} us ({r['tops_mma']:.0f} TOPS); " if "gemm_mma_s" in r else "")
+            + "".join(
+                f"CUTLASS {c} GEMM {r['gemm_cutlass_s'][c] * 1e6:.1f} us, fused step {r['step_cutlass_s'][c] * 1e6:.1f} us"
+                f" (exact {r['cutlass_exact'][c]}); "
+                for c in r.get("gemm_cutlass_s", {})
+            )
+            + (
+                f"best fused step {r['cutlass_best']} {r['step_cutlass_all_s'][r['cutlass_best']] * 1e6:.1f} us"
+                f" (its GEMM {r['gemm_cutlass_best_order_s'] * 1e6:.1f} us); "
+                if r.get("cutlass_best")
+                else ""
+            )
+            + f"epilogue {r['epilogue_s'] * 1e6:.1f} us; hash {r['hash_s'] * 1e6:.1f} us ({r['hash_GBps']:.0f} GB/s)",
+            flush=True,
+        )
         for v, s in r["step_s"].items():
-            print(f"   step[{v}] {s * 1e6:.1f} us = {r['step_over_gemm'][v]:.3f} x GEMM, {r['tops_step'][v]:.0f} TOPS", flush=True)
+            print(
+                f"   step[{v}] {s * 1e6:.1f} us = {r['step_over_gemm'][v]:.3f} x GEMM, {r['tops_step'][v]:.0f} TOPS", flush=True
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -47,8 +47,15 @@ KERNEL_DIR = shipped_path("kernels", "common.cuh").parent  # package data (node/
 SOURCES = ("cutlass_step.cu", "common.cuh")
 SHIPPED_LIB = KERNEL_DIR / "libgpow_cutlass_sm90a.so"
 # Index -> (schedule, tile M x N x K, cluster): must match the switch in kernels/cutlass_step.cu.
-VARIANT_NAMES = ("pp128x128c1-staged", "pp128x128c2x1-staged", "pp128x128c1x2-staged", "pp128x128c2x1-direct",
-                 "co128x256c1x2-direct", "pp128x128c1-staged1", "pp128x128c1-staged2")
+VARIANT_NAMES = (
+    "pp128x128c1-staged",
+    "pp128x128c2x1-staged",
+    "pp128x128c1x2-staged",
+    "pp128x128c2x1-direct",
+    "co128x256c1x2-direct",
+    "pp128x128c1-staged1",
+    "pp128x128c1-staged2",
+)
 
 
 class CutlassUnavailable(Exception):
@@ -80,14 +87,32 @@ def build_library(out: Path, nvcc: str | None = None) -> Path:
     nvcc = nvcc or shutil.which("nvcc")
     inc = _cutlass_include()
     if nvcc is None or inc is None:
-        raise CutlassUnavailable(f"cannot build: nvcc {'found' if nvcc else 'missing'}, CUTLASS headers "
-                                 f"{'found' if inc else 'missing (pip install nvidia-cutlass, or set CUTLASS_PATH)'}")
+        raise CutlassUnavailable(
+            f"cannot build: nvcc {'found' if nvcc else 'missing'}, CUTLASS headers "
+            f"{'found' if inc else 'missing (pip install nvidia-cutlass, or set CUTLASS_PATH)'}"
+        )
     util = inc.parent / "tools" / "util" / "include"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.so")
-    cmd = [nvcc, "-std=c++17", "-O3", "-DNDEBUG", "-gencode", "arch=compute_90a,code=sm_90a",
-           "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC", "-shared", f"-DGPOW_SOURCE_HASH=\"{source_hash()}\"",
-           f"-I{inc}", f"-I{util}", f"-I{KERNEL_DIR}", "-o", str(tmp), str(KERNEL_DIR / "cutlass_step.cu")]
+    cmd = [
+        nvcc,
+        "-std=c++17",
+        "-O3",
+        "-DNDEBUG",
+        "-gencode",
+        "arch=compute_90a,code=sm_90a",
+        "--expt-relaxed-constexpr",
+        "-Xcompiler",
+        "-fPIC",
+        "-shared",
+        f'-DGPOW_SOURCE_HASH="{source_hash()}"',
+        f"-I{inc}",
+        f"-I{util}",
+        f"-I{KERNEL_DIR}",
+        "-o",
+        str(tmp),
+        str(KERNEL_DIR / "cutlass_step.cu"),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise CutlassUnavailable(f"nvcc failed ({res.returncode}): {res.stderr[-2000:]}")
@@ -114,16 +139,40 @@ class CutlassStep:
         tm, tn = self.tiles[variant]
         return n % tm == 0 and n % tn == 0
 
-    def step(self, variant: int, X: Any, Bt: Any, pool: Any, refs: Any, salt: Any, out: Any, out32: Any | None,
-             sm_count: int, stream: Any, swizzle: int = 1, raster: int = 0) -> None:
+    def step(
+        self,
+        variant: int,
+        X: Any,
+        Bt: Any,
+        pool: Any,
+        refs: Any,
+        salt: Any,
+        out: Any,
+        out32: Any | None,
+        sm_count: int,
+        stream: Any,
+        swizzle: int = 1,
+        raster: int = 0,
+    ) -> None:
         """X_next = the step of spec section 2 into ``out`` (int8), or the bare product into ``out32``.
         The persistent grid takes ``sm_count`` SMs and visits tiles in the order ``swizzle`` (1, 2, 4,
         8) and ``raster`` (0 CUTLASS's heuristic, 1 along M, 2 along N) give."""
         n = X.shape[0]
-        rc = self._step(variant, X.data.ptr, Bt.data.ptr, pool.data.ptr if pool is not None else 0,
-                        refs.data.ptr if refs is not None else 0, salt.data.ptr if salt is not None else 0,
-                        out.data.ptr if out is not None else 0, out32.data.ptr if out32 is not None else 0,
-                        n, sm_count, swizzle, raster, stream.ptr)
+        rc = self._step(
+            variant,
+            X.data.ptr,
+            Bt.data.ptr,
+            pool.data.ptr if pool is not None else 0,
+            refs.data.ptr if refs is not None else 0,
+            salt.data.ptr if salt is not None else 0,
+            out.data.ptr if out is not None else 0,
+            out32.data.ptr if out32 is not None else 0,
+            n,
+            sm_count,
+            swizzle,
+            raster,
+            stream.ptr,
+        )
         if rc != 0:
             raise RuntimeError(f"CUTLASS step variant {variant} failed to launch (code {rc}, n={n})")
 

@@ -37,8 +37,7 @@ from node.gpu.kernels import PowKernels, pow_kernels
 from node.pow import merkle, philox
 from node.pow.engine import ChallengeParams, EngineCapacityError, pool_bytes
 
-__all__ = ["CUTLASS_PLANS", "DEFAULT_RESERVE_BYTES", "VARIANTS", "Chain", "CublasInt8", "CutlassPlan", "GpuEngine",
-           "GpuTrace"]
+__all__ = ["CUTLASS_PLANS", "DEFAULT_RESERVE_BYTES", "VARIANTS", "Chain", "CublasInt8", "CutlassPlan", "GpuEngine", "GpuTrace"]
 
 log = logging.getLogger("gpow.gpu")
 
@@ -98,22 +97,50 @@ class CublasInt8:
     def __call__(self, X: cp.ndarray, Bt: cp.ndarray, C: cp.ndarray) -> None:
         n = X.shape[0]
         self._cublas.gemmEx(
-            self._handle, self.OP_T, self.OP_N, n, n, n,
-            self._one.ctypes.data, Bt.data.ptr, self.CUDA_R_8I, n,
-            X.data.ptr, self.CUDA_R_8I, n,
-            self._zero.ctypes.data, C.data.ptr, self.CUDA_R_32I, n,
-            self.COMPUTE_32I, self.GEMM_DEFAULT,
+            self._handle,
+            self.OP_T,
+            self.OP_N,
+            n,
+            n,
+            n,
+            self._one.ctypes.data,
+            Bt.data.ptr,
+            self.CUDA_R_8I,
+            n,
+            X.data.ptr,
+            self.CUDA_R_8I,
+            n,
+            self._zero.ctypes.data,
+            C.data.ptr,
+            self.CUDA_R_32I,
+            n,
+            self.COMPUTE_32I,
+            self.GEMM_DEFAULT,
         )
 
     def rows(self, x_ptr: int, rows: int, bt_ptr: int, c_ptr: int, n: int) -> None:
         """``C[rows] = X[rows] . B`` for a panel of ``rows`` consecutive rows (raw device pointers
         to the panel's first row of X and of C; B is n x n). Column-major: C^T (n x rows) = B^T X^T."""
         self._cublas.gemmEx(
-            self._handle, self.OP_T, self.OP_N, n, rows, n,
-            self._one.ctypes.data, bt_ptr, self.CUDA_R_8I, n,
-            x_ptr, self.CUDA_R_8I, n,
-            self._zero.ctypes.data, c_ptr, self.CUDA_R_32I, n,
-            self.COMPUTE_32I, self.GEMM_DEFAULT,
+            self._handle,
+            self.OP_T,
+            self.OP_N,
+            n,
+            rows,
+            n,
+            self._one.ctypes.data,
+            bt_ptr,
+            self.CUDA_R_8I,
+            n,
+            x_ptr,
+            self.CUDA_R_8I,
+            n,
+            self._zero.ctypes.data,
+            c_ptr,
+            self.CUDA_R_32I,
+            n,
+            self.COMPUTE_32I,
+            self.GEMM_DEFAULT,
         )
 
 
@@ -246,8 +273,7 @@ class GpuEngine:
             X = cp.asarray(rng.integers(-128, 128, (n, n), dtype=np.int8))
             Bt = cp.asarray(rng.integers(-128, 128, (n, n), dtype=np.int8))
             pool = cp.asarray(rng.integers(-128, 128, (3, n, n), dtype=np.int8))
-            refs = cp.asarray(np.stack([rng.integers(0, 3, _G * _RF), rng.integers(0, n, _G * _RF)], 1).ravel(),
-                              dtype=cp.uint32)
+            refs = cp.asarray(np.stack([rng.integers(0, 3, _G * _RF), rng.integers(0, n, _G * _RF)], 1).ravel(), dtype=cp.uint32)
             salt = cp.asarray(rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32))
             ref = cp.empty((n, n), dtype=cp.int32)
             self._gemm(X, Bt, ref)
@@ -263,12 +289,32 @@ class GpuEngine:
                 return "step"
         return ""
 
-    def step_cutlass(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
-                     out: cp.ndarray, plan: CutlassPlan) -> None:
+    def step_cutlass(
+        self,
+        X: cp.ndarray,
+        Bt: cp.ndarray,
+        pool: cp.ndarray,
+        refs: cp.ndarray,
+        salt: cp.ndarray,
+        out: cp.ndarray,
+        plan: CutlassPlan,
+    ) -> None:
         """One fused step into ``out`` on the current stream, run as ``plan`` says."""
         assert self.cutlass is not None
-        self.cutlass.step(plan.variant, X, Bt, pool, refs, salt, out, None, self.sm_count - plan.sms_left,
-                          cp.cuda.get_current_stream(), plan.swizzle, plan.raster)
+        self.cutlass.step(
+            plan.variant,
+            X,
+            Bt,
+            pool,
+            refs,
+            salt,
+            out,
+            None,
+            self.sm_count - plan.sms_left,
+            cp.cuda.get_current_stream(),
+            plan.swizzle,
+            plan.raster,
+        )
 
     def cutlass_plan(self, n: int) -> CutlassPlan | None:
         """How the CUTLASS path runs at size ``n``, or None where it is not used (not loaded, not
@@ -299,6 +345,7 @@ class GpuEngine:
 
     def memory_budget_bytes(self) -> int:
         return self._budget
+
     @staticmethod
     def working_bytes(params: ChallengeParams) -> int:
         """Device buffers beside the pool: the m transposed B matrices, one B being generated, the
@@ -317,7 +364,9 @@ class GpuEngine:
         needed = pool_bytes(params.n, params.T) + self.working_bytes(params)
         if needed > self._budget:
             raise EngineCapacityError(
-                needed, self._budget, self.largest_T(params.n, params.m),
+                needed,
+                self._budget,
+                self.largest_T(params.n, params.m),
                 what=f"GPU {self.device_id}'s memory budget (n={params.n}, T={params.T}, m={params.m})",
             )
 
@@ -333,8 +382,9 @@ class GpuEngine:
         n = B.shape[0]
         self._k.transpose_i8((n // 32, n // 32), (32, 8), (B, Bt, _u32(n)))
 
-    def _hash_behind(self, after: Any, hs: Any, X: cp.ndarray, nodes: cp.ndarray, digest: cp.ndarray,
-                     scratch: cp.ndarray, *, tree_only: bool) -> Any:
+    def _hash_behind(
+        self, after: Any, hs: Any, X: cp.ndarray, nodes: cp.ndarray, digest: cp.ndarray, scratch: cp.ndarray, *, tree_only: bool
+    ) -> Any:
         """Hash state X on stream ``hs`` once all work queued so far on stream ``after`` is done
         (tree_only: its row nodes are already there). Returns the event that marks its digest."""
         ready = cp.cuda.Event(disable_timing=True)
@@ -361,8 +411,12 @@ class GpuEngine:
         nleaves = n * n // cs
         per_row = n // cs
         threads = 128
-        self._k.row_nodes(((nleaves + threads - 1) // threads,), (threads,),
-                          (X, nodes, _u32(nleaves), _u32(cs), _u32(per_row)), shared_mem=threads * 32)
+        self._k.row_nodes(
+            ((nleaves + threads - 1) // threads,),
+            (threads,),
+            (X, nodes, _u32(nleaves), _u32(cs), _u32(per_row)),
+            shared_mem=threads * 32,
+        )
 
     def hash_tree(self, nodes: cp.ndarray, digest: cp.ndarray, scratch: cp.ndarray) -> None:
         """``d`` from the n row nodes: blocks of 512 nodes folded in shared memory, then one block."""
@@ -396,16 +450,18 @@ class GpuEngine:
             total += (sz + align - 1) // align * align
         if self._arena_busy:
             own = cp.empty(total, dtype=cp.uint8)
-            return [own[o:o + sz] for o, sz in zip(offs, sizes)], own
+            return [own[o : o + sz] for o, sz in zip(offs, sizes)], own
         if self._arena is None or self._arena.size < total:
             self._arena = None
             cp.get_default_memory_pool().free_all_blocks()
             self._arena = cp.empty(total, dtype=cp.uint8)
         self._arena_busy = True
-        return [self._arena[o:o + sz] for o, sz in zip(offs, sizes)], self._arena
+        return [self._arena[o : o + sz] for o, sz in zip(offs, sizes)], self._arena
 
     def prove(
-        self, params: ChallengeParams, progress: Callable[[int, int], None] | None = None,
+        self,
+        params: ChallengeParams,
+        progress: Callable[[int, int], None] | None = None,
         state_hook: Callable[[int, Any], None] | None = None,
     ) -> GpuTrace:
         """Run the chain. ``state_hook(t+1, X_{t+1})`` (a seam for tests and the harness) may change
@@ -420,8 +476,19 @@ class GpuEngine:
             with cp.cuda.Device(self.device_id), self._stream:
                 main = self._stream
                 product = self.needs_product(variant)
-                bufs, owner = self._carve([(T + 1) * n2, (T + 1) * n * 32, (T + 1) * 32, m * n2, n2,
-                                           4 * n2 if product else 0, _G * _RF * 8, 4 * n, 2 * max(1, n // 512) * 32])
+                bufs, owner = self._carve(
+                    [
+                        (T + 1) * n2,
+                        (T + 1) * n * 32,
+                        (T + 1) * 32,
+                        m * n2,
+                        n2,
+                        4 * n2 if product else 0,
+                        _G * _RF * 8,
+                        4 * n,
+                        2 * max(1, n // 512) * 32,
+                    ]
+                )
                 states = bufs[0].view(cp.int8).reshape(T + 1, n, n)
                 nodes = bufs[1].reshape(T + 1, n, 32)
                 dig = bufs[2].reshape(T + 1, 32)
@@ -434,8 +501,22 @@ class GpuEngine:
                     self._transpose(tmp, Bts[r])
                 self._philox_matrix(states[0], key, philox.TAG_STATE, 0)
                 self.hash_state(states[0], nodes[0], dig[0], scratch)
-                chain = Chain(params, variant, key, states, nodes, dig, Bts, A, bufs[6].view(cp.uint32),
-                              bufs[7].view(cp.uint32), scratch, [None] * (T + 1), progress, state_hook)
+                chain = Chain(
+                    params,
+                    variant,
+                    key,
+                    states,
+                    nodes,
+                    dig,
+                    Bts,
+                    A,
+                    bufs[6].view(cp.uint32),
+                    bufs[7].view(cp.uint32),
+                    scratch,
+                    [None] * (T + 1),
+                    progress,
+                    state_hook,
+                )
                 ev0, ev1 = cp.cuda.Event(), cp.cuda.Event()
                 ev0.record(main)
                 self._chain(chain)
@@ -449,13 +530,16 @@ class GpuEngine:
             if not self._arena_busy:  # else a live trace still reads the arena: keep it
                 self._arena = None
             cp.get_default_memory_pool().free_all_blocks()
-            raise EngineCapacityError(pool_bytes(n, T) + self.working_bytes(params), self._budget,
-                                      self.largest_T(n, m), what=f"GPU {self.device_id} at allocation ({exc})") from exc
+            raise EngineCapacityError(
+                pool_bytes(n, T) + self.working_bytes(params),
+                self._budget,
+                self.largest_T(n, m),
+                what=f"GPU {self.device_id} at allocation ({exc})",
+            ) from exc
         digests = [digest_bytes[s].tobytes() for s in range(T + 1)]
         total_s = time.perf_counter() - t_start
         timing = {"steps_s": steps_s, "step_s": steps_s / T, "total_s": total_s}
-        return GpuTrace(params, self.device_id, states, nodes, digests, merkle.trace_root(digests), timing, variant,
-                        _owner=owner)
+        return GpuTrace(params, self.device_id, states, nodes, digests, merkle.trace_root(digests), timing, variant, _owner=owner)
 
     def _chain(self, c: Chain) -> None:
         """Enqueue the T steps on the chain stream. The digest of ``X_{t+1}`` is computed on the
@@ -486,8 +570,9 @@ class GpuEngine:
             else:
                 if overlap == "tree":
                     self.hash_rows(states[t + 1], nodes[t + 1])
-                c.hashed[t + 1] = self._hash_behind(main, hs, states[t + 1], nodes[t + 1], dig[t + 1], c.scratch,
-                                                    tree_only=overlap == "tree")
+                c.hashed[t + 1] = self._hash_behind(
+                    main, hs, states[t + 1], nodes[t + 1], dig[t + 1], c.scratch, tree_only=overlap == "tree"
+                )
             if c.progress is not None:
                 c.progress(t + 1, T)  # enqueued; the device may still be running it
 

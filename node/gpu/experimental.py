@@ -60,8 +60,9 @@ class ExperimentalGpuEngine(GpuEngine):
     ) -> None:
         if variant not in EXPERIMENTAL_VARIANTS + ("auto",):
             raise ValueError(f"variant must be one of {EXPERIMENTAL_VARIANTS + ('auto',)}, got {variant!r}")
-        super().__init__(device_id=device_id, memory_budget_bytes=memory_budget_bytes, reserve_bytes=reserve_bytes,
-                         preallocate=preallocate)
+        super().__init__(
+            device_id=device_id, memory_budget_bytes=memory_budget_bytes, reserve_bytes=reserve_bytes, preallocate=preallocate
+        )
         self.variant = variant
         self.cutlass_override: CutlassPlan | None = None  # variant "cutlass": run as this plan
         self.overlap = overlap
@@ -150,34 +151,64 @@ class ExperimentalGpuEngine(GpuEngine):
     def needs_product(variant: str) -> bool:
         return variant in ("cublas", "panels")
 
-    def _epilogue_rows(self, A: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray, out: cp.ndarray,
-                       nodes: cp.ndarray) -> None:
+    def _epilogue_rows(
+        self, A: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray, out: cp.ndarray, nodes: cp.ndarray
+    ) -> None:
         """The epilogue fused with the leaf hashing: writes X_next and its row nodes."""
         n = A.shape[0]
         cs = merkle.chunk_size(n)
         nleaves = n * n // cs
         threads = 128
-        self._epilogue_rows_k(((nleaves + threads - 1) // threads,), (threads,),
-                              (A, pool, refs, salt, out, nodes, _u32(n), _u32(cs), _u32(n // cs)),
-                              shared_mem=threads * 32)
+        self._epilogue_rows_k(
+            ((nleaves + threads - 1) // threads,),
+            (threads,),
+            (A, pool, refs, salt, out, nodes, _u32(n), _u32(cs), _u32(n // cs)),
+            shared_mem=threads * 32,
+        )
 
-    def step_fused(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
-                   out: cp.ndarray, out32: cp.ndarray | None = None) -> None:
+    def step_fused(
+        self,
+        X: cp.ndarray,
+        Bt: cp.ndarray,
+        pool: cp.ndarray,
+        refs: cp.ndarray,
+        salt: cp.ndarray,
+        out: cp.ndarray,
+        out32: cp.ndarray | None = None,
+    ) -> None:
         n = X.shape[0]
         grid = (n // FUSED_TILE, n // FUSED_TILE)
         o32 = out32 if out32 is not None else np.uint64(0)
         self._step_mma(grid, (256,), (X, Bt, pool, refs, salt, out, o32, _u32(n)), shared_mem=FUSED_SMEM_BYTES)
 
-    def _wgmma(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
-               out: cp.ndarray, out32: cp.ndarray | None, desc: tuple[int, int]) -> None:
+    def _wgmma(
+        self,
+        X: cp.ndarray,
+        Bt: cp.ndarray,
+        pool: cp.ndarray,
+        refs: cp.ndarray,
+        salt: cp.ndarray,
+        out: cp.ndarray,
+        out32: cp.ndarray | None,
+        desc: tuple[int, int],
+    ) -> None:
         n = X.shape[0]
         grid = ((n // WGMMA_TILE_N) * (n // WGMMA_TILE_M),)
         o32 = out32 if out32 is not None else np.uint64(0)
-        self._step_wgmma(grid, (256,), (X, Bt, pool, refs, salt, out, o32, _u32(n), _u32(desc[0]), _u32(desc[1])),
-                           shared_mem=WGMMA_SMEM_BYTES)
+        self._step_wgmma(
+            grid, (256,), (X, Bt, pool, refs, salt, out, o32, _u32(n), _u32(desc[0]), _u32(desc[1])), shared_mem=WGMMA_SMEM_BYTES
+        )
 
-    def step_wgmma(self, X: cp.ndarray, Bt: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray,
-                   out: cp.ndarray, out32: cp.ndarray | None = None) -> None:
+    def step_wgmma(
+        self,
+        X: cp.ndarray,
+        Bt: cp.ndarray,
+        pool: cp.ndarray,
+        refs: cp.ndarray,
+        salt: cp.ndarray,
+        out: cp.ndarray,
+        out32: cp.ndarray | None = None,
+    ) -> None:
         assert self.wgmma_desc is not None
         self._wgmma(X, Bt, pool, refs, salt, out, out32, self.wgmma_desc)
 
@@ -191,8 +222,7 @@ class ExperimentalGpuEngine(GpuEngine):
         hash_stream = self._hash_stream_low if self.hash_low_priority else self._hash_stream_same
         main, hs = self._stream, (hash_stream if overlap else self._stream)
         if variant == "panels":
-            self._chain_panels(states, nodes, dig, Bts, A, refs, salt, scratch, key, overlap, hs, hashed,
-                               progress, state_hook)
+            self._chain_panels(states, nodes, dig, Bts, A, refs, salt, scratch, key, overlap, hs, hashed, progress, state_hook)
             return
         plan = self.cutlass_plan(n) if variant == "cutlass" else None
         fl = bool(self.fuse_leaves) and variant == "cublas" and state_hook is None
@@ -238,13 +268,15 @@ class ExperimentalGpuEngine(GpuEngine):
             else:
                 if overlap == "tree" and not fl:
                     self.hash_rows(states[t + 1], nodes[t + 1])
-                hashed[t + 1] = self._hash_behind(main, hs, states[t + 1], nodes[t + 1], dig[t + 1], scratch,
-                                                  tree_only=overlap == "tree" or fl)
+                hashed[t + 1] = self._hash_behind(
+                    main, hs, states[t + 1], nodes[t + 1], dig[t + 1], scratch, tree_only=overlap == "tree" or fl
+                )
             if progress is not None:
                 progress(t + 1, T)  # enqueued; the device may still be running it
 
-    def _epilogue_panel(self, A: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray, out: cp.ndarray,
-                        row0: int, rows: int) -> None:
+    def _epilogue_panel(
+        self, A: cp.ndarray, pool: cp.ndarray, refs: cp.ndarray, salt: cp.ndarray, out: cp.ndarray, row0: int, rows: int
+    ) -> None:
         n = A.shape[0]
         groups = rows * n // 16
         self._epilogue_panel_k(((groups + 255) // 256,), (256,), (A, pool, refs, salt, out, _u32(n), _u32(row0), _u32(rows)))
@@ -256,14 +288,30 @@ class ExperimentalGpuEngine(GpuEngine):
         per_row = n // cs
         nleaves = rows * per_row
         threads = 128
-        self._k.row_nodes(((nleaves + threads - 1) // threads,), (threads,),
-                          (X[row0:row0 + rows], nodes[row0:row0 + rows], _u32(nleaves), _u32(cs), _u32(per_row)),
-                          shared_mem=threads * 32)
+        self._k.row_nodes(
+            ((nleaves + threads - 1) // threads,),
+            (threads,),
+            (X[row0 : row0 + rows], nodes[row0 : row0 + rows], _u32(nleaves), _u32(cs), _u32(per_row)),
+            shared_mem=threads * 32,
+        )
 
-    def _chain_panels(self, states: cp.ndarray, nodes: cp.ndarray, dig: cp.ndarray, Bts: cp.ndarray, A: cp.ndarray,
-                      refs: cp.ndarray, salt: cp.ndarray, scratch: cp.ndarray, key: tuple[int, int],
-                      overlap: bool | str, hs: Any, hashed: list[Any],
-                      progress: Callable[[int, int], None] | None, state_hook: Callable[[int, Any], None] | None) -> None:
+    def _chain_panels(
+        self,
+        states: cp.ndarray,
+        nodes: cp.ndarray,
+        dig: cp.ndarray,
+        Bts: cp.ndarray,
+        A: cp.ndarray,
+        refs: cp.ndarray,
+        salt: cp.ndarray,
+        scratch: cp.ndarray,
+        key: tuple[int, int],
+        overlap: bool | str,
+        hs: Any,
+        hashed: list[Any],
+        progress: Callable[[int, int], None] | None,
+        state_hook: Callable[[int, Any], None] | None,
+    ) -> None:
         """The chain of variant "panels" (see the module docstring). Per step t, on the chain stream:
         the P panel GEMMs, an event after each. On the epilogue stream: wait for d_{t-1}, the step's
         references and salts, then each panel's epilogue once its GEMM's event has fired (and, with
@@ -312,8 +360,8 @@ class ExperimentalGpuEngine(GpuEngine):
             else:
                 if tree_only and not panel_leaves:
                     self.hash_rows(states[t + 1], nodes[t + 1])
-                hashed[t + 1] = self._hash_behind(epi if panel_leaves else main, hs, states[t + 1], nodes[t + 1],
-                                                  dig[t + 1], scratch, tree_only=tree_only)
+                hashed[t + 1] = self._hash_behind(
+                    epi if panel_leaves else main, hs, states[t + 1], nodes[t + 1], dig[t + 1], scratch, tree_only=tree_only
+                )
             if progress is not None:
                 progress(t + 1, T)
-

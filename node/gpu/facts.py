@@ -65,11 +65,16 @@ def gpu_facts(device_id: int) -> GpuFacts:
             h = pynvml.nvmlDeviceGetHandleByPciBusId(bus.encode())
             mem = pynvml.nvmlDeviceGetMemoryInfo(h)
             return GpuFacts(
-                device_id=device_id, model=_s(pynvml.nvmlDeviceGetName(h)), uuid=_s(pynvml.nvmlDeviceGetUUID(h)),
-                pci_bus_id=_s(pynvml.nvmlDeviceGetPciInfo(h).busId), memory_bytes=int(mem.total),
+                device_id=device_id,
+                model=_s(pynvml.nvmlDeviceGetName(h)),
+                uuid=_s(pynvml.nvmlDeviceGetUUID(h)),
+                pci_bus_id=_s(pynvml.nvmlDeviceGetPciInfo(h).busId),
+                memory_bytes=int(mem.total),
                 driver_version=_s(pynvml.nvmlSystemGetDriverVersion()),
                 cuda_version=_version(pynvml.nvmlSystemGetCudaDriverVersion()),
-                sm_count=int(props["multiProcessorCount"]), compute_capability=cc, source="nvml",
+                sm_count=int(props["multiProcessorCount"]),
+                compute_capability=cc,
+                source="nvml",
             )
         finally:
             pynvml.nvmlShutdown()
@@ -78,9 +83,16 @@ def gpu_facts(device_id: int) -> GpuFacts:
     raw_uuid = props.get("uuid", b"")
     uuid = _uuid_from_bytes(bytes(raw_uuid)) if raw_uuid else f"GPU-BUS-{bus}"
     return GpuFacts(
-        device_id=device_id, model=_s(props["name"]), uuid=uuid, pci_bus_id=bus,
-        memory_bytes=int(props["totalGlobalMem"]), driver_version=cuda_version, cuda_version=cuda_version,
-        sm_count=int(props["multiProcessorCount"]), compute_capability=cc, source="cuda-runtime",
+        device_id=device_id,
+        model=_s(props["name"]),
+        uuid=uuid,
+        pci_bus_id=bus,
+        memory_bytes=int(props["totalGlobalMem"]),
+        driver_version=cuda_version,
+        cuda_version=cuda_version,
+        sm_count=int(props["multiProcessorCount"]),
+        compute_capability=cc,
+        source="cuda-runtime",
     )
 
 

@@ -32,6 +32,7 @@ from node.schema import toml_value
 log = logging.getLogger("gpow.harness")
 ROUNDS_FOR_COVERAGE = 20  # rounds mode with lying validators: the least a run lasts (see Harness.start)
 
+
 def calibrate_cpu_step(n: int, steps: int = 48) -> float:
     """Seconds per step of the numpy engine on this machine, one thread, best of three."""
     from node.pow.cpu_engine import CpuEngine
@@ -57,13 +58,12 @@ def write_profiles(path: Path, n: int, step_s: float, allowance: float) -> None:
     """The harness's GPU profiles: the CPU engine as measured here, and a 'faster' class to claim."""
     path.write_text(
         "# Written by gpow harness: the numpy engine measured on this machine just now.\n"
-        f"[[profile]]\nmodel = \"cpu-reference\"\nmemory_bytes = 0\nn = {n}\n"
+        f'[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = {n}\n'
         f"step_seconds = {step_s * allowance:.6g}\nmeasured = true\n"
-        f"source = \"gpow harness calibration: {step_s * 1e3:.3f} ms/step measured, x{allowance} allowance for a loaded machine\"\n\n"
-        f"[[profile]]\nmodel = \"cpu-fast\"\nmemory_bytes = 0\nn = {n}\n"
+        f'source = "gpow harness calibration: {step_s * 1e3:.3f} ms/step measured, x{allowance} allowance for a loaded machine"\n\n'
+        f'[[profile]]\nmodel = "cpu-fast"\nmemory_bytes = 0\nn = {n}\n'
         f"step_seconds = {step_s / 10:.6g}\nmeasured = false\n"
-        "source = \"a fictitious class 10x faster than cpu-reference, for the fake-model adversary\"\n"
-        + shipped_gpu_profiles()
+        'source = "a fictitious class 10x faster than cpu-reference, for the fake-model adversary"\n' + shipped_gpu_profiles()
     )
 
 
@@ -76,8 +76,10 @@ def shipped_gpu_profiles() -> str:
     out = ["\n# The shipped GPU profiles (configs/gpu_profiles.toml), GPU models only.\n"]
     for p in ProfileBook.load(default_profiles_path()).profiles():
         if p.memory_bytes > 0:
-            out.append(f"[[profile]]\nmodel = {json.dumps(p.model)}\nmemory_bytes = {p.memory_bytes}\nn = {p.n}\n"
-                       f"step_seconds = {p.step_seconds!r}\nmeasured = {'true' if p.measured else 'false'}\nsource = {json.dumps(p.source)}\n\n")
+            out.append(
+                f"[[profile]]\nmodel = {json.dumps(p.model)}\nmemory_bytes = {p.memory_bytes}\nn = {p.n}\n"
+                f"step_seconds = {p.step_seconds!r}\nmeasured = {'true' if p.measured else 'false'}\nsource = {json.dumps(p.source)}\n\n"
+            )
     return "".join(out)
 
 
@@ -118,9 +120,17 @@ class Harness:
         write_node_config(cfg, base)
         honest = kind == "honest"
         args = ["run", "--config", str(cfg)] if honest else ["--kind", kind, "--config", str(cfg)]
-        node = NodeProcess(name, role, data_dir, cfg, args, data_dir / "node.log", kind=kind,
-                           prefix=self.topology.exec_prefix(index) if self.topology else [],
-                           module="node" if honest else "node.harness.adversaries")
+        node = NodeProcess(
+            name,
+            role,
+            data_dir,
+            cfg,
+            args,
+            data_dir / "node.log",
+            kind=kind,
+            prefix=self.topology.exec_prefix(index) if self.topology else [],
+            module="node" if honest else "node.harness.adversaries",
+        )
         node.extra["index"] = index
         self.nodes.append(node)
         return node
@@ -142,11 +152,16 @@ class Harness:
             self.calibrated_step_s = calibrate_cpu_step(hp.n_cpu)
             write_profiles(self.profiles_path, hp.n_cpu, self.calibrated_step_s, self.cpu_allowance())
         validator_section = {
-            "challenge_interval_s": hp.challenge_interval_s, "concurrency": 1, "samples": hp.samples,
-            "n_cpu": hp.n_cpu, "openings_timeout_s": hp.openings_timeout_s,
+            "challenge_interval_s": hp.challenge_interval_s,
+            "concurrency": 1,
+            "samples": hp.samples,
+            "n_cpu": hp.n_cpu,
+            "openings_timeout_s": hp.openings_timeout_s,
             # GPU runs are judged by the shipped (measured) profiles, CPU runs by this machine's calibration
             **({"profiles_file": str(self.profiles_path)} if hp.engine == "cpu" else {}),
-            "commit_slack_s": hp.commit_slack_s, "tolerance": hp.tolerance, "probation_challenges": 1,
+            "commit_slack_s": hp.commit_slack_s,
+            "tolerance": hp.tolerance,
+            "probation_challenges": 1,
             "rtt_margin_s": hp.rtt_margin_s,
         }
         # Validator keys are made here, so every node's [admission] table can list them up front.
@@ -166,16 +181,22 @@ class Harness:
         if hp.rounds and liars and hp.duration < ROUNDS_FOR_COVERAGE * hp.round_s:
             # An agreed score then needs 2f+1 validators the beacon drew for the executor: give it
             # enough rounds to draw them (with 20, an executor of the issue-18 run lacks them about 1% of the time).
-            self.console.print(f"{liars} lying validators: min_validators {2 * liars + 1}, so challenging for "
-                               f"{ROUNDS_FOR_COVERAGE} rounds ({ROUNDS_FOR_COVERAGE * hp.round_s:.0f} s) instead of {hp.duration:.0f} s")
+            self.console.print(
+                f"{liars} lying validators: min_validators {2 * liars + 1}, so challenging for "
+                f"{ROUNDS_FOR_COVERAGE} rounds ({ROUNDS_FOR_COVERAGE * hp.round_s:.0f} s) instead of {hp.duration:.0f} s"
+            )
             hp.duration = ROUNDS_FOR_COVERAGE * hp.round_s
         # Always the network's own admitted set: nodes refuse to start without one (issue 19).
         admitted = [ids[name] for name, kind in validators if kind == "honest" or parse_kind(kind)[0].admitted]
         self.common_sections["admission"] = {"validators": admitted}
         if hp.rounds:
             self.common_sections["rounds"] = {
-                "enabled": True, "round_s": hp.round_s, "reveal_window_s": min(1.0, hp.round_s * 0.2),
-                "jitter_s": min(2.0, hp.round_s * 0.2), "window_rounds": 10_000, "min_validators": max(hp.min_validators, 2 * liars + 1),
+                "enabled": True,
+                "round_s": hp.round_s,
+                "reveal_window_s": min(1.0, hp.round_s * 0.2),
+                "jitter_s": min(2.0, hp.round_s * 0.2),
+                "window_rounds": 10_000,
+                "min_validators": max(hp.min_validators, 2 * liars + 1),
             }
         bootstrap: list[str] = []
         for name, kind in validators:
@@ -198,8 +219,12 @@ class Harness:
         for i, kind in enumerate(kinds):
             need = parse_kind(kind)[0].local_executors if kind != "honest" else 1
             miner = {
-                "engine": hp.engine, "cpu_executors": max(hp.executors_per_miner, need), "cpu_memory_bytes": hp.cpu_memory_bytes,
-                "roster_interval_s": 2.0, "host_fingerprint": f"harness-host-{i}", "heartbeat_timeout_s": 6.0,
+                "engine": hp.engine,
+                "cpu_executors": max(hp.executors_per_miner, need),
+                "cpu_memory_bytes": hp.cpu_memory_bytes,
+                "roster_interval_s": 2.0,
+                "host_fingerprint": f"harness-host-{i}",
+                "heartbeat_timeout_s": 6.0,
                 "remote_executors": [eid for j, eid in enumerate(remote_ids) if kind == "honest" and j % max(1, hp.miners) == i],
             }
             if devices:
@@ -218,29 +243,50 @@ class Harness:
                 honest_miner_ids.append((m.status() or {}).get("peer_id", ""))
         for i in range(hp.remote_executors):
             target = miner_addrs[i % max(1, hp.miners)]
-            e = self._node(f"executor-{i}", "executor", {
-                "executor": {"miner": target, "engine": hp.engine, "cpu_memory_bytes": hp.cpu_memory_bytes,
-                             "heartbeat_interval_s": 1.0, "host_fingerprint": f"harness-remote-{i}",
-                             **({"gpu_device": devices[len(kinds) + i]} if devices else {})},
-                "net": {"bootstrap": [target]},
-            })
+            e = self._node(
+                f"executor-{i}",
+                "executor",
+                {
+                    "executor": {
+                        "miner": target,
+                        "engine": hp.engine,
+                        "cpu_memory_bytes": hp.cpu_memory_bytes,
+                        "heartbeat_interval_s": 1.0,
+                        "host_fingerprint": f"harness-remote-{i}",
+                        **({"gpu_device": devices[len(kinds) + i]} if devices else {}),
+                    },
+                    "net": {"bootstrap": [target]},
+                },
+            )
             e.extra["miner_addr"] = target
             e.start()
             self._wait_listen(e)
         # Outsiders' remote executors (frame-miner): an honest miner that never listed them.
         for i, kind in enumerate(hp.executor_adversaries()):
             target = miner_addrs[i % max(1, hp.miners)]
-            e = self._node(f"cheater-{kind.split(':')[0]}", "executor", {
-                "executor": {"miner": target, "engine": "cpu", "cpu_memory_bytes": hp.cpu_memory_bytes,  # refused before any work
-                             "heartbeat_interval_s": 1.0, "host_fingerprint": f"harness-outsider-{i}"},
-                "net": {"bootstrap": [target]},
-            }, kind=kind)
+            e = self._node(
+                f"cheater-{kind.split(':')[0]}",
+                "executor",
+                {
+                    "executor": {
+                        "miner": target,
+                        "engine": "cpu",
+                        "cpu_memory_bytes": hp.cpu_memory_bytes,  # refused before any work
+                        "heartbeat_interval_s": 1.0,
+                        "host_fingerprint": f"harness-outsider-{i}",
+                    },
+                    "net": {"bootstrap": [target]},
+                },
+                kind=kind,
+            )
             e.extra["miner_addr"] = target
             e.start()
             self._wait_listen(e)
         for name, kind in validators:
             if kind != "honest" and hp.rounds:
-                v = self._node(name, "validator", {"validator": dict(validator_section), "net": {"bootstrap": bootstrap}}, kind=kind)
+                v = self._node(
+                    name, "validator", {"validator": dict(validator_section), "net": {"bootstrap": bootstrap}}, kind=kind
+                )
                 v.start()
                 self._wait_listen(v)
 
@@ -250,8 +296,10 @@ class Harness:
 
         devices = visible_gpus()
         if len(devices) < needed:
-            raise RuntimeError(f"--engine gpu runs one GPU per miner and remote executor: {needed} needed, "
-                               f"{len(devices)} visible (try --miners {max(1, len(devices))} --remote-executors 0)")
+            raise RuntimeError(
+                f"--engine gpu runs one GPU per miner and remote executor: {needed} needed, "
+                f"{len(devices)} visible (try --miners {max(1, len(devices))} --remote-executors 0)"
+            )
         return devices[:needed]
 
     def cpu_allowance(self) -> float:
@@ -276,8 +324,11 @@ class Harness:
         t0 = time.monotonic()
         want = self.expected_executors()
         while time.monotonic() - t0 < timeout:
-            known = [len((n.status() or {}).get("validator", {}).get("executors", {})) for n in self.nodes
-                     if n.role == "validator" and n.kind == "honest"]
+            known = [
+                len((n.status() or {}).get("validator", {}).get("executors", {}))
+                for n in self.nodes
+                if n.role == "validator" and n.kind == "honest"
+            ]
             if known and min(known) >= want:
                 return time.monotonic() - t0
             dead = [n for n in self.nodes if not n.alive()]
@@ -285,7 +336,6 @@ class Harness:
                 raise RuntimeError(f"{dead[0].name} exited:\n{dead[0].log_tail()}")
             time.sleep(0.25)
         raise RuntimeError(f"the validators did not learn all {want} executors in {timeout:.0f} s (known: {known})")
-
 
     def total_nodes(self) -> int:
         hp = self.hp
@@ -297,12 +347,19 @@ class Harness:
             return
         duration = self.hp.duration
         if not self.faults:
-            errors = {self.topology.netem(n.extra["index"], self.hp.netem_delay_ms, self.hp.netem_loss_pct) for n in self.nodes} - {None}
+            errors = {
+                self.topology.netem(n.extra["index"], self.hp.netem_delay_ms, self.hp.netem_loss_pct) for n in self.nodes
+            } - {None}
             if errors:
                 self.faults.append({"at_s": round(elapsed, 1), "fault": "netem not applied: " + "; ".join(sorted(errors))})
                 self.console.print(f"[yellow]netem unavailable, continuing with link cuts only:[/] {'; '.join(sorted(errors))}")
             else:
-                self.faults.append({"at_s": round(elapsed, 1), "fault": f"netem delay {self.hp.netem_delay_ms} ms loss {self.hp.netem_loss_pct}% on every host"})
+                self.faults.append(
+                    {
+                        "at_s": round(elapsed, 1),
+                        "fault": f"netem delay {self.hp.netem_delay_ms} ms loss {self.hp.netem_loss_pct}% on every host",
+                    }
+                )
         victim = next((n for n in self.nodes if n.role == "miner" and n.kind == "honest"), None)
         if victim is None:
             return
@@ -311,11 +368,25 @@ class Harness:
             self.topology.cut(victim.extra["index"])
             addr = (victim.status() or {}).get("listen")
             behind = [victim.name] + [n.name for n in self.nodes if n.role == "executor" and n.extra.get("miner_addr") == addr]
-            self.faults.append({"at_s": round(elapsed, 1), "fault": f"link of {victim.name} cut", "cut": victim.name,
-                                "behind": behind, "wall_ms": int(time.time() * 1000)})
+            self.faults.append(
+                {
+                    "at_s": round(elapsed, 1),
+                    "fault": f"link of {victim.name} cut",
+                    "cut": victim.name,
+                    "behind": behind,
+                    "wall_ms": int(time.time() * 1000),
+                }
+            )
         if elapsed >= heal_at and not any(f.get("healed") for f in self.faults) and any(f.get("cut") for f in self.faults):
             self.topology.restore(victim.extra["index"])
-            self.faults.append({"at_s": round(elapsed, 1), "fault": f"link of {victim.name} restored", "healed": victim.name, "wall_ms": int(time.time() * 1000)})
+            self.faults.append(
+                {
+                    "at_s": round(elapsed, 1),
+                    "fault": f"link of {victim.name} restored",
+                    "healed": victim.name,
+                    "wall_ms": int(time.time() * 1000),
+                }
+            )
 
 
 def harness_main(args: argparse.Namespace) -> int:
@@ -350,16 +421,22 @@ def harness_main(args: argparse.Namespace) -> int:
     t_start = time.time()
     mesh_s = None
     try:
-        console.print(f"[bold]gpow harness[/]: {hp.validators} validators, {hp.miners} miners x {hp.executors_per_miner} executors, "
-                      f"{hp.remote_executors} remote executors, cheaters: {', '.join(hp.adversary_list()) or 'none'}; "
-                      f"engine {hp.engine}; workdir {workdir}")
+        console.print(
+            f"[bold]gpow harness[/]: {hp.validators} validators, {hp.miners} miners x {hp.executors_per_miner} executors, "
+            f"{hp.remote_executors} remote executors, cheaters: {', '.join(hp.adversary_list()) or 'none'}; "
+            f"engine {hp.engine}; workdir {workdir}"
+        )
         harness.start()
         if hp.engine == "cpu":
-            console.print(f"calibrated the CPU engine: {harness.calibrated_step_s * 1e3:.2f} ms/step at n={hp.n_cpu}; all {len(harness.nodes)} nodes started")
+            console.print(
+                f"calibrated the CPU engine: {harness.calibrated_step_s * 1e3:.2f} ms/step at n={hp.n_cpu}; all {len(harness.nodes)} nodes started"
+            )
         else:
             console.print(f"all {len(harness.nodes)} nodes started; GPU executors are judged by configs/gpu_profiles.toml")
         mesh_s = harness.wait_mesh(60.0)
-        console.print(f"mesh ready in {mesh_s:.1f} s: every validator knows all {harness.expected_executors()} executors; challenging for {hp.duration:.0f} s")
+        console.print(
+            f"mesh ready in {mesh_s:.1f} s: every validator knows all {harness.expected_executors()} executors; challenging for {hp.duration:.0f} s"
+        )
         t0 = time.monotonic()
         tty = sys.stdout.isatty()
         if tty:
@@ -378,10 +455,14 @@ def harness_main(args: argparse.Namespace) -> int:
                     print(progress_line(harness, time.monotonic() - t0, hp.duration), flush=True)
         # let challenges in flight finish so no verdict is cut off mid-way
         if not interrupted:
-            console.print(f"challenge phase over: letting challenges in flight finish (at most {hp.settle_s:.0f} s), then stopping the nodes")
+            console.print(
+                f"challenge phase over: letting challenges in flight finish (at most {hp.settle_s:.0f} s), then stopping the nodes"
+            )
         settle = time.monotonic()
         while not interrupted and time.monotonic() - settle < hp.settle_s:
-            busy = sum((n.status() or {}).get("validator", {}).get("in_flight_groups", 0) for n in harness.nodes if n.role == "validator")
+            busy = sum(
+                (n.status() or {}).get("validator", {}).get("in_flight_groups", 0) for n in harness.nodes if n.role == "validator"
+            )
             if busy == 0:
                 break
             time.sleep(0.25)
@@ -407,14 +488,19 @@ def harness_main(args: argparse.Namespace) -> int:
         console.print(agreed)
     for p in problems:
         console.print(f"[red]problem:[/] {p}")
-    console.print(("[yellow]INTERRUPTED[/] (partial run, exit 130)" if interrupted else "[green]PASS[/]" if ok else "[red]FAIL[/]")
-                  + f": {len(report['verdicts'])} verdicts, "
-                  f"{report['summary']['honest_passed']}/{report['summary']['honest_verdicts']} honest passed, "
-                  f"{report['summary']['cheaters_caught']}/{report['summary']['cheaters']} cheaters caught"
-                  + (f"; link cut: {fi['excused_failures']} failures of {', '.join(fi['behind_the_cut'])} during the cut, "
-                     f"{fi['passed_after_heal']}/{fi['verdicts_after_heal']} passed after the heal"
-                     if (fi := report.get("fault_induced")) else "")
-                  + (f"; report {args.report}" if args.report else ""))
+    console.print(
+        ("[yellow]INTERRUPTED[/] (partial run, exit 130)" if interrupted else "[green]PASS[/]" if ok else "[red]FAIL[/]")
+        + f": {len(report['verdicts'])} verdicts, "
+        f"{report['summary']['honest_passed']}/{report['summary']['honest_verdicts']} honest passed, "
+        f"{report['summary']['cheaters_caught']}/{report['summary']['cheaters']} cheaters caught"
+        + (
+            f"; link cut: {fi['excused_failures']} failures of {', '.join(fi['behind_the_cut'])} during the cut, "
+            f"{fi['passed_after_heal']}/{fi['verdicts_after_heal']} passed after the heal"
+            if (fi := report.get("fault_induced"))
+            else ""
+        )
+        + (f"; report {args.report}" if args.report else "")
+    )
     if not args.workdir and ok:
         shutil.rmtree(workdir, ignore_errors=True)
     elif not ok:

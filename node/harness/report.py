@@ -18,7 +18,7 @@ def _executor_owners(harness) -> dict[str, tuple[str, str]]:
     for n in harness.nodes:
         st = n.status() or {}
         if n.role == "miner":
-            for eid in (st.get("miner", {}).get("local_executors") or {}):
+            for eid in st.get("miner", {}).get("local_executors") or {}:
                 owners[eid] = (n.name, n.kind)
         elif n.role == "executor" and st.get("peer_id"):
             owners[st["peer_id"]] = (n.name, n.kind)
@@ -62,7 +62,9 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
             for cid, received_ms in ledger.foreign_receipts():
                 receipts.append((cid, received_ms))
             if integrity != "ok":
-                verdicts.append({"validator": n.name, "passed": False, "reasons": [f"ledger-integrity:{integrity}"], "kind": "ledger"})
+                verdicts.append(
+                    {"validator": n.name, "passed": False, "reasons": [f"ledger-integrity:{integrity}"], "kind": "ledger"}
+                )
         finally:
             ledger.close()
     # Propagation: from a verdict's publication at one validator to its arrival at another.
@@ -70,8 +72,18 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
     nodes = []
     for n in harness.nodes:
         st = n.status() or {}
-        nodes.append({"name": n.name, "role": n.role, "kind": n.kind, "peer_id": st.get("peer_id"), "listen": st.get("listen"),
-                      "peers": len(st.get("peers", {})), "exit_code": n.exit_code, "net": st.get("net", {})})
+        nodes.append(
+            {
+                "name": n.name,
+                "role": n.role,
+                "kind": n.kind,
+                "peer_id": st.get("peer_id"),
+                "listen": st.get("listen"),
+                "peers": len(st.get("peers", {})),
+                "exit_code": n.exit_code,
+                "net": st.get("net", {}),
+            }
+        )
     kinds: dict[str, dict] = {}
     for d in verdicts:
         if d.get("validator_kind", "honest") != "honest":
@@ -92,19 +104,36 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
     by_id = {pid: name for name, pid in names.items() if pid}
     for eid, a in st.get("agreement", {}).get("agreed_scores", {}).items():
         node_name, kind = owners.get(eid, ("?", "unknown"))
-        agreed[eid] = {"node": node_name, "kind": kind, "score": a["score"], "verdicts": a["verdicts"],
-                       "by_validator": {by_id.get(v, v[-8:]): r for v, r in a["validators"].items()}}
+        agreed[eid] = {
+            "node": node_name,
+            "kind": kind,
+            "score": a["score"],
+            "verdicts": a["verdicts"],
+            "by_validator": {by_id.get(v, v[-8:]): r for v, r in a["validators"].items()},
+        }
     validator_cheats = {}
     for n in harness.nodes:
         if n.role == "validator" and n.kind != "honest":
             vst = n.status() or {}
-            own = {k: v for k, v in {**vst.get("agreement", {}), **vst.get("validator", {})}.items() if k in ("grinder", "eraser", "flood", "busy_lock", "junk")}
-            validator_cheats[n.name] = {"kind": n.kind, "peer_id": vst.get("peer_id"), "own": own,
-                                        "verdicts": [d for d in verdicts if d["validator"] == n.name]}
+            own = {
+                k: v
+                for k, v in {**vst.get("agreement", {}), **vst.get("validator", {})}.items()
+                if k in ("grinder", "eraser", "flood", "busy_lock", "junk")
+            }
+            validator_cheats[n.name] = {
+                "kind": n.kind,
+                "peer_id": vst.get("peer_id"),
+                "own": own,
+                "verdicts": [d for d in verdicts if d["validator"] == n.name],
+            }
     # What the honest validator holds of each validator's verdicts, and the beacon's view of them.
     ag = st.get("agreement", {})
-    agreement_view = {"stored": ag.get("verdicts", {}).get("stored", {}), "refused": ag.get("verdicts", {}).get("refused", {}),
-                      "beacon": ag.get("rounds", {}).get("beacon", {}), "excluded": ag.get("rounds", {}).get("excluded", [])}
+    agreement_view = {
+        "stored": ag.get("verdicts", {}).get("stored", {}),
+        "refused": ag.get("verdicts", {}).get("refused", {}),
+        "beacon": ag.get("rounds", {}).get("beacon", {}),
+        "excluded": ag.get("rounds", {}).get("excluded", []),
+    }
     # The run without liars, from the same run: the median over honest validators of their pass rates.
     rates: dict[str, dict[str, list[bool]]] = {}
     for d in verdicts:
@@ -113,8 +142,11 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
     baseline = {eid: statistics.median(sum(p) / len(p) for p in per.values()) for eid, per in rates.items()}
     for eid, a in agreed.items():
         a["baseline"] = baseline.get(eid)
-    rejected = {n.name: (n.status() or {}).get("agreement", {}).get("rejected_verdicts", 0)
-                for n in harness.nodes if n.role == "validator" and n.kind == "honest"}
+    rejected = {
+        n.name: (n.status() or {}).get("agreement", {}).get("rejected_verdicts", 0)
+        for n in harness.nodes
+        if n.role == "validator" and n.kind == "honest"
+    }
     # How the honest validators judged other validators' evidence (junk-evidence), and who was
     # penalised for it in their gossip scores.
     audits = {}
@@ -122,16 +154,24 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
         if n.role == "validator" and n.kind == "honest":
             hst = n.status() or {}
             penalties = hst.get("net", {}).get("gossip", {}).get("penalties", {})
-            audits[n.name] = {"audits": hst.get("validator", {}).get("stats", {}).get("audits", 0),
-                              "disagreements": hst.get("validator", {}).get("stats", {}).get("audit_disagreements", 0),
-                              "evidence_penalties": sum(c for r, c in penalties.items() if r.startswith(("verdict evidence", "verdict: false-proof")))}
+            audits[n.name] = {
+                "audits": hst.get("validator", {}).get("stats", {}).get("audits", 0),
+                "disagreements": hst.get("validator", {}).get("stats", {}).get("audit_disagreements", 0),
+                "evidence_penalties": sum(
+                    c for r, c in penalties.items() if r.startswith(("verdict evidence", "verdict: false-proof"))
+                ),
+            }
     # Executor-role adversaries (remote executors of outsiders): what they and the miners saw.
     executor_cheats = {}
     for n in harness.nodes:
         if n.role == "executor" and n.kind != "honest":
             est = n.status() or {}
-            executor_cheats[n.name] = {"kind": n.kind, "peer_id": est.get("peer_id"), "registered": est.get("executor", {}).get("registered"),
-                                       "challenges": est.get("executor", {}).get("challenges", 0)}
+            executor_cheats[n.name] = {
+                "kind": n.kind,
+                "peer_id": est.get("peer_id"),
+                "registered": est.get("executor", {}).get("registered"),
+                "challenges": est.get("executor", {}).get("challenges", 0),
+            }
     return {
         "faults": list(getattr(harness, "faults", [])),
         "started_at": t_start,
@@ -154,7 +194,9 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
         "verdicts": verdicts,
         "propagation": {
             "verdict_deliveries": len(lat),
-            "p50_s": _pct(lat, 0.5), "p99_s": _pct(lat, 0.99), "max_s": max(lat) if lat else None,
+            "p50_s": _pct(lat, 0.5),
+            "p99_s": _pct(lat, 0.99),
+            "max_s": max(lat) if lat else None,
             "mean_s": statistics.fmean(lat) if lat else None,
         },
     }
@@ -163,8 +205,14 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
 AGREED_TOLERANCE = 0.05  # rounds mode: an honest executor's agreed score vs the run without liars
 FAULT_GRACE_MS = (15_000, 20_000)  # a challenge may start this long before a cut, and end this long after the heal
 # Unreachable or slowed by the cut (TCP's retransmission backoff outlasts the heal by seconds).
-UNAVAILABLE = ("missing-commitment", "late-commitment", "missing-openings", "late-openings", "co-scheduled-timeout",
-               "slow-for-profile")
+UNAVAILABLE = (
+    "missing-commitment",
+    "late-commitment",
+    "missing-openings",
+    "late-openings",
+    "co-scheduled-timeout",
+    "slow-for-profile",
+)
 
 
 def excuse_faults(report: dict) -> None:
@@ -183,7 +231,11 @@ def excuse_faults(report: dict) -> None:
     for d in report["verdicts"]:
         if d.get("executor_node") not in behind or d.get("validator_kind", "honest") != "honest":
             continue
-        if not d.get("passed") and lo <= d.get("created_ms", 0) <= hi and all(r.startswith(UNAVAILABLE) for r in d.get("reasons", [])):
+        if (
+            not d.get("passed")
+            and lo <= d.get("created_ms", 0) <= hi
+            and all(r.startswith(UNAVAILABLE) for r in d.get("reasons", []))
+        ):
             excused.append(d)
         elif healed and d.get("created_ms", 0) > healed["wall_ms"]:
             after.append(d)
@@ -195,9 +247,11 @@ def excuse_faults(report: dict) -> None:
             if not slot["failed_reasons"][r]:
                 del slot["failed_reasons"][r]
     report["fault_induced"] = {
-        "behind_the_cut": sorted(behind), "excused_failures": len(excused),
+        "behind_the_cut": sorted(behind),
+        "excused_failures": len(excused),
         "reasons": sorted({r for d in excused for r in d["reasons"]}),
-        "verdicts_after_heal": len(after), "passed_after_heal": sum(1 for d in after if d.get("passed")),
+        "verdicts_after_heal": len(after),
+        "passed_after_heal": sum(1 for d in after if d.get("passed")),
     }
 
 
@@ -215,12 +269,23 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
         honest_total += slot["verdicts"]
         honest_passed += slot["passed"]
         if slot["passed"] != slot["verdicts"]:
-            problems.append(f"honest {name} failed {slot['verdicts'] - slot['passed']} of {slot['verdicts']}: {slot['failed_reasons']}")
-    cheaters = {o["node"]: o["kind"] for o in report["executors"].values()
-                if o["kind"] not in ("honest", "unknown") and parse_kind(o["kind"])[0].role == "miner"}
+            problems.append(
+                f"honest {name} failed {slot['verdicts'] - slot['passed']} of {slot['verdicts']}: {slot['failed_reasons']}"
+            )
+    cheaters = {
+        o["node"]: o["kind"]
+        for o in report["executors"].values()
+        if o["kind"] not in ("honest", "unknown") and parse_kind(o["kind"])[0].role == "miner"
+    }
     # No honest validator may ban an honest executor or miner, whatever anyone gossiped (issue 17).
     honest_ids = {eid: o["node"] for eid, o in report["executors"].items() if o["kind"] == "honest"}
-    honest_ids.update({nd["peer_id"]: nd["name"] for nd in report.get("nodes", []) if nd["role"] == "miner" and nd["kind"] == "honest" and nd.get("peer_id")})
+    honest_ids.update(
+        {
+            nd["peer_id"]: nd["name"]
+            for nd in report.get("nodes", [])
+            if nd["role"] == "miner" and nd["kind"] == "honest" and nd.get("peer_id")
+        }
+    )
     for vname, rows in report.get("bans", {}).items():
         for b in rows:
             if b["peer_id"] in honest_ids:
@@ -235,7 +300,9 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
         if hits:
             caught += 1
         else:
-            problems.append(f"cheater {name} ({kind}) was not caught (wanted {'/'.join(want)}; saw {slot['failed_reasons'] or 'no failing verdict'})")
+            problems.append(
+                f"cheater {name} ({kind}) was not caught (wanted {'/'.join(want)}; saw {slot['failed_reasons'] or 'no failing verdict'})"
+            )
     # Cheating validators are neutralised when the agreed scores still say the truth.
     report["validator_cheaters_neutralised"] = {}
     view = report.get("agreement_view", {})
@@ -261,7 +328,9 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
         refused = view.get("refused", {}).get(pid, {})
         stored = view.get("stored", {}).get(pid, 0)
         if base in ("beacon-grinder", "verdict-eraser", "verdict-flood", "colluding-validators"):
-            counted = [a["node"] for a in report["agreed_scores"].values() if name in a["by_validator"] or pid[-8:] in a["by_validator"]]
+            counted = [
+                a["node"] for a in report["agreed_scores"].values() if name in a["by_validator"] or pid[-8:] in a["by_validator"]
+            ]
             own = vc.get("own", {})
             if base == "beacon-grinder":
                 g = own.get("grinder", {})
@@ -269,15 +338,19 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
                 drawn = sum(x["executors_drawn"] for x in g.get("attempts", []))
                 attacked = tried > 0 and view.get("beacon", {}).get("equivocations", 0) > 0
                 ok = attacked and stored == 0 and not counted
-                detail = (f"ground {tried} rounds (drew {drawn} executors to itself in its own view); honest view: "
-                          f"{view.get('beacon', {}).get('equivocations', 0)} equivocations, excluded now: {pid in view.get('excluded', [])}, "
-                          f"{stored} verdicts counted")
+                detail = (
+                    f"ground {tried} rounds (drew {drawn} executors to itself in its own view); honest view: "
+                    f"{view.get('beacon', {}).get('equivocations', 0)} equivocations, excluded now: {pid in view.get('excluded', [])}, "
+                    f"{stored} verdicts counted"
+                )
             elif base == "verdict-eraser":
                 e = own.get("eraser", {})
                 attacked = refused.get("foreign-id", 0) > 0
                 ok = attacked
-                detail = (f"{e.get('from_busy', 0)} erasures from {e.get('busy_seen', 0)} BUSYs ({e.get('probes', 0)} probes), "
-                          f"{e.get('from_verdicts', 0)} from verdicts; honest view refused {refused.get('foreign-id', 0)} as another's challenge id")
+                detail = (
+                    f"{e.get('from_busy', 0)} erasures from {e.get('busy_seen', 0)} BUSYs ({e.get('probes', 0)} probes), "
+                    f"{e.get('from_verdicts', 0)} from verdicts; honest view refused {refused.get('foreign-id', 0)} as another's challenge id"
+                )
             elif base == "verdict-flood":
                 published = own.get("flood", {}).get("published", 0)
                 dropped = sum(refused.values())
@@ -285,7 +358,11 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
                 ok = attacked and stored <= MAX_VERDICTS_PER_VALIDATOR
                 detail = f"published {published}; honest view holds {stored}, refused {dropped} ({', '.join(f'{k} {v}' for k, v in sorted(refused.items()))})"
             else:
-                lies = [d for d in vc["verdicts"] if (d.get("kind") == "honest") != bool(d.get("passed")) and d.get("kind") != "unknown"]
+                lies = [
+                    d
+                    for d in vc["verdicts"]
+                    if (d.get("kind") == "honest") != bool(d.get("passed")) and d.get("kind") != "unknown"
+                ]
                 attacked = bool(lies)
                 ok = attacked
                 detail = f"{len(lies)} lying verdicts, {stored} counted in the honest view"
@@ -303,16 +380,24 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
                 problems.append(f"cheating validator {name} ({kind}) was not neutralised: {detail}")
             continue
         if kind.startswith("lying-validator"):
-            lies = [d for d in vc["verdicts"] if d.get("kind") == "honest" and not d.get("passed")] + \
-                   [d for d in vc["verdicts"] if d.get("kind") not in ("honest", "unknown") and d.get("passed")]
-            wrong = [a for a in report["agreed_scores"].values()
-                     if a["score"] is not None and ((a["kind"] == "honest") != (a["score"] >= 0.5))]
+            lies = [d for d in vc["verdicts"] if d.get("kind") == "honest" and not d.get("passed")] + [
+                d for d in vc["verdicts"] if d.get("kind") not in ("honest", "unknown") and d.get("passed")
+            ]
+            wrong = [
+                a
+                for a in report["agreed_scores"].values()
+                if a["score"] is not None and ((a["kind"] == "honest") != (a["score"] >= 0.5))
+            ]
             scored = [a for a in report["agreed_scores"].values() if a["score"] is not None]
             ok = bool(scored) and not wrong
             detail = f"{len(lies)} lying verdicts; {len(scored)} agreed scores, {len(wrong)} wrong"
         else:
             refused = [d for d in vc["verdicts"] if any("unadmitted-validator" in r for r in d.get("reasons", []))]
-            counted = [a for a in report["agreed_scores"].values() if vc.get("peer_id", "")[-8:] in a["by_validator"] or name in a["by_validator"]]
+            counted = [
+                a
+                for a in report["agreed_scores"].values()
+                if vc.get("peer_id", "")[-8:] in a["by_validator"] or name in a["by_validator"]
+            ]
             ok = bool(refused) and not counted
             detail = f"{len(refused)} of its challenges refused by executors; counted in {len(counted)} agreed scores"
         report["validator_cheaters_neutralised"][name] = {"kind": kind, "neutralised": ok, "detail": detail}
@@ -333,13 +418,17 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
                 problems.append(f"honest {a['node']} has agreed score {a['score']}")
     fi = report.get("fault_induced")
     if fi and any(f.get("healed") for f in report.get("faults", [])) and not fi["passed_after_heal"]:
-        problems.append(f"the mesh did not heal: no passing verdict for {', '.join(fi['behind_the_cut'])} after the link came back")
+        problems.append(
+            f"the mesh did not heal: no passing verdict for {', '.join(fi['behind_the_cut'])} after the link came back"
+        )
     for d in report["verdicts"]:
         if d.get("kind") == "ledger":
             problems.append(f"{d['validator']}: {d['reasons'][0]}")
     report["summary"] = {
-        "honest_verdicts": honest_total, "honest_passed": honest_passed,
-        "cheaters": len(cheaters), "cheaters_caught": caught,
+        "honest_verdicts": honest_total,
+        "honest_passed": honest_passed,
+        "cheaters": len(cheaters),
+        "cheaters_caught": caught,
     }
     return not problems, problems
 
@@ -353,15 +442,19 @@ def _judging_validator_neutralised(base: str, vc: dict, report: dict) -> tuple[b
         lock = own.get("busy_lock", {})
         refused = [d for d in vc["verdicts"] if any("deadline-too-far" in r for r in d.get("reasons", []))]
         ok = bool(refused) and lock.get("taken", 0) == 0
-        return ok, (f"sent {lock.get('sent', 0)} challenges with far deadlines; executors refused {len(refused)} (deadline-too-far), "
-                    f"took {lock.get('taken', 0)}")
+        return ok, (
+            f"sent {lock.get('sent', 0)} challenges with far deadlines; executors refused {len(refused)} (deadline-too-far), "
+            f"took {lock.get('taken', 0)}"
+        )
     junk = own.get("junk", {})
     audits = report.get("audits", {})
     penalised = sum(a["evidence_penalties"] for a in audits.values())
     ok = sum(junk.values()) > 0 and penalised > 0
-    return ok, (f"gossiped {sum(junk.values())} false-proof verdicts ({', '.join(f'{k} {v}' for k, v in sorted(junk.items()))}); "
-                f"honest validators audited {sum(a['audits'] for a in audits.values())}, penalised its evidence {penalised} times, "
-                f"banned nobody honest")
+    return ok, (
+        f"gossiped {sum(junk.values())} false-proof verdicts ({', '.join(f'{k} {v}' for k, v in sorted(junk.items()))}); "
+        f"honest validators audited {sum(a['audits'] for a in audits.values())}, penalised its evidence {penalised} times, "
+        f"banned nobody honest"
+    )
 
 
 def summary_table(report: dict) -> Table:
@@ -394,6 +487,12 @@ def agreed_table(report: dict) -> Table | None:
             continue  # made-up executors (a verdict flood): nobody scores them
         per = ", ".join(f"{v}: {r:.2f}" for v, r in sorted(a["by_validator"].items()))
         base = a.get("baseline")
-        t.add_row(a["node"], a["kind"], "-" if a["score"] is None else f"{a['score']:.2f}", "-" if base is None else f"{base:.2f}",
-                  str(a["verdicts"]), per)
+        t.add_row(
+            a["node"],
+            a["kind"],
+            "-" if a["score"] is None else f"{a['score']:.2f}",
+            "-" if base is None else f"{base:.2f}",
+            str(a["verdicts"]),
+            per,
+        )
     return t

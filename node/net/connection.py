@@ -46,8 +46,18 @@ class _RpcBatch:
 
 
 class Connection:
-    def __init__(self, ws: SecureSocket, *, peer_id: str, role: str, outbound: bool,
-                 listen_addrs: list[str], ip: str, connected_ms: int, params: NetParams) -> None:
+    def __init__(
+        self,
+        ws: SecureSocket,
+        *,
+        peer_id: str,
+        role: str,
+        outbound: bool,
+        listen_addrs: list[str],
+        ip: str,
+        connected_ms: int,
+        params: NetParams,
+    ) -> None:
         self.ws = ws
         self.peer_id = peer_id
         self.role = role
@@ -158,7 +168,8 @@ class Connection:
         self._room.set()
         if self._nursery is not None:
             self._nursery.cancel_scope.deadline = min(
-                self._nursery.cancel_scope.deadline, trio.current_time() + self.params.drain_timeout_s)
+                self._nursery.cancel_scope.deadline, trio.current_time() + self.params.drain_timeout_s
+            )
 
     @property
     def closed(self) -> bool:
@@ -177,8 +188,9 @@ class Connection:
                 await self._reader(on_frame)
                 nursery.cancel_scope.cancel()
         finally:
-            reason = self.closing_reason or (f"peer said goodbye: {self.remote_goodbye}" if self.remote_goodbye
-                                             else self._ws_close_text())
+            reason = self.closing_reason or (
+                f"peer said goodbye: {self.remote_goodbye}" if self.remote_goodbye else self._ws_close_text()
+            )
             self.closing_reason = self.closing_reason or reason
             self._send_ch.close()
             self.pending.fail_all(f"link to {self.peer_id[-8:]} closed: {reason}")
@@ -236,7 +248,9 @@ class Connection:
             frame = encode_frame(rpc)
             if len(frame) > limit:
                 self.rpcs_oversized += 1  # our own bug (the gossip layer bounds what it sends)
-                log.error("gossip frame over the frame limit dropped", extra={"fields": {"peer": self.peer_id, "bytes": len(frame)}})
+                log.error(
+                    "gossip frame over the frame limit dropped", extra={"fields": {"peer": self.peer_id, "bytes": len(frame)}}
+                )
                 continue
             frames.append(frame)
         return frames
@@ -294,9 +308,18 @@ class Connection:
                 log.exception("frame handler failed", extra={"fields": {"peer": self.peer_id}})
 
 
-async def open_raw_link(nursery: trio.Nursery, url: str, identity: Identity, *, network: str, role: str = "raw",
-                        listen_addrs: list[str] | None = None, expected_peer_id: str | None = None,
-                        timeout: float = 5.0, max_message_size: int = 64 * 1024 * 1024) -> tuple[SecureSocket, HandshakeResult]:
+async def open_raw_link(
+    nursery: trio.Nursery,
+    url: str,
+    identity: Identity,
+    *,
+    network: str,
+    role: str = "raw",
+    listen_addrs: list[str] | None = None,
+    expected_peer_id: str | None = None,
+    timeout: float = 5.0,
+    max_message_size: int = 64 * 1024 * 1024,
+) -> tuple[SecureSocket, HandshakeResult]:
     """Dial ``url`` and complete the handshake, returning the link's secure socket and the result.
 
     For tests and adversarial tools that need to speak raw link frames over an authenticated link
@@ -315,8 +338,16 @@ async def open_raw_link(nursery: trio.Nursery, url: str, identity: Identity, *, 
         return int(time.time() * 1000)
 
     ws = await connect_websocket_url(nursery, url, max_message_size=max_message_size)
-    hs = Handshake(identity, network=network, role=role, listen_addrs=listen_addrs or [], nonce=secrets.token_bytes(32),
-                   now_ms=now_ms(), seq=now_ms() * 1000, expected_peer_id=expected_peer_id)
+    hs = Handshake(
+        identity,
+        network=network,
+        role=role,
+        listen_addrs=listen_addrs or [],
+        nonce=secrets.token_bytes(32),
+        now_ms=now_ms(),
+        seq=now_ms() * 1000,
+        expected_peer_id=expected_peer_id,
+    )
     try:
         with trio.fail_after(timeout):
             for frame in hs.initial_frames():

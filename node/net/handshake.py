@@ -92,8 +92,8 @@ class Handshake:
         self._kx = KeyExchange(kx_seed)  # ephemeral: a fresh key per handshake gives forward secrecy
         self._session: SessionKeys | None = None
         self._hello_bytes = self._seal(
-            Hello(network=network, role=role, listen_addrs=self.listen_addrs, nonce=nonce, kx=self._kx.public,
-                  agent=agent), now_ms
+            Hello(network=network, role=role, listen_addrs=self.listen_addrs, nonce=nonce, kx=self._kx.public, agent=agent),
+            now_ms,
         )
 
     @property
@@ -133,8 +133,9 @@ class Handshake:
         if goodbye is not None:
             raise self._fail("remote", f"the peer refused the handshake: {goodbye}", by_remote=True)
         try:
-            env = decode_envelope(bytes(data), max_bytes=MAX_HANDSHAKE_FRAME, now_ms=now_ms,
-                                  max_skew_ms=self.max_skew_ms, expect=(Hello, HelloAuth))
+            env = decode_envelope(
+                bytes(data), max_bytes=MAX_HANDSHAKE_FRAME, now_ms=now_ms, max_skew_ms=self.max_skew_ms, expect=(Hello, HelloAuth)
+            )
         except VersionMismatch as exc:
             raise self._fail("version", exc.message) from None
         except BadSignature as exc:
@@ -184,8 +185,14 @@ class Handshake:
         hello: Hello = self.remote_hello.body
         assert self._session is not None
         self.state = State.DONE
-        self.result = HandshakeResult(peer_id=env.sender, role=hello.role, listen_addrs=list(hello.listen_addrs),
-                                      agent=hello.agent, network=hello.network, session=self._session)
+        self.result = HandshakeResult(
+            peer_id=env.sender,
+            role=hello.role,
+            listen_addrs=list(hello.listen_addrs),
+            agent=hello.agent,
+            network=hello.network,
+            session=self._session,
+        )
         return []
 
 

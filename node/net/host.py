@@ -155,8 +155,10 @@ class _GuardedWebSocketServer(WebSocketServer):
             leaves = _leaf_exceptions(exc)
             if self.on_error is not None:
                 self.on_error()
-            log.warning("websocket connection failed inside trio-websocket",
-                        extra={"fields": {"error": "; ".join(f"{type(e).__name__}: {e}" for e in leaves)[:300]}})
+            log.warning(
+                "websocket connection failed inside trio-websocket",
+                extra={"fields": {"error": "; ".join(f"{type(e).__name__}: {e}" for e in leaves)[:300]}},
+            )
         finally:
             self.open_sockets -= 1
 
@@ -191,8 +193,15 @@ class _Dial:
 
 
 class Host:
-    def __init__(self, identity: Identity, net_params: NetParams, role: str, *,
-                 wall_ms: Callable[[], int] | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        net_params: NetParams,
+        role: str,
+        *,
+        wall_ms: Callable[[], int] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.identity = identity
         self.params = net_params
         self.role = role
@@ -203,8 +212,9 @@ class Host:
         p = net_params
         self.listen_addr = f"ws://{p.listen_host}:{p.listen_port}"
         self._listen_addrs: list[str] = list(p.advertise_addrs) or [self.listen_addr]
-        self.peerstore = PeerStore(identity.peer_id, max_size=p.peer_store_max,
-                                   max_skew_ms=int(p.max_clock_skew_s * 1000), rng=self._rng)
+        self.peerstore = PeerStore(
+            identity.peer_id, max_size=p.peer_store_max, max_skew_ms=int(p.max_clock_skew_s * 1000), rng=self._rng
+        )
         self._conns: dict[str, Connection] = {}
         self._handlers: dict[str, Handler] = {}
         self._nursery: trio.Nursery | None = None
@@ -273,8 +283,9 @@ class Host:
         return st.peer_id if st is not None else None
 
     def connected_peers(self) -> dict[str, PeerInfo]:
-        return {pid: PeerInfo(pid, c.role, c.outbound, list(c.listen_addrs), c.ip, c.connected_ms)
-                for pid, c in self._conns.items()}
+        return {
+            pid: PeerInfo(pid, c.role, c.outbound, list(c.listen_addrs), c.ip, c.connected_ms) for pid, c in self._conns.items()
+        }
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         p = self.params
@@ -287,10 +298,16 @@ class Host:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                server = _GuardedWebSocketServer(self._on_ws_request, listeners, handler_nursery=nursery,
-                                         message_queue_size=2, max_message_size=MAX_HANDSHAKE_FRAME,
-                                         receive_buffer_size=_RECV_BUFFER,
-                                         connect_timeout=p.handshake_timeout_s, disconnect_timeout=1.0)
+                server = _GuardedWebSocketServer(
+                    self._on_ws_request,
+                    listeners,
+                    handler_nursery=nursery,
+                    message_queue_size=2,
+                    max_message_size=MAX_HANDSHAKE_FRAME,
+                    receive_buffer_size=_RECV_BUFFER,
+                    connect_timeout=p.handshake_timeout_s,
+                    disconnect_timeout=1.0,
+                )
                 server.on_error = lambda: self.stats.update(["ws_internal_errors"])
                 server.socket_cap = self.inbound_socket_cap
                 server.on_refused = lambda: self.stats.update(["inbound_sockets_refused"])
@@ -302,8 +319,7 @@ class Host:
                 nursery.start_soon(self._maintain_loop)
                 nursery.start_soon(self._keepalive_loop)
                 nursery.start_soon(self._pex_loop)
-                log.info("listening", extra={"fields": {"addr": self.listen_addr, "peer_id": self.peer_id,
-                                                        "network": p.network}})
+                log.info("listening", extra={"fields": {"addr": self.listen_addr, "peer_id": self.peer_id, "network": p.network}})
                 task_status.started()
         finally:
             self._nursery = None
@@ -312,8 +328,9 @@ class Host:
         """Connect to an address (or reuse the link if it is already up); return the peer id."""
         return await self._dial(addr, expected=None)
 
-    async def request(self, peer_id: str, protocol: str, payload: bytes, *, timeout: float,
-                      on_sent: Callable[[], None] | None = None) -> bytes:
+    async def request(
+        self, peer_id: str, protocol: str, payload: bytes, *, timeout: float, on_sent: Callable[[], None] | None = None
+    ) -> bytes:
         """Send a request and wait for its response. Dials the peer from the peer store if needed.
         Raises RequestTimeout, RequestFailed (remote error, link closed) or PeerUnreachable.
 
@@ -407,9 +424,17 @@ class Host:
 
     async def _handshake(self, ws: WebSocketConnection, *, outbound: bool, expected: str | None) -> HandshakeResult:
         p = self.params
-        hs = Handshake(self.identity, network=p.network, role=self.role, listen_addrs=self._listen_addrs,
-                       nonce=secrets.token_bytes(32), now_ms=self._wall_ms(), seq=self._next_seq(),
-                       expected_peer_id=expected, max_skew_ms=int(p.max_clock_skew_s * 1000))
+        hs = Handshake(
+            self.identity,
+            network=p.network,
+            role=self.role,
+            listen_addrs=self._listen_addrs,
+            nonce=secrets.token_bytes(32),
+            now_ms=self._wall_ms(),
+            seq=self._next_seq(),
+            expected_peer_id=expected,
+            max_skew_ms=int(p.max_clock_skew_s * 1000),
+        )
         self._seq += 4
         refused: HandshakeRefused | None = None
         try:
@@ -434,8 +459,10 @@ class Host:
             return hs.result
         self.stats[f"handshake_refused.{refused.code}"] += 1
         who = hs.remote_hello.sender if hs.remote_hello is not None else "?"
-        log.warning("handshake refused", extra={"fields": {"code": refused.code, "reason": refused.reason,
-                                                           "peer": who, "outbound": outbound}})
+        log.warning(
+            "handshake refused",
+            extra={"fields": {"code": refused.code, "reason": refused.reason, "peer": who, "outbound": outbound}},
+        )
         with trio.move_on_after(1.0):
             if not refused.by_remote:
                 try:
@@ -460,8 +487,11 @@ class Host:
                 refuse = ("inbound_rejected", "shutting down")
             elif inbound >= p.max_inbound:
                 refuse = ("inbound_rejected", "too many peers")
-            elif p.per_ip_limited(ip) and (self._handshaking_from[ip] + sum(
-                    1 for c in self._conns.values() if not c.outbound and c.ip == ip)) >= p.max_inbound_per_ip:
+            elif (
+                p.per_ip_limited(ip)
+                and (self._handshaking_from[ip] + sum(1 for c in self._conns.values() if not c.outbound and c.ip == ip))
+                >= p.max_inbound_per_ip
+            ):
                 refuse = ("inbound_rejected_per_ip", f"too many links from {ip}")
             if refuse is not None:
                 self.stats[refuse[0]] += 1
@@ -489,8 +519,16 @@ class Host:
             log.exception("inbound link failed")
 
     def _new_conn(self, ws: WebSocketConnection, res: HandshakeResult, *, outbound: bool, ip: str) -> Connection:
-        return Connection(SecureSocket(ws, res.session), peer_id=res.peer_id, role=res.role, outbound=outbound,
-                          listen_addrs=res.listen_addrs, ip=ip, connected_ms=self._wall_ms(), params=self.params)
+        return Connection(
+            SecureSocket(ws, res.session),
+            peer_id=res.peer_id,
+            role=res.role,
+            outbound=outbound,
+            listen_addrs=res.listen_addrs,
+            ip=ip,
+            connected_ms=self._wall_ms(),
+            params=self.params,
+        )
 
     def _dialer(self, conn: Connection) -> str:
         return self.peer_id if conn.outbound else conn.peer_id
@@ -531,8 +569,12 @@ class Host:
         # so a stranger's handshake cannot steer our dials.
         self.peerstore.on_connected(pid, self._wall_ms())
         self.stats["links_opened"] += 1
-        log.info("peer connected", extra={"fields": {"peer": pid, "role": conn.role, "outbound": conn.outbound,
-                                                     "ip": conn.ip, "peers": len(self._conns)}})
+        log.info(
+            "peer connected",
+            extra={
+                "fields": {"peer": pid, "role": conn.role, "outbound": conn.outbound, "ip": conn.ip, "peers": len(self._conns)}
+            },
+        )
         conn.try_send(self._pex_frame(exclude=pid))
         return True
 
@@ -564,8 +606,9 @@ class Host:
             log.exception("peer_disconnected hook failed")
         e = self.peerstore.get(pid)
         if e is not None:  # do not hammer a peer that just went away: first retry after the min backoff
-            e.next_dial_at = trio.current_time() + backoff_delay(1, self.params.reconnect_min_s,
-                                                                 self.params.reconnect_max_s, self._rng)
+            e.next_dial_at = trio.current_time() + backoff_delay(
+                1, self.params.reconnect_min_s, self.params.reconnect_max_s, self._rng
+            )
         self.stats["links_closed"] += 1
         log.info("peer disconnected", extra={"fields": {"peer": pid, "reason": reason, "peers": len(self._conns)}})
 
@@ -612,8 +655,11 @@ class Host:
         self.stats["bad_frames"] += 1
         self.stats[f"bad_frames.{exc.reason}"] += 1
         level = logging.WARNING if conn.bad_frames <= _LOUD_BAD_FRAMES else logging.DEBUG
-        log.log(level, "bad frame", extra={"fields": {"peer": conn.peer_id, "reason": exc.reason,
-                                                      "error": exc.message[:200], "count": conn.bad_frames}})
+        log.log(
+            level,
+            "bad frame",
+            extra={"fields": {"peer": conn.peer_id, "reason": exc.reason, "error": exc.message[:200], "count": conn.bad_frames}},
+        )
         self._penalize(conn.peer_id, 1.0, f"bad frame: {exc.reason}")
         if conn.bad_frames >= self.params.max_bad_frames:
             self.stats["links_closed_garbage"] += 1
@@ -625,8 +671,9 @@ class Host:
         handler = self._handlers.get(req.protocol)
         if handler is None:
             self.stats["requests_unknown_protocol"] += 1
-            conn.spawn(self._respond, conn, Response(req_id=req.req_id, ok=False,
-                                                     error=f"no handler for protocol {req.protocol!r}"))
+            conn.spawn(
+                self._respond, conn, Response(req_id=req.req_id, ok=False, error=f"no handler for protocol {req.protocol!r}")
+            )
             return
         if conn.inflight_in >= self.params.max_inflight_requests_per_peer:
             self.stats["requests_refused_busy"] += 1
@@ -644,14 +691,18 @@ class Host:
                     out = await handler(conn.peer_id, req.payload)
                 except Exception as exc:
                     self.stats["requests_handler_error"] += 1
-                    log.info("request handler raised", extra={"fields": {"peer": conn.peer_id, "protocol": req.protocol,
-                                                                          "error": error_text(exc)}})
+                    log.info(
+                        "request handler raised",
+                        extra={"fields": {"peer": conn.peer_id, "protocol": req.protocol, "error": error_text(exc)}},
+                    )
                     resp = Response(req_id=req.req_id, ok=False, error=error_text(exc))
                 else:
                     if not isinstance(out, (bytes, bytearray)):
                         resp = Response(req_id=req.req_id, ok=False, error=f"handler returned {type(out).__name__}, not bytes")
                     elif len(out) + FRAME_OVERHEAD > p.max_frame_bytes:
-                        resp = Response(req_id=req.req_id, ok=False, error=f"response of {len(out)} bytes exceeds the frame limit")
+                        resp = Response(
+                            req_id=req.req_id, ok=False, error=f"response of {len(out)} bytes exceeds the frame limit"
+                        )
                     else:
                         resp = Response(req_id=req.req_id, ok=True, payload=bytes(out))
             if scope.cancelled_caught or resp is None:
@@ -719,8 +770,9 @@ class Host:
                 self._dialing_peers.discard(expected)
             d.done.set()
 
-    async def _dial_task(self, addr: str, expected: str | None, *,
-                         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _dial_task(
+        self, addr: str, expected: str | None, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         p = self.params
         err: BaseException | None = None
         started = False
@@ -731,8 +783,13 @@ class Host:
                 ws: WebSocketConnection | None = None
                 try:
                     with trio.fail_after(p.dial_timeout_s):
-                        ws = await connect_websocket_url(wsn, addr, message_queue_size=2, max_message_size=MAX_HANDSHAKE_FRAME,
-                                                         receive_buffer_size=_RECV_BUFFER)
+                        ws = await connect_websocket_url(
+                            wsn,
+                            addr,
+                            message_queue_size=2,
+                            max_message_size=MAX_HANDSHAKE_FRAME,
+                            receive_buffer_size=_RECV_BUFFER,
+                        )
                 except (OSError, HandshakeError, trio.TooSlowError, ValueError, ConnectionClosed) as exc:
                     err = PeerUnreachable(f"cannot dial {addr}: {type(exc).__name__}: {exc}")
                 if ws is not None:
@@ -799,8 +856,13 @@ class Host:
             if budget <= 0:
                 return
             st = self._boot.setdefault(addr, _BootState())
-            if (addr in own or addr in connected_addrs or (st.peer_id is not None and st.peer_id in connected)
-                    or addr in self._dialing or now < st.next_at):
+            if (
+                addr in own
+                or addr in connected_addrs
+                or (st.peer_id is not None and st.peer_id in connected)
+                or addr in self._dialing
+                or now < st.next_at
+            ):
                 continue
             st.next_at = now + p.reconnect_min_s  # until the dial reports back
             budget -= 1

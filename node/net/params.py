@@ -17,11 +17,17 @@ class NetParams:
     network: str = C.NETWORK_DEFAULT  # peers on another network are refused at handshake
     max_inbound: int = 64  # accepted links beyond this are rejected (HTTP 503) before the handshake
     max_inbound_per_ip: int = 8  # the same, per remote IP address: one host cannot take every inbound slot
-    max_inbound_sockets: int = 512  # TCP connections accepted at once (still upgrading, handshaking or linked); more are closed on accept
+    max_inbound_sockets: int = (
+        512  # TCP connections accepted at once (still upgrading, handshaking or linked); more are closed on accept
+    )
     fd_reserve: int = 128  # descriptors kept free below the open-file limit (dials, ledger, files): caps max_inbound_sockets
-    max_dials_per_s: float = 2.0  # dials to learned (signed-record) addresses per second; bootstrap and request dials are not counted
+    max_dials_per_s: float = (
+        2.0  # dials to learned (signed-record) addresses per second; bootstrap and request dials are not counted
+    )
     dial_burst: int = 8  # dials to learned addresses allowed at once before the rate applies
-    inbound_per_ip_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # networks (CIDR) without the per-IP limit
+    inbound_per_ip_exempt: list[str] = field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"]
+    )  # networks (CIDR) without the per-IP limit
     max_outbound: int = 24  # dials beyond this wait
     target_peers: int = 8  # the host dials learned peers until it has this many links
     dial_timeout_s: float = 5.0  # TCP + websocket upgrade
@@ -63,8 +69,17 @@ class NetParams:
             raise ValueError(f"net: inbound_per_ip_exempt entries must be CIDR networks: {exc}") from None
         if len(self.advertise_addrs) > 8:
             raise ValueError("net: at most 8 advertise_addrs")
-        for key in ("dial_timeout_s", "handshake_timeout_s", "reconnect_min_s", "ping_interval_s", "request_timeout_s",
-                    "peer_record_ttl_s", "pex_interval_s", "maintain_interval_s", "drain_timeout_s"):
+        for key in (
+            "dial_timeout_s",
+            "handshake_timeout_s",
+            "reconnect_min_s",
+            "ping_interval_s",
+            "request_timeout_s",
+            "peer_record_ttl_s",
+            "pex_interval_s",
+            "maintain_interval_s",
+            "drain_timeout_s",
+        ):
             if getattr(self, key) <= 0:
                 raise ValueError(f"net: {key} must be positive")
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -73,8 +88,17 @@ class NetParams:
             raise ValueError("net: dead_after_s must be longer than ping_interval_s")
         if self.max_dials_per_s <= 0 or self.dial_burst < 1 or self.fd_reserve < 0:
             raise ValueError("net: max_dials_per_s must be positive, dial_burst >= 1, fd_reserve >= 0")
-        for key in ("max_inbound", "max_inbound_per_ip", "max_inbound_sockets", "max_outbound", "send_queue_frames", "max_inflight_requests_per_peer",
-                    "peer_store_max", "max_bad_frames", "slow_peer_drops_before_disconnect"):
+        for key in (
+            "max_inbound",
+            "max_inbound_per_ip",
+            "max_inbound_sockets",
+            "max_outbound",
+            "send_queue_frames",
+            "max_inflight_requests_per_peer",
+            "peer_store_max",
+            "max_bad_frames",
+            "slow_peer_drops_before_disconnect",
+        ):
             if getattr(self, key) < 1:
                 raise ValueError(f"net: {key} must be at least 1")
         if self.target_peers < 0 or not 0 <= self.pex_records <= 63:

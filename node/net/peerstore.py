@@ -110,8 +110,11 @@ class PeerStore:
 
     def expire(self, now_ms: int, *, protected: set[str] = frozenset()) -> int:
         """Drop expired records (not those of connected peers); return how many went."""
-        gone = [p for p, e in self.entries.items()
-                if p not in protected and ((e.expires_ms and e.expires_ms <= now_ms) or e.failures > 12)]
+        gone = [
+            p
+            for p, e in self.entries.items()
+            if p not in protected and ((e.expires_ms and e.expires_ms <= now_ms) or e.failures > 12)
+        ]
         for p in gone:
             self._remove(p)
         return len(gone)
@@ -128,8 +131,9 @@ class PeerStore:
         if len(self.entries) < self.max_size:
             return
         # Evict the least useful: most failures, then the soonest expiry.
-        victims = sorted((e for p, e in self.entries.items() if p not in protected),
-                         key=lambda e: (-e.failures, e.expires_ms or 0))
+        victims = sorted(
+            (e for p, e in self.entries.items() if p not in protected), key=lambda e: (-e.failures, e.expires_ms or 0)
+        )
         for e in victims[: len(self.entries) - self.max_size + 1]:
             self._remove(e.peer_id)
 

@@ -90,7 +90,8 @@ class SecureChannel:
             plain = sodium.crypto_aead_chacha20poly1305_ietf_decrypt(bytes(sealed), None, nonce, self._rx_key)
         except CryptoError:
             raise LinkIntegrityError(
-                f"frame {self.received} failed authentication (tampered, injected, replayed or out of order)") from None
+                f"frame {self.received} failed authentication (tampered, injected, replayed or out of order)"
+            ) from None
         self.received += 1
         return plain
 

@@ -22,9 +22,15 @@ from node.wire.errors import MalformedMessage, OversizedMessage, SchemaViolation
 T = TypeVar("T")
 
 
-def fld(*, min: int | None = None, max: int | None = None, max_len: int | None = None,
-        length: int | None = None, default: Any = dataclasses.MISSING,
-        default_factory: Any = dataclasses.MISSING) -> Any:
+def fld(
+    *,
+    min: int | None = None,
+    max: int | None = None,
+    max_len: int | None = None,
+    length: int | None = None,
+    default: Any = dataclasses.MISSING,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
     """A dataclass field with range metadata checked on decode (and on encode)."""
     meta = {"min": min, "max": max, "max_len": max_len, "length": length}
     kwargs: dict[str, Any] = {"metadata": meta}
@@ -180,8 +186,13 @@ def _dataclass_converter(cls: type) -> Converter:
 
     _CONVERTERS[cls] = conv  # before the fields: a schema may refer to itself
     for f in fs:
-        fields.append((f.name, _converter(hints[f.name], f.metadata),
-                       f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING))
+        fields.append(
+            (
+                f.name,
+                _converter(hints[f.name], f.metadata),
+                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING,
+            )
+        )
     return conv
 
 
@@ -219,6 +230,7 @@ def _converter(tp: Any, meta: Any) -> Converter:
                     if type(x) is not item_tp or (lim is not None and len(x) > lim):
                         return [item_conv(x, f"{where}[{i}]") for i, x in enumerate(v)]  # raises, naming the item
                 return v
+
             return conv_scalars
         item_conv = _converter(item_tp, {})
 
@@ -229,14 +241,17 @@ def _converter(tp: Any, meta: Any) -> Converter:
             if (exact is not None and n != exact) or (mx is not None and n > mx):
                 _check_len(v, where, meta)
             return [item_conv(x, f"{where}[{i}]") for i, x in enumerate(v)]
+
         return conv_list
     if dataclasses.is_dataclass(tp):
         return _dataclass_converter(tp)  # type: ignore[arg-type]
     if tp is bool:
+
         def conv_bool(v: Any, where: str) -> Any:
             if type(v) is not bool:
                 raise SchemaViolation(f"{where}: expected a bool, got {_tname(v)}")
             return v
+
         return conv_bool
     if tp is int:
         lo, hi = (meta.get("min"), meta.get("max")) if meta else (None, None)
@@ -249,6 +264,7 @@ def _converter(tp: Any, meta: Any) -> Converter:
             if hi is not None and v > hi:
                 raise SchemaViolation(f"{where}: {v} is above the maximum {hi}")
             return v
+
         return conv_int
     if tp is bytes or tp is str:
         m = meta or ({"max_len": C.MAX_STRING} if tp is str else {})
@@ -262,6 +278,7 @@ def _converter(tp: Any, meta: Any) -> Converter:
             if (exact is not None and n != exact) or (mx is not None and n > mx):
                 _check_len(v, where, m)
             return v
+
         return conv_blob
     raise TypeError(f"unsupported schema type {tp!r}")
 

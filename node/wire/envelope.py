@@ -60,7 +60,7 @@ def _signed_part(raw: bytes, sig: bytes) -> bytes:
     occurrence is the entry (the body, before it, cannot hold the signature made over it)."""
     i = raw.rfind(_SIG_ENTRY + sig)
     assert raw[0] == 0x87 and i > 0, "a canonical envelope map has 7 entries and a sig entry"
-    return C.SIG_DOMAIN_ENVELOPE + b"\x86" + raw[1:i] + raw[i + len(_SIG_ENTRY) + len(sig):]
+    return C.SIG_DOMAIN_ENVELOPE + b"\x86" + raw[1:i] + raw[i + len(_SIG_ENTRY) + len(sig) :]
 
 
 def encode_envelope(body: Any, identity: Identity, *, seq: int, now_ms: int, check: bool = True) -> bytes:
@@ -121,7 +121,9 @@ def decode_envelope(
     if not verify_signature(key, _signed_part(bytes(data), sig), sig):
         raise BadSignature(f"signature on {mtype!r} does not verify for sender {sender}")
     if now_ms is not None and abs(now_ms - ts) > max_skew_ms:
-        raise StaleMessage(f"{mtype!r} timestamp is {(now_ms - ts) / 1000:.1f} s off this node's clock (limit {max_skew_ms / 1000:.0f} s)")
+        raise StaleMessage(
+            f"{mtype!r} timestamp is {(now_ms - ts) / 1000:.1f} s off this node's clock (limit {max_skew_ms / 1000:.0f} s)"
+        )
     return Envelope(version, mtype, sender, seq, ts, body, sig, bytes(data))
 
 

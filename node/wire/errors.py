@@ -39,5 +39,3 @@ class StaleMessage(WireError):
 
 class VersionMismatch(WireError):
     reason = "version"
-
-

@@ -33,13 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     me = Identity.generate()
     env = encode_envelope(Ping(nonce=5), me, seq=1, now_ms=int(time.time() * 1000))
-    rpc = GossipRPC(publish=[PublishedMessage(topic="gpow/verdict/1", data=env + os.urandom(a.payload))],
-                    ihave=[IHave(topic="gpow/verdict/1", ids=[os.urandom(32) for _ in range(6)])])
+    rpc = GossipRPC(
+        publish=[PublishedMessage(topic="gpow/verdict/1", data=env + os.urandom(a.payload))],
+        ihave=[IHave(topic="gpow/verdict/1", ids=[os.urandom(32) for _ in range(6)])],
+    )
     frame = encode_frame(rpc)
-    cases = (("encode_frame (gossip RPC)", lambda: encode_frame(rpc), len(frame)),
-             ("decode_frame (gossip RPC)", lambda: decode_frame(frame, max_bytes=1 << 22), len(frame)),
-             ("encode_envelope (incl. Ed25519 sign)", lambda: encode_envelope(Ping(nonce=5), me, seq=1, now_ms=1), len(env)),
-             ("decode_envelope (incl. Ed25519 verify)", lambda: decode_envelope(env), len(env)))
+    cases = (
+        ("encode_frame (gossip RPC)", lambda: encode_frame(rpc), len(frame)),
+        ("decode_frame (gossip RPC)", lambda: decode_frame(frame, max_bytes=1 << 22), len(frame)),
+        ("encode_envelope (incl. Ed25519 sign)", lambda: encode_envelope(Ping(nonce=5), me, seq=1, now_ms=1), len(env)),
+        ("decode_envelope (incl. Ed25519 verify)", lambda: decode_envelope(env), len(env)),
+    )
     for name, fn, size in cases:
         fn()
         t = time.perf_counter()

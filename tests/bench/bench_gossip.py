@@ -60,6 +60,7 @@ async def wait_for(cond, timeout: float, step: float = 0.05) -> None:
 
 # ---- gpow ---------------------------------------------------------------------------------------
 
+
 async def bench_gpow(n: int, plan: LoadPlan, size: int) -> SystemResult:
     t_setup = time.perf_counter()
     topo = topology(n)
@@ -68,8 +69,7 @@ async def bench_gpow(n: int, plan: LoadPlan, size: int) -> SystemResult:
     res = SystemResult("gpow", n, sum(len(t) for t in topo), 0.0)
     async with trio.open_nursery() as nursery:
         for i in range(n):
-            p = NetParams(listen_port=0, network="gpow-bench", target_peers=0,
-                          bootstrap=[hosts[j].listen_addr for j in topo[i]])
+            p = NetParams(listen_port=0, network="gpow-bench", target_peers=0, bootstrap=[hosts[j].listen_addr for j in topo[i]])
             h = GossipHost(Identity.generate(), p, "miner", GossipParams(), rng=random.Random(i))
             await nursery.start(h.run)
             hosts.append(h)
@@ -78,8 +78,11 @@ async def bench_gpow(n: int, plan: LoadPlan, size: int) -> SystemResult:
             rec_box[0].delivered(i, env.body.attestation)
 
         for i, h in enumerate(hosts):
-            h.gossip.subscribe(TOPIC, lambda env, i=i: handler(env, i),
-                               lambda env: Validation.ACCEPT if isinstance(env.body, Register) else Validation.REJECT)
+            h.gossip.subscribe(
+                TOPIC,
+                lambda env, i=i: handler(env, i),
+                lambda env: Validation.ACCEPT if isinstance(env.body, Register) else Validation.REJECT,
+            )
         # the graph is up and every mesh is as full as the node's links allow (D_lo = 4)
         want = [len(t) for t in topo]
         for t in topo:
@@ -129,6 +132,7 @@ async def bench_gpow(n: int, plan: LoadPlan, size: int) -> SystemResult:
 
 # ---- bare trio-websocket flood (the ceiling) -----------------------------------------------------
 
+
 class FloodNode:
     """A websocket node with no protocol at all: a frame is an 8-byte id plus payload; the first
     copy is delivered and forwarded to every other link, later copies are dropped. Per-link send
@@ -147,8 +151,9 @@ class FloodNode:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-            server = WebSocketServer(self._on_request, listeners, handler_nursery=nursery, message_queue_size=2,
-                                     receive_buffer_size=64 * 1024)
+            server = WebSocketServer(
+                self._on_request, listeners, handler_nursery=nursery, message_queue_size=2, receive_buffer_size=64 * 1024
+            )
             await nursery.start(server.run)
             self.addr = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
             task_status.started()
@@ -234,10 +239,21 @@ async def bench_bare(n: int, plan: LoadPlan, size: int) -> SystemResult:
 
 # ---- py-libp2p (its own interpreter) --------------------------------------------------------------
 
+
 def bench_libp2p(n: int, plan: LoadPlan, size: int, timeout_s: float) -> SystemResult:
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_gossip_libp2p_{os.getpid()}_{n}.json"
-    cmd = [LIBP2P_PY, str(HERE / "bench_gossip_libp2p.py"), "--nodes", str(n), "--size", str(size),
-           "--plan", json.dumps(plan.__dict__), "--json", str(out)]
+    cmd = [
+        LIBP2P_PY,
+        str(HERE / "bench_gossip_libp2p.py"),
+        "--nodes",
+        str(n),
+        "--size",
+        str(size),
+        "--plan",
+        json.dumps(plan.__dict__),
+        "--json",
+        str(out),
+    ]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -249,16 +265,23 @@ def bench_libp2p(n: int, plan: LoadPlan, size: int, timeout_s: float) -> SystemR
     if rc == 0 and out.exists():
         d = json.loads(out.read_text())
         out.unlink()
-        res = SystemResult(d["system"], d["nodes"], d["links"], d["setup_s"], max_sustained_rate=d["max_sustained_rate"],
-                           error=d.get("error", ""), extra=d.get("extra", {}))
+        res = SystemResult(
+            d["system"],
+            d["nodes"],
+            d["links"],
+            d["setup_s"],
+            max_sustained_rate=d["max_sustained_rate"],
+            error=d.get("error", ""),
+            extra=d.get("extra", {}),
+        )
         res.fixed, res.at_max, res.ramp = d["fixed"], d["at_max"], d["ramp"]  # kept as plain dicts
         return res
     tail = "\n".join(err.strip().splitlines()[-6:]) if isinstance(err, str) else str(err)
-    return SystemResult("py-libp2p-gossipsub", n, 0, round(time.perf_counter() - t0, 1),
-                        error=f"exit {rc}: {tail}")
+    return SystemResult("py-libp2p-gossipsub", n, 0, round(time.perf_counter() - t0, 1), error=f"exit {rc}: {tail}")
 
 
 # ---- report -------------------------------------------------------------------------------------
+
 
 def _get(step, key):
     if step is None:
@@ -267,16 +290,21 @@ def _get(step, key):
 
 
 def table(results: list[SystemResult], plan: LoadPlan) -> str:
-    rows = [f"| nodes | system | max sustained msgs/s (to every node) | p50 / p99 ms at {plan.fixed_rate:g} msgs/s "
-            f"| p50 / p99 ms at max rate | error |", "|---|---|---|---|---|---|"]
+    rows = [
+        f"| nodes | system | max sustained msgs/s (to every node) | p50 / p99 ms at {plan.fixed_rate:g} msgs/s "
+        f"| p50 / p99 ms at max rate | error |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         fx, mx = r.fixed, r.at_max
         fixed = f"{_get(fx, 'p50_ms')} / {_get(fx, 'p99_ms')}" if fx else "-"
         if fx and _get(fx, "missing_deliveries"):
             fixed += f" ({_get(fx, 'missing_deliveries')} deliveries missing)"
         atmax = f"{_get(mx, 'p50_ms')} / {_get(mx, 'p99_ms')}" if mx else "-"
-        rows.append(f"| {r.nodes} | {r.system} | {r.max_sustained_rate:g} | {fixed} | {atmax} | "
-                    f"{(r.error or r.extra.get('setup_note', ''))[:120]} |")
+        rows.append(
+            f"| {r.nodes} | {r.system} | {r.max_sustained_rate:g} | {fixed} | {atmax} | "
+            f"{(r.error or r.extra.get('setup_note', ''))[:120]} |"
+        )
     return "\n".join(rows)
 
 
@@ -301,6 +329,7 @@ def main() -> None:
             if system == "gpow":
                 if a.profile:
                     import cProfile
+
                     prof = cProfile.Profile()
                     prof.enable()
                     r = trio.run(bench_gpow, n, plan, a.size)
@@ -315,9 +344,12 @@ def main() -> None:
             else:
                 raise SystemExit(f"unknown system {system}")
             results.append(r)
-            print(f"[{n} nodes] {r.system}: max sustained {r.max_sustained_rate:g} msgs/s; fixed-rate "
-                  f"p50 {_get(r.fixed, 'p50_ms')} ms p99 {_get(r.fixed, 'p99_ms')} ms; setup {r.setup_s} s; "
-                  f"{time.perf_counter() - t:.0f} s {('ERROR ' + r.error) if r.error else ''}", flush=True)
+            print(
+                f"[{n} nodes] {r.system}: max sustained {r.max_sustained_rate:g} msgs/s; fixed-rate "
+                f"p50 {_get(r.fixed, 'p50_ms')} ms p99 {_get(r.fixed, 'p99_ms')} ms; setup {r.setup_s} s; "
+                f"{time.perf_counter() - t:.0f} s {('ERROR ' + r.error) if r.error else ''}",
+                flush=True,
+            )
     print()
     print(table(results, plan))
     by = {(r.nodes, r.system): r for r in results}
@@ -327,11 +359,20 @@ def main() -> None:
             print(f"{n} nodes: gpow / py-libp2p max sustained rate = {g.max_sustained_rate / l.max_sustained_rate:.2f}x")
     print(f"total {time.perf_counter() - t0:.0f} s")
     if a.json:
-        meta = {"command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]), "cpus": os.cpu_count(),
-                "python": sys.version.split()[0], "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "plan": plan.__dict__}
-        Path(a.json).write_text(json.dumps({"meta": meta, "results": [r.to_dict() for r in results]}, indent=1,
-                                           default=lambda o: o.__dict__ if hasattr(o, "__dict__") else str(o)))
+        meta = {
+            "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "plan": plan.__dict__,
+        }
+        Path(a.json).write_text(
+            json.dumps(
+                {"meta": meta, "results": [r.to_dict() for r in results]},
+                indent=1,
+                default=lambda o: o.__dict__ if hasattr(o, "__dict__") else str(o),
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gossip_load import TOPIC, LoadPlan, Recorder, SystemResult, run_plan, tag, topology  # noqa: E402
-
 from libp2p import new_host  # noqa: E402
 from libp2p.crypto.ed25519 import create_new_key_pair  # noqa: E402
 from libp2p.peer.peerinfo import PeerInfo  # noqa: E402
@@ -49,11 +48,18 @@ async def bench(n: int, plan: LoadPlan, size: int) -> SystemResult:
     rec_box: list[Recorder] = [Recorder(n)]
     hosts, pubsubs, routers = [], [], []
     async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-        for i in range(n):
+        for _ in range(n):
             host = new_host(key_pair=create_new_key_pair())
-            router = GossipSub(protocols=[PROTOCOL_ID_V11], degree=6, degree_low=4, degree_high=12,
-                               heartbeat_interval=1, heartbeat_initial_delay=0.1,
-                               spam_protection_enabled=False, eclipse_protection_enabled=False)
+            router = GossipSub(
+                protocols=[PROTOCOL_ID_V11],
+                degree=6,
+                degree_low=4,
+                degree_high=12,
+                heartbeat_interval=1,
+                heartbeat_initial_delay=0.1,
+                spam_protection_enabled=False,
+                eclipse_protection_enabled=False,
+            )
             ps = Pubsub(host, router)
             await stack.enter_async_context(host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]))
             await stack.enter_async_context(background_trio_service(ps))
@@ -93,9 +99,11 @@ async def bench(n: int, plan: LoadPlan, size: int) -> SystemResult:
                 note = f"mesh short of min(D_lo, links) after 30 s at {sum(1 for i, m in enumerate(sizes) if m < min(4, want[i]))} node(s); measured anyway"
         except trio.TooSlowError:
             # recorded, not raised: the report says how far the network got
-            res.error = ("no full network within 60 s: pubsub peers/expected "
-                         f"{[(len(ps.peers), want[i]) for i, ps in enumerate(pubsubs)]}, mesh sizes "
-                         f"{[len(r.mesh.get(TOPIC, ())) for r in routers]}")
+            res.error = (
+                "no full network within 60 s: pubsub peers/expected "
+                f"{[(len(ps.peers), want[i]) for i, ps in enumerate(pubsubs)]}, mesh sizes "
+                f"{[len(r.mesh.get(TOPIC, ())) for r in routers]}"
+            )
             res.setup_s = round(time.perf_counter() - t_setup, 2)
             nursery.cancel_scope.cancel()
             return res

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Awaitable, Callable
 
 import trio
 
@@ -127,8 +127,9 @@ class SystemResult:
 Publish = Callable[[int, int], Awaitable[None]]  # (node index, message index)
 
 
-async def run_step(rec: Recorder, publish: Publish, pubs: list[int], rate: float, count: int, first_idx: int,
-                   drain_s: float, lag_p99_s: float) -> StepResult:
+async def run_step(
+    rec: Recorder, publish: Publish, pubs: list[int], rate: float, count: int, first_idx: int, drain_s: float, lag_p99_s: float
+) -> StepResult:
     """Publish ``count`` messages at ``rate`` msgs/s (round-robin over ``pubs``, paced on absolute
     deadlines so a late publish does not lower the offered rate), then wait for every delivery or
     ``drain_s`` after the last publish."""
@@ -155,13 +156,25 @@ async def run_step(rec: Recorder, publish: Publish, pubs: list[int], rate: float
     pub_span = last_pub - rec.first_pub
     # Lagging: a delivery missing, a slow tail, deliveries still arriving lag_p99_s after the last
     # publish (a backlog), or the publishers themselves (same process) falling behind the offered rate.
-    sustained = (missing == 0 and p99 <= lag_p99_s and rec.last_full - last_pub <= lag_p99_s
-                 and (count - 1) / max(pub_span, 1e-9) >= 0.95 * rate)
-    return StepResult(offered_rate=rate, published=count, publish_s=round(last_pub - rec.first_pub, 4),
-                      fully_delivered=rec.full, missing_deliveries=missing, duplicates_seen_by_app=rec.duplicates,
-                      delivered_rate=round(delivered_rate, 1), p50_ms=round(pct(lat, 50) * 1000, 2),
-                      p99_ms=round(p99 * 1000, 2), max_ms=round((lat[-1] if lat else float("nan")) * 1000, 2),
-                      sustained=sustained)
+    sustained = (
+        missing == 0
+        and p99 <= lag_p99_s
+        and rec.last_full - last_pub <= lag_p99_s
+        and (count - 1) / max(pub_span, 1e-9) >= 0.95 * rate
+    )
+    return StepResult(
+        offered_rate=rate,
+        published=count,
+        publish_s=round(last_pub - rec.first_pub, 4),
+        fully_delivered=rec.full,
+        missing_deliveries=missing,
+        duplicates_seen_by_app=rec.duplicates,
+        delivered_rate=round(delivered_rate, 1),
+        p50_ms=round(pct(lat, 50) * 1000, 2),
+        p99_ms=round(p99 * 1000, 2),
+        max_ms=round((lat[-1] if lat else float("nan")) * 1000, 2),
+        sustained=sustained,
+    )
 
 
 @dataclass
@@ -178,8 +191,14 @@ class LoadPlan:
     warmup: int = 20
 
 
-async def run_plan(res: SystemResult, n_nodes: int, publish: Publish, set_recorder: Callable[[Recorder], None],
-                   plan: LoadPlan, settle: Callable[[], Awaitable[None]] | None = None) -> None:
+async def run_plan(
+    res: SystemResult,
+    n_nodes: int,
+    publish: Publish,
+    set_recorder: Callable[[Recorder], None],
+    plan: LoadPlan,
+    settle: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Warm-up, the fixed-rate latency run, then a geometric rate ramp until a step lags."""
     pubs = publishers(n_nodes)
     idx = 1

@@ -89,8 +89,16 @@ def make_case(n: int, T: int, m: int, k: int) -> tuple[Case, float]:
     other_trace = CpuEngine().prove(other) if n <= 512 else trace
     other_blob = encode_openings(build_openings(other_trace, reveal, k))
     root = trace.root
-    case = Case(f"n={n} T={T} m={m} k={k}", params, k, root, trace.digests[-1], reveal, blob,
-                [rng.bytes(len(blob)), other_blob if n <= 512 else blob])
+    case = Case(
+        f"n={n} T={T} m={m} k={k}",
+        params,
+        k,
+        root,
+        trace.digests[-1],
+        reveal,
+        blob,
+        [rng.bytes(len(blob)), other_blob if n <= 512 else blob],
+    )
     if n > 512:  # wrong root for the big case: the same openings checked against a flipped root
         case.fakes[1] = blob
     return case, prove_s
@@ -136,9 +144,14 @@ def bench_verify(case: Case, seconds: float, fake_fraction: float, workers: int 
     elapsed = time.perf_counter() - t0
     total = counts["valid"] + counts["fake"]
     return {
-        "case": case.name, "seconds": round(elapsed, 2), "workers": workers, "fake_fraction": fake_fraction,
-        "verifications": total, "per_second": round(total / elapsed, 2),
-        "valid_per_second": round(counts["valid"] / elapsed, 2), "fakes_per_second": round(counts["fake"] / elapsed, 2),
+        "case": case.name,
+        "seconds": round(elapsed, 2),
+        "workers": workers,
+        "fake_fraction": fake_fraction,
+        "verifications": total,
+        "per_second": round(total / elapsed, 2),
+        "valid_per_second": round(counts["valid"] / elapsed, 2),
+        "fakes_per_second": round(counts["fake"] / elapsed, 2),
         "mean_valid_s": round(counts["valid_s"] / max(1, counts["valid"]), 5),
         "mean_fake_s": round(counts["fake_s"] / max(1, counts["fake"]), 5),
         "wrong_verdicts": counts["wrong"],
@@ -154,9 +167,12 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{case.name}: proved in {prove_s:.1f} s; openings {len(case.valid)} bytes", flush=True)
         for ff in (0.0, args.fake_fraction):
             r = bench_verify(case, args.seconds, ff)
-            print(f"  fakes {ff:.0%}: {r['per_second']} verifications/s ({r['valid_per_second']} valid, "
-                  f"{r['fakes_per_second']} fake); valid {r['mean_valid_s'] * 1e3:.2f} ms, fake {r['mean_fake_s'] * 1e3:.3f} ms"
-                  f"{'; WRONG VERDICTS ' + str(r['wrong_verdicts']) if r['wrong_verdicts'] else ''}", flush=True)
+            print(
+                f"  fakes {ff:.0%}: {r['per_second']} verifications/s ({r['valid_per_second']} valid, "
+                f"{r['fakes_per_second']} fake); valid {r['mean_valid_s'] * 1e3:.2f} ms, fake {r['mean_fake_s'] * 1e3:.3f} ms"
+                f"{'; WRONG VERDICTS ' + str(r['wrong_verdicts']) if r['wrong_verdicts'] else ''}",
+                flush=True,
+            )
             out["results"].append(r)
     return out
 
@@ -172,21 +188,32 @@ def cmd_schedule(args: argparse.Namespace) -> dict[str, Any]:
     for per in [int(x) for x in args.per_miner.split(",")]:
         work = Path(tempfile.mkdtemp(prefix="gpow-load-"))
         prof = work / "profiles.toml"
-        prof.write_text('[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.5\n'
-                        'measured = false\nsource = "bench: one process simulates many GPUs, time is not judged"\n')
+        prof.write_text(
+            '[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.5\n'
+            'measured = false\nsource = "bench: one process simulates many GPUs, time is not judged"\n'
+        )
         nodes: list[NodeProcess] = []
 
         def start(name: str, role: str, sections: dict) -> NodeProcess:
             d = work / name
             d.mkdir()
-            base = {"node": {"role": role, "data_dir": str(d), "status_interval_s": 1.0},
-                    "net": {"listen_host": "127.0.0.1", "listen_port": 0, "network": "gpow-load"},
-                    "gossip": {"heartbeat_s": 0.5}, "admission": {"open": True}}
+            base = {
+                "node": {"role": role, "data_dir": str(d), "status_interval_s": 1.0},
+                "net": {"listen_host": "127.0.0.1", "listen_port": 0, "network": "gpow-load"},
+                "gossip": {"heartbeat_s": 0.5},
+                "admission": {"open": True},
+            }
             for k, v in sections.items():
                 base.setdefault(k, {}).update(v)
             write_node_config(d / "config.toml", base)
-            p = NodeProcess(name, role, d, d / "config.toml", ["--log-level", "warning", "run", "--config", str(d / "config.toml")],
-                            d / "node.log")
+            p = NodeProcess(
+                name,
+                role,
+                d,
+                d / "config.toml",
+                ["--log-level", "warning", "run", "--config", str(d / "config.toml")],
+                d / "node.log",
+            )
             p.start()
             nodes.append(p)
             deadline = time.monotonic() + 60
@@ -197,14 +224,38 @@ def cmd_schedule(args: argparse.Namespace) -> dict[str, Any]:
             return p
 
         try:
-            v = start("validator", "validator", {"validator": {
-                "challenge_interval_s": args.interval, "n_cpu": 64, "samples": 8, "probation_challenges": 0,
-                "commit_slack_s": 5.0, "openings_timeout_s": 5.0, "profiles_file": str(prof), "audit": False}})
+            v = start(
+                "validator",
+                "validator",
+                {
+                    "validator": {
+                        "challenge_interval_s": args.interval,
+                        "n_cpu": 64,
+                        "samples": 8,
+                        "probation_challenges": 0,
+                        "commit_slack_s": 5.0,
+                        "openings_timeout_s": 5.0,
+                        "profiles_file": str(prof),
+                        "audit": False,
+                    }
+                },
+            )
             boot = [v.status()["listen"]]
             for i in range(args.miners):
-                start(f"miner-{i}", "miner", {"net": {"bootstrap": boot}, "miner": {
-                    "engine": "cpu", "cpu_executors": per, "cpu_memory_bytes": 64 * 64 * 16, "roster_interval_s": 5.0,
-                    "host_fingerprint": f"host-{i}"}})
+                start(
+                    f"miner-{i}",
+                    "miner",
+                    {
+                        "net": {"bootstrap": boot},
+                        "miner": {
+                            "engine": "cpu",
+                            "cpu_executors": per,
+                            "cpu_memory_bytes": 64 * 64 * 16,
+                            "roster_interval_s": 5.0,
+                            "host_fingerprint": f"host-{i}",
+                        },
+                    },
+                )
             n_exec = per * args.miners
             deadline = time.monotonic() + 120
             while len(((v.status() or {}).get("validator") or {}).get("executors", {})) < n_exec:
@@ -216,16 +267,19 @@ def cmd_schedule(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(args.window)
             t1 = int(time.time() * 1000)
             with sqlite3.connect(f"file:{work / 'validator' / 'ledger.sqlite3'}?mode=ro", uri=True) as db:
-                rows = db.execute("SELECT executor_id, created_ms, passed FROM verdicts WHERE created_ms >= ? ORDER BY created_ms",
-                                  (t0 - int(args.interval * 2000),)).fetchall()
+                rows = db.execute(
+                    "SELECT executor_id, created_ms, passed FROM verdicts WHERE created_ms >= ? ORDER BY created_ms",
+                    (t0 - int(args.interval * 2000),),
+                ).fetchall()
                 reasons: dict[str, int] = {}
-                for (r,) in db.execute("SELECT reasons FROM verdicts WHERE created_ms >= ? AND created_ms < ? AND passed = 0",
-                                       (t0, t1)):
+                for (r,) in db.execute(
+                    "SELECT reasons FROM verdicts WHERE created_ms >= ? AND created_ms < ? AND passed = 0", (t0, t1)
+                ):
                     for x in json.loads(r):
                         key = x.split(":")[0]
                         reasons[key] = reasons.get(key, 0) + 1
             st = v.status() or {}
-            executors = list(((st.get("validator") or {}).get("executors") or {}))
+            executors = list((st.get("validator") or {}).get("executors") or {})
             by: dict[str, list[int]] = {e: [] for e in executors}
             for e, c, _ in rows:
                 by.setdefault(e, []).append(c)
@@ -236,10 +290,17 @@ def cmd_schedule(args: argparse.Namespace) -> dict[str, Any]:
             gaps = [g for g in worst.values() if g]
             verdicts = sum(len(cs) for cs in in_window.values())
             failed = sum(1 for e, c, p in rows if t0 <= c < t1 and not p)
-            point = {"executors": n_exec, "per_miner": per, "verdicts_per_s": round(verdicts / args.window, 2),
-                     "due_per_s": round(n_exec / args.interval, 2), "kept_challenged": round(kept / max(1, n_exec), 3),
-                     "failed_in_window": failed, "failed_reasons": reasons, "worst_gap_s": round(max(gaps) / 1000, 1) if gaps else None,
-                     "validator_cpu_s": None}
+            point = {
+                "executors": n_exec,
+                "per_miner": per,
+                "verdicts_per_s": round(verdicts / args.window, 2),
+                "due_per_s": round(n_exec / args.interval, 2),
+                "kept_challenged": round(kept / max(1, n_exec), 3),
+                "failed_in_window": failed,
+                "failed_reasons": reasons,
+                "worst_gap_s": round(max(gaps) / 1000, 1) if gaps else None,
+                "validator_cpu_s": None,
+            }
             try:
                 with open(f"/proc/{v.proc.pid}/stat") as f:
                     parts = f.read().split()

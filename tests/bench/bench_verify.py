@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-             "VECLIB_MAXIMUM_THREADS"):
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
     os.environ[_var] = "1"  # must precede the first numpy import
 
 import argparse  # noqa: E402
@@ -35,8 +34,9 @@ import statistics  # noqa: E402
 import struct  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -78,7 +78,7 @@ def _cpu_name() -> str:
 
 
 def _flip(b: bytes, at: int = 0) -> bytes:
-    return b[:at] + bytes([b[at] ^ 0x01]) + b[at + 1:]
+    return b[:at] + bytes([b[at] ^ 0x01]) + b[at + 1 :]
 
 
 def _with_rows(pf: ProofFile, rows: dict[tuple[int, int], RowOpening]) -> ProofFile:
@@ -95,8 +95,12 @@ def _check_raw(raw: bytes) -> tuple[str, dict[str, float]]:
     t1 = time.perf_counter()
     res = verify(pf.params, pf.k, pf.root, pf.d_T, pf.reveal, pf.openings)
     t2 = time.perf_counter()
-    timings = {"decode": t1 - t0, **{k: v for k, v in res.timings.items() if k != "total"},
-               "verify": res.timings["total"], "total": t2 - t0}
+    timings = {
+        "decode": t1 - t0,
+        **{k: v for k, v in res.timings.items() if k != "total"},
+        "verify": res.timings["total"],
+        "total": t2 - t0,
+    }
     verdict = "valid" if res.ok else f"sample {res.failures[0].sample}: {res.failures[0].check}"
     return verdict, timings
 
@@ -146,19 +150,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     pin = _pin_one_core()
-    print(f"CPU verifier benchmark: n={args.n} m={args.m} k={args.k} T={args.T}; {_cpu_name()}, "
-          f"{os.cpu_count()} cores, {pin}; numpy {np.__version__}")
+    print(
+        f"CPU verifier benchmark: n={args.n} m={args.m} k={args.k} T={args.T}; {_cpu_name()}, "
+        f"{os.cpu_count()} cores, {pin}; numpy {np.__version__}"
+    )
 
-    params = ChallengeParams(hashlib.sha256(b"gpow-bench-verify").digest(), bytes(32), bytes([1]) * 32,
-                             args.n, args.T, args.m)
+    params = ChallengeParams(hashlib.sha256(b"gpow-bench-verify").digest(), bytes(32), bytes([1]) * 32, args.n, args.T, args.m)
     t0 = time.perf_counter()
     trace = CpuEngine().prove(params)
     prove_s = time.perf_counter() - t0
     reveal = hashlib.sha256(b"gpow-bench-reveal").digest()
     pf = ProofFile(params, args.k, trace.root, trace.digests[-1], reveal, build_openings(trace, reveal, args.k))
     valid = encode_proof_file(pf)
-    print(f"proved the chain in {prove_s:.1f} s (numpy engine, one core); proof file {len(valid)} bytes, "
-          f"{len(pf.openings.rows)} rows, {len(pf.openings.digests)} digests")
+    print(
+        f"proved the chain in {prove_s:.1f} s (numpy engine, one core); proof file {len(valid)} bytes, "
+        f"{len(pf.openings.rows)} rows, {len(pf.openings.digests)} digests"
+    )
 
     rng = np.random.default_rng(1)
     rand = lambda size: rng.bytes(size)  # noqa: E731
@@ -168,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     def junk_random_content() -> bytes:
         op = pf.openings
         # The opened d_T is copied from the commitment, as a forger would, so it gets past phase 0.
-        ds = {s: DigestOpening(pf.d_T if s == params.T else rand(32), tuple(rand(32) for _ in d.proof))
-              for s, d in op.digests.items()}
+        ds = {
+            s: DigestOpening(pf.d_T if s == params.T else rand(32), tuple(rand(32) for _ in d.proof))
+            for s, d in op.digests.items()
+        }
         rows = {key: RowOpening(rand(len(r.row)), tuple(rand(32) for _ in r.path)) for key, r in op.rows.items()}
         return encode_proof_file(dataclasses.replace(pf, openings=Openings(op.samples, ds, rows)))
 
@@ -195,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         ("wrong root (one bit)", encode_proof_file(dataclasses.replace(pf, root=_flip(pf.root))), "sample-mismatch"),
         ("last sample: row one byte short", junk_row(lambda r: RowOpening(r.row[:-1], r.path)), "row-length"),
         ("last sample: bad top proof", junk_top_proof(), "top-proof"),
-        ("last sample: bad Merkle path", junk_row(lambda r: RowOpening(r.row, (_flip(r.path[0]),) + r.path[1:])),
-         "row-path"),
+        ("last sample: bad Merkle path", junk_row(lambda r: RowOpening(r.row, (_flip(r.path[0]),) + r.path[1:])), "row-path"),
         ("last sample: wrong row (one byte)", junk_row(lambda r: RowOpening(_flip(r.row, 9), r.path)), "row-path"),
         (f"last sample: committed false relation {target}", cheat, "relation"),
     ]
@@ -206,28 +214,49 @@ def main(argv: list[str] | None = None) -> int:
         verdict, tm = _median_timings(raw, args.repeat)
         ok = verdict == want if want in ("valid", "format") else verdict.endswith(f": {want}")
         bad += not ok
-        results.append({"case": name, "verdict": verdict, "expected": want, "as_expected": ok,
-                        "seconds": {k: round(v, 6) for k, v in tm.items()}})
+        results.append(
+            {
+                "case": name,
+                "verdict": verdict,
+                "expected": want,
+                "as_expected": ok,
+                "seconds": {k: round(v, 6) for k, v in tm.items()},
+            }
+        )
     base = results[0]["seconds"]["total"]
     print(f"\nmedian of {args.repeat} runs, seconds (decode + verify = what `gpow pow verify` costs):")
-    print(f"{'case':44} {'verdict':32} {'decode':>7} {'philox':>7} {'product':>7} {'hashing':>7} "
-          f"{'total':>7} {'vs valid':>8}")
+    print(f"{'case':44} {'verdict':32} {'decode':>7} {'philox':>7} {'product':>7} {'hashing':>7} {'total':>7} {'vs valid':>8}")
     for r in results:
         s = r["seconds"]
         cols = " ".join(f"{s.get(k, 0.0):7.4f}" for k in ("decode", "philox", "products", "hashing", "total"))
         flag = "" if r["as_expected"] else f"   UNEXPECTED (wanted {r['expected']})"
         print(f"{r['case']:44} {r['verdict'][:32]:32} {cols} {100 * s['total'] / base:7.2f}%{flag}")
     v = results[0]["seconds"]
-    print(f"\nvalid proof: verify {v['verify']:.3f} s (Philox {v['philox']:.3f}, products {v['products']:.3f}, "
-          f"hashing {v['hashing']:.3f}) + decode {v['decode']:.3f} s; target < 1 s: "
-          f"{'met' if v['total'] < 1.0 else 'MISSED'}")
+    print(
+        f"\nvalid proof: verify {v['verify']:.3f} s (Philox {v['philox']:.3f}, products {v['products']:.3f}, "
+        f"hashing {v['hashing']:.3f}) + decode {v['decode']:.3f} s; target < 1 s: "
+        f"{'met' if v['total'] < 1.0 else 'MISSED'}"
+    )
     print(f"(building the false-relation proof took {cheat_s:.1f} s, not counted)")
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "n": args.n, "m": args.m, "k": args.k, "T": args.T, "repeat": args.repeat, "cpu": _cpu_name(),
-            "cores": os.cpu_count(), "pinning": pin, "prove_seconds": round(prove_s, 3),
-            "proof_bytes": len(valid), "results": results,
-        }, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "n": args.n,
+                    "m": args.m,
+                    "k": args.k,
+                    "T": args.T,
+                    "repeat": args.repeat,
+                    "cpu": _cpu_name(),
+                    "cores": os.cpu_count(),
+                    "pinning": pin,
+                    "prove_seconds": round(prove_s, 3),
+                    "proof_bytes": len(valid),
+                    "results": results,
+                },
+                indent=2,
+            )
+        )
     return 1 if bad else 0
 
 

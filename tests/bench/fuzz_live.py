@@ -35,9 +35,10 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -87,21 +88,60 @@ NETWORK = "gpow-fuzz"
 MAX_FRAME = 1024 * 1024  # the targets' [net] max_frame_bytes: oversized inputs stay cheap to send
 WS_MAX = MAX_FRAME + 64 * 1024  # what the host's websocket layer refuses outright (close 1009)
 
-PROTOCOLS = [C.PROTO_CHALLENGE, C.PROTO_REVEAL, C.PROTO_OPENINGS, C.PROTO_REGISTER, C.PROTO_PING, C.PROTO_PROOF,
-             C.PROTO_VALIDATOR_SET, "gpow/nope/1", ""]
-TOPICS = [C.TOPIC_ROSTER, C.TOPIC_CHALLENGE, C.TOPIC_REVEAL, C.TOPIC_VERDICT, C.TOPIC_PEERS, C.TOPIC_BEACON,
-          C.TOPIC_VALIDATOR_SET, "gpow/nope/1", ""]
+PROTOCOLS = [
+    C.PROTO_CHALLENGE,
+    C.PROTO_REVEAL,
+    C.PROTO_OPENINGS,
+    C.PROTO_REGISTER,
+    C.PROTO_PING,
+    C.PROTO_PROOF,
+    C.PROTO_VALIDATOR_SET,
+    "gpow/nope/1",
+    "",
+]
+TOPICS = [
+    C.TOPIC_ROSTER,
+    C.TOPIC_CHALLENGE,
+    C.TOPIC_REVEAL,
+    C.TOPIC_VERDICT,
+    C.TOPIC_PEERS,
+    C.TOPIC_BEACON,
+    C.TOPIC_VALIDATOR_SET,
+    "gpow/nope/1",
+    "",
+]
 LINK_TYPE_NAMES = ["goodbye", "ping", "pong", "peer-exchange", "gossip", "request", "response"]
 
 # Post-handshake input kinds and their weights; pre-handshake inputs are drawn with PRE_FRACTION.
 POST_KINDS = {
-    "random-bytes": 8, "text-frame": 1, "valid": 14, "mutated-frame": 12, "mutated-inner": 14, "wrong-type-frame": 6,
-    "wrong-type-envelope": 6, "wrong-type-body": 10, "forged": 12, "replay": 5, "deep-nesting": 4, "huge-length": 4,
-    "oversized": 0.3, "ws-oversized": 0.05, "unsealed": 0.5,
+    "random-bytes": 8,
+    "text-frame": 1,
+    "valid": 14,
+    "mutated-frame": 12,
+    "mutated-inner": 14,
+    "wrong-type-frame": 6,
+    "wrong-type-envelope": 6,
+    "wrong-type-body": 10,
+    "forged": 12,
+    "replay": 5,
+    "deep-nesting": 4,
+    "huge-length": 4,
+    "oversized": 0.3,
+    "ws-oversized": 0.05,
+    "unsealed": 0.5,
 }
 PRE_KINDS = {
-    "random-bytes": 3, "text-frame": 1, "hello-valid-then-quit": 1, "hello-mutated": 4, "hello-truncated": 2,
-    "hello-wrong-type": 4, "hello-forged": 4, "auth-first": 1, "goodbye": 1, "deep-nesting": 1, "huge-length": 1,
+    "random-bytes": 3,
+    "text-frame": 1,
+    "hello-valid-then-quit": 1,
+    "hello-mutated": 4,
+    "hello-truncated": 2,
+    "hello-wrong-type": 4,
+    "hello-forged": 4,
+    "auth-first": 1,
+    "goodbye": 1,
+    "deep-nesting": 1,
+    "huge-length": 1,
     "oversized": 0.5,
 }
 PRE_FRACTION = 0.05
@@ -130,8 +170,7 @@ def _seal_map(signer: Identity, top: dict) -> bytes:
 
 def _other_type(rng: random.Random, v: Any) -> Any:
     """A value of a different type than ``v`` (what a sloppy or hostile encoder would put there)."""
-    choices: list[Any] = [0, -1, 2**63, 2**64 - 1, "x", "", b"", b"\x00" * 33, True, None, [], [1, "a"], {"k": 1}, {},
-                          1.5]
+    choices: list[Any] = [0, -1, 2**63, 2**64 - 1, "x", "", b"", b"\x00" * 33, True, None, [], [1, "a"], {"k": 1}, {}, 1.5]
     choices = [c for c in choices if type(c) is not type(v)]
     return rng.choice(choices)
 
@@ -170,9 +209,9 @@ def _mutate_bytes(rng: random.Random, data: bytes, pool: list[bytes]) -> tuple[s
             i = rng.randrange(len(b))
             b[i] ^= 1 << rng.randrange(8)
     elif op == "byte":
-        b[rng.randrange(len(b))] = rng.choice([0x00, 0xff, 0xc1, 0xd9, 0xdb, 0xc6, 0xdd, 0xdf, 0x7f, 0x80, 0x90, 0xa0])
+        b[rng.randrange(len(b))] = rng.choice([0x00, 0xFF, 0xC1, 0xD9, 0xDB, 0xC6, 0xDD, 0xDF, 0x7F, 0x80, 0x90, 0xA0])
     elif op == "truncate":
-        del b[rng.randrange(len(b)):]
+        del b[rng.randrange(len(b)) :]
     elif op == "extend":
         b += rng.randbytes(rng.randrange(1, 64))
     elif op == "insert":
@@ -180,14 +219,14 @@ def _mutate_bytes(rng: random.Random, data: bytes, pool: list[bytes]) -> tuple[s
         b[i:i] = rng.randbytes(rng.randrange(1, 16))
     elif op == "delete":
         i = rng.randrange(len(b))
-        del b[i:i + rng.randrange(1, 16)]
+        del b[i : i + rng.randrange(1, 16)]
     elif op == "splice" and pool:
         other = rng.choice(pool)
         i, j = rng.randrange(len(b)), rng.randrange(len(other) or 1)
         b = b[:i] + bytearray(other[j:])
     else:
         i = rng.randrange(len(b))
-        b[i:i] = b[i:i + rng.randrange(1, 32)]
+        b[i:i] = b[i : i + rng.randrange(1, 32)]
     return op, bytes(b)
 
 
@@ -228,10 +267,22 @@ class Templates:
         cid, ex = r.randbytes(16), r.choice(self.executors or [self.target])
         att = self.attestation(r.choice([self.target, self.me.peer_id, Identity.from_seed(r.randbytes(32)).peer_id]))
         msgs: list[tuple[Any, str, str]] = [
-            (Challenge(challenge_id=cid, executor_id=ex, seed=r.randbytes(32), n=r.choice([64, 128, 16384]),
-                       steps=r.choice([1, 8, 2**31]), b_matrices=r.choice([1, 4, 64]), samples=r.choice([1, 8, 4096]),
-                       commit_deadline_ms=now + r.choice([-1000, 2000, 10**9]), openings_timeout_ms=5000,
-                       sample_commit=r.randbytes(32)), C.PROTO_CHALLENGE, C.TOPIC_CHALLENGE),
+            (
+                Challenge(
+                    challenge_id=cid,
+                    executor_id=ex,
+                    seed=r.randbytes(32),
+                    n=r.choice([64, 128, 16384]),
+                    steps=r.choice([1, 8, 2**31]),
+                    b_matrices=r.choice([1, 4, 64]),
+                    samples=r.choice([1, 8, 4096]),
+                    commit_deadline_ms=now + r.choice([-1000, 2000, 10**9]),
+                    openings_timeout_ms=5000,
+                    sample_commit=r.randbytes(32),
+                ),
+                C.PROTO_CHALLENGE,
+                C.TOPIC_CHALLENGE,
+            ),
             (Reveal(challenge_id=cid, secret=r.randbytes(32)), C.PROTO_REVEAL, C.TOPIC_REVEAL),
             (Register(attestation=att), C.PROTO_REGISTER, C.TOPIC_ROSTER),
             (Heartbeat(busy=r.random() < 0.5), C.PROTO_REGISTER, C.TOPIC_PEERS),
@@ -239,31 +290,88 @@ class Templates:
             (Ping(nonce=r.randrange(2**62), executor_id=r.choice(["", ex])), C.PROTO_PING, C.TOPIC_PEERS),
             (ProofRequest(challenge_id=cid), C.PROTO_PROOF, C.TOPIC_VERDICT),
             (Roster(version=r.randrange(10), entries=[att]), C.PROTO_REGISTER, C.TOPIC_ROSTER),
-            (Verdict(challenge_id=cid, executor_id=ex, miner_id=self.target, passed=r.random() < 0.5, reasons=["passed"],
-                     n=64, steps=8, commit_us=1, openings_us=1, verify_us=1, expected_us=0, score_ppm=5,
-                     evidence=r.choice([b"", r.randbytes(100)])), C.PROTO_PROOF, C.TOPIC_VERDICT),
-            (BeaconReveal(round=r.randrange(100), secret=r.randbytes(32), next_commit=r.randbytes(32)), C.PROTO_PROOF, C.TOPIC_BEACON),
-            (ValidatorSet(version=r.randrange(10), validators=[self.me.peer_id], expires_ms=now + 60_000),
-             C.PROTO_VALIDATOR_SET, C.TOPIC_VALIDATOR_SET),
-            (Commitment(challenge_id=cid, challenge_hash=r.randbytes(32), root=r.randbytes(32), d_final=r.randbytes(32),
-                        prove_ms=1), C.PROTO_CHALLENGE, C.TOPIC_CHALLENGE),
-            (Busy(challenge_id=cid, challenge_hash=r.randbytes(32), busy_with=r.randbytes(40)), C.PROTO_CHALLENGE, C.TOPIC_CHALLENGE),
+            (
+                Verdict(
+                    challenge_id=cid,
+                    executor_id=ex,
+                    miner_id=self.target,
+                    passed=r.random() < 0.5,
+                    reasons=["passed"],
+                    n=64,
+                    steps=8,
+                    commit_us=1,
+                    openings_us=1,
+                    verify_us=1,
+                    expected_us=0,
+                    score_ppm=5,
+                    evidence=r.choice([b"", r.randbytes(100)]),
+                ),
+                C.PROTO_PROOF,
+                C.TOPIC_VERDICT,
+            ),
+            (
+                BeaconReveal(round=r.randrange(100), secret=r.randbytes(32), next_commit=r.randbytes(32)),
+                C.PROTO_PROOF,
+                C.TOPIC_BEACON,
+            ),
+            (
+                ValidatorSet(version=r.randrange(10), validators=[self.me.peer_id], expires_ms=now + 60_000),
+                C.PROTO_VALIDATOR_SET,
+                C.TOPIC_VALIDATOR_SET,
+            ),
+            (
+                Commitment(
+                    challenge_id=cid, challenge_hash=r.randbytes(32), root=r.randbytes(32), d_final=r.randbytes(32), prove_ms=1
+                ),
+                C.PROTO_CHALLENGE,
+                C.TOPIC_CHALLENGE,
+            ),
+            (
+                Busy(challenge_id=cid, challenge_hash=r.randbytes(32), busy_with=r.randbytes(40)),
+                C.PROTO_CHALLENGE,
+                C.TOPIC_CHALLENGE,
+            ),
             (Openings(challenge_id=cid, blob=r.randbytes(r.choice([0, 64, 4096]))), C.PROTO_OPENINGS, C.TOPIC_REVEAL),
-            (ProofBundle(challenge=r.randbytes(50), commitment=r.randbytes(50), reveal=r.randbytes(32), openings=b""),
-             C.PROTO_PROOF, C.TOPIC_VERDICT),
+            (
+                ProofBundle(challenge=r.randbytes(50), commitment=r.randbytes(50), reveal=r.randbytes(32), openings=b""),
+                C.PROTO_PROOF,
+                C.TOPIC_VERDICT,
+            ),
             (PeerRecord(addrs=["ws://127.0.0.1:9"], role="miner", expires_ms=now + 60_000), C.PROTO_PING, C.TOPIC_PEERS),
-            (ExecutorAttestation(miner_id=self.target, engine="cpu", gpu_model="cpu-reference", memory_bytes=1 << 20,
-                                 gpu_uuid="CPU-x", pci_bus_id="", host_fingerprint="h", expires_ms=now + 60_000),
-             C.PROTO_REGISTER, C.TOPIC_ROSTER),
+            (
+                ExecutorAttestation(
+                    miner_id=self.target,
+                    engine="cpu",
+                    gpu_model="cpu-reference",
+                    memory_bytes=1 << 20,
+                    gpu_uuid="CPU-x",
+                    pci_bus_id="",
+                    host_fingerprint="h",
+                    expires_ms=now + 60_000,
+                ),
+                C.PROTO_REGISTER,
+                C.TOPIC_ROSTER,
+            ),
         ]
         return r.choice(msgs)
 
     def attestation(self, miner_id: str) -> bytes:
         """An attestation the link identity signs (naming the target, itself or a stranger as miner)."""
-        return encode_envelope(ExecutorAttestation(miner_id=miner_id, engine="cpu", gpu_model="cpu-reference",
-                                                   memory_bytes=1 << 20, gpu_uuid="CPU-fuzz", pci_bus_id="",
-                                                   host_fingerprint="fuzz", expires_ms=self.now_ms() + 60_000),
-                               self.me, seq=self.rng.randrange(1, 2**62), now_ms=self.now_ms())
+        return encode_envelope(
+            ExecutorAttestation(
+                miner_id=miner_id,
+                engine="cpu",
+                gpu_model="cpu-reference",
+                memory_bytes=1 << 20,
+                gpu_uuid="CPU-fuzz",
+                pci_bus_id="",
+                host_fingerprint="fuzz",
+                expires_ms=self.now_ms() + 60_000,
+            ),
+            self.me,
+            seq=self.rng.randrange(1, 2**62),
+            now_ms=self.now_ms(),
+        )
 
     def seal(self, body: Any) -> bytes:
         return encode_envelope(body, self.me, seq=self.rng.randrange(1, 2**62), now_ms=self.now_ms())
@@ -289,11 +397,21 @@ class InputMaker:
         r = self.rng
         choice = r.random()
         if choice < 0.45:
-            return pack_canonical({"b": Request(req_id=r.randrange(2**40), protocol=proto if r.random() < 0.8 else r.choice(PROTOCOLS),
-                                                payload=env), "t": "request"})
+            return pack_canonical(
+                {
+                    "b": Request(
+                        req_id=r.randrange(2**40), protocol=proto if r.random() < 0.8 else r.choice(PROTOCOLS), payload=env
+                    ),
+                    "t": "request",
+                }
+            )
         if choice < 0.9:
-            return pack_canonical({"b": GossipRPC(publish=[PublishedMessage(topic=topic if r.random() < 0.8 else r.choice(TOPICS),
-                                                                             data=env)]), "t": "gossip"})
+            return pack_canonical(
+                {
+                    "b": GossipRPC(publish=[PublishedMessage(topic=topic if r.random() < 0.8 else r.choice(TOPICS), data=env)]),
+                    "t": "gossip",
+                }
+            )
         if choice < 0.95:
             return pack_canonical({"b": PeerExchange(records=[env]), "t": "peer-exchange"})
         return pack_canonical({"b": GossipRPC(prune=[Prune(topic=topic, backoff_s=1, peers=[env])]), "t": "gossip"})
@@ -312,14 +430,17 @@ class InputMaker:
             topics = [r.choice(TOPICS) for _ in range(r.randrange(1, 4))]
             msg = GossipRPC(
                 subscriptions=[SubOpt(topic=tp, subscribe=r.random() < 0.7) for tp in topics],
-                ihave=[IHave(topic=r.choice(TOPICS), ids=[r.randbytes(32) for _ in range(r.randrange(4))])] if r.random() < 0.5 else [],
+                ihave=[IHave(topic=r.choice(TOPICS), ids=[r.randbytes(32) for _ in range(r.randrange(4))])]
+                if r.random() < 0.5
+                else [],
                 iwant=[r.randbytes(32) for _ in range(r.randrange(3))],
                 graft=[r.choice(TOPICS)] if r.random() < 0.4 else [],
                 prune=[Prune(topic=r.choice(TOPICS), backoff_s=r.randrange(3600), peers=[])] if r.random() < 0.3 else [],
             )
         elif k < 0.97:
-            msg = PeerExchange(records=[t.seal(PeerRecord(addrs=["ws://127.0.0.1:1"], role="miner",
-                                                          expires_ms=self.now_ms() + 60_000))])
+            msg = PeerExchange(
+                records=[t.seal(PeerRecord(addrs=["ws://127.0.0.1:1"], role="miner", expires_ms=self.now_ms() + 60_000))]
+            )
         else:
             msg = Goodbye(reason="fuzz")  # closes the link: rare
         return pack_canonical({"b": msg, "t": type(msg).TYPE})
@@ -378,7 +499,9 @@ class InputMaker:
             if not self._sent:
                 return kind, self._link_frame(t)
             old = r.choice(self._sent)
-            return kind, old if old[:1] in (b"\x82",) and r.random() < 0.5 else self._wrap(t, old, r.choice(PROTOCOLS), r.choice(TOPICS))
+            return kind, old if old[:1] in (b"\x82",) and r.random() < 0.5 else self._wrap(
+                t, old, r.choice(PROTOCOLS), r.choice(TOPICS)
+            )
         if kind == "deep-nesting":
             return kind, _deep(r)
         if kind == "huge-length":
@@ -469,8 +592,9 @@ class InputMaker:
                 signer = Identity.from_seed(r.randbytes(32))
             return kind, _seal_map(signer, top)
         if kind == "auth-first":
-            return kind, encode_envelope(HelloAuth(my_nonce=r.randbytes(32), your_nonce=r.randbytes(32), your_peer_id=target),
-                                         me, seq=1, now_ms=now)
+            return kind, encode_envelope(
+                HelloAuth(my_nonce=r.randbytes(32), your_nonce=r.randbytes(32), your_peer_id=target), me, seq=1, now_ms=now
+            )
         if kind == "goodbye":
             return kind, pack_canonical({"b": Goodbye(reason="no"), "t": "goodbye"})
         if kind == "deep-nesting":
@@ -613,15 +737,40 @@ class Fuzzer:
 
 def error_counters(net: dict) -> dict[str, Any]:
     """The error counters of one node's status (host.stats_dict()), grouped by type."""
-    host = {k: v for k, v in net.items() if isinstance(v, int) and any(
-        k.startswith(p) for p in ("bad_frames", "handshake_refused", "links_closed", "links_refused", "inbound_rejected",
-                                  "requests_handler_error", "requests_refused", "ws_internal_errors", "requests_unknown_protocol",
-                                  "peer_records_bad", "pex_ignored", "gossip_dropped", "responses_unsolicited",
-                                  "handshakes_ok", "links_opened"))}
+    host = {
+        k: v
+        for k, v in net.items()
+        if isinstance(v, int)
+        and any(
+            k.startswith(p)
+            for p in (
+                "bad_frames",
+                "handshake_refused",
+                "links_closed",
+                "links_refused",
+                "inbound_rejected",
+                "requests_handler_error",
+                "requests_refused",
+                "ws_internal_errors",
+                "requests_unknown_protocol",
+                "peer_records_bad",
+                "pex_ignored",
+                "gossip_dropped",
+                "responses_unsolicited",
+                "handshakes_ok",
+                "links_opened",
+            )
+        )
+    }
     g = net.get("gossip", {})
-    return {"host": dict(sorted(host.items())), "gossip_invalid": g.get("invalid", {}), "gossip_ignored": g.get("ignored", {}),
-            "gossip_penalties": g.get("penalties", {}), "graylisted": g.get("graylisted", 0),
-            "gossip_internal_errors": g.get("invalid", {}).get("internal-error", 0)}
+    return {
+        "host": dict(sorted(host.items())),
+        "gossip_invalid": g.get("invalid", {}),
+        "gossip_ignored": g.get("ignored", {}),
+        "gossip_penalties": g.get("penalties", {}),
+        "graylisted": g.get("graylisted", 0),
+        "gossip_internal_errors": g.get("invalid", {}).get("internal-error", 0),
+    }
 
 
 def rss_bytes(pid: int) -> int:
@@ -643,20 +792,38 @@ def sections(role: str, data_dir: Path, profiles: Path, admitted: list[str], boo
     1 MiB frame limit (so oversized inputs are cheap to send)."""
     return {
         "node": {"role": role, "data_dir": str(data_dir), "status_interval_s": 0.5},
-        "net": {"listen_host": "127.0.0.1", "listen_port": 0, "network": NETWORK, "bootstrap": bootstrap,
-                "max_frame_bytes": MAX_FRAME},
+        "net": {
+            "listen_host": "127.0.0.1",
+            "listen_port": 0,
+            "network": NETWORK,
+            "bootstrap": bootstrap,
+            "max_frame_bytes": MAX_FRAME,
+        },
         "gossip": {"heartbeat_s": 0.2},
         "admission": {"validators": admitted},
-        "validator": {"challenge_interval_s": 1.0, "n_cpu": 64, "samples": 8, "probation_challenges": 0,
-                      "commit_slack_s": 5.0, "openings_timeout_s": 5.0, "profiles_file": str(profiles)},
-        "miner": {"engine": "cpu", "cpu_memory_bytes": SMALL_CPU_MEMORY, "roster_interval_s": 0.5,
-                  "host_fingerprint": f"host-{role}"},
+        "validator": {
+            "challenge_interval_s": 1.0,
+            "n_cpu": 64,
+            "samples": 8,
+            "probation_challenges": 0,
+            "commit_slack_s": 5.0,
+            "openings_timeout_s": 5.0,
+            "profiles_file": str(profiles),
+        },
+        "miner": {
+            "engine": "cpu",
+            "cpu_memory_bytes": SMALL_CPU_MEMORY,
+            "roster_interval_s": 0.5,
+            "host_fingerprint": f"host-{role}",
+        },
     }
 
 
 def write_profiles(path: Path) -> None:
-    path.write_text('[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.01\n'
-                    'measured = false\nsource = "fuzz: generous, the fuzzer shares the machine"\n')
+    path.write_text(
+        '[[profile]]\nmodel = "cpu-reference"\nmemory_bytes = 0\nn = 64\nstep_seconds = 0.01\n'
+        'measured = false\nsource = "fuzz: generous, the fuzzer shares the machine"\n'
+    )
 
 
 # ---- in-process run (pytest) -----------------------------------------------------------------------
@@ -690,7 +857,10 @@ async def run_inprocess(tmp: Path, *, inputs: int, seed: int, workers: int = 4) 
                 await trio.sleep(0.05)
         before = (v.service.stats.verdicts, v.service.stats.passed)
         honest_ids = set(m.service.local)
-        targets = [Target(v.host.listen_addr, v.identity.peer_id), Target(m.host.listen_addr, m.identity.peer_id, list(m.service.local))]
+        targets = [
+            Target(v.host.listen_addr, v.identity.peer_id),
+            Target(m.host.listen_addr, m.identity.peer_id, list(m.service.local)),
+        ]
         t0 = time.monotonic()
         res = await Fuzzer(targets, inputs=inputs, seed=seed, workers=workers).run()
         elapsed = time.monotonic() - t0
@@ -700,17 +870,26 @@ async def run_inprocess(tmp: Path, *, inputs: int, seed: int, workers: int = 4) 
             while v.service.stats.passed <= before[1] + during[1]:
                 await trio.sleep(0.05)
         report = {
-            "inputs": res.inputs, "seconds": round(elapsed, 2), "links": res.links, "links_refused": res.links_refused,
-            "connections_pre": res.connections_pre, "frames_received": res.frames_received,
-            "kinds": dict(res.kinds), "fields_wrong_typed": len(res.fields),
-            "honest": {"verdicts_during": during[0], "passed_during": during[1],
-                       "failed": [r.reasons for r in v.ledger.verdicts() if not r.passed and r.executor_id in honest_ids]},
+            "inputs": res.inputs,
+            "seconds": round(elapsed, 2),
+            "links": res.links,
+            "links_refused": res.links_refused,
+            "connections_pre": res.connections_pre,
+            "frames_received": res.frames_received,
+            "kinds": dict(res.kinds),
+            "fields_wrong_typed": len(res.fields),
+            "honest": {
+                "verdicts_during": during[0],
+                "passed_during": during[1],
+                "failed": [r.reasons for r in v.ledger.verdicts() if not r.passed and r.executor_id in honest_ids],
+            },
             # Rosters the fuzzer signed for itself are valid input: the validator learns those
             # executors, challenges them while their link is up, and fails them when it is not.
             "sybil_executors_challenged": len({r.executor_id for r in v.ledger.verdicts()} - honest_ids),
             "sybil_verdicts_failed": sum(1 for r in v.ledger.verdicts() if not r.passed and r.executor_id not in honest_ids),
             "executors_known_at_end": len(v.service.executors),
-            "validator": error_counters(v.host.stats_dict()), "miner": error_counters(m.host.stats_dict()),
+            "validator": error_counters(v.host.stats_dict()),
+            "miner": error_counters(m.host.stats_dict()),
             "miner_refused": m.service.stats.get("refused", 0),
         }
         nursery.cancel_scope.cancel()
@@ -747,8 +926,14 @@ def main(argv: list[str] | None = None) -> int:
         d = work / role
         d.mkdir(exist_ok=True)
         write_node_config(d / "config.toml", sections(role, d, work / "profiles.toml", [vid], bootstrap))
-        p = NodeProcess(role, role, d, d / "config.toml", ["--log-level", "warning", "run", "--config", str(d / "config.toml")],
-                        d / "node.log")
+        p = NodeProcess(
+            role,
+            role,
+            d,
+            d / "config.toml",
+            ["--log-level", "warning", "run", "--config", str(d / "config.toml")],
+            d / "node.log",
+        )
         (d / "status.json").unlink(missing_ok=True)
         p.start()
         nodes.append(p)
@@ -782,8 +967,9 @@ def main(argv: list[str] | None = None) -> int:
 
         async def sampler() -> None:
             while True:
-                samples.append({"t": round(time.monotonic() - t0, 1), "validator": rss_bytes(v.proc.pid),
-                                "miner": rss_bytes(m.proc.pid)})
+                samples.append(
+                    {"t": round(time.monotonic() - t0, 1), "validator": rss_bytes(v.proc.pid), "miner": rss_bytes(m.proc.pid)}
+                )
                 honest.append((time.monotonic() - t0, *passed(v)))
                 await trio.sleep(1.0)
 
@@ -832,28 +1018,49 @@ def main(argv: list[str] | None = None) -> int:
         gaps.append(honest[-1][0] - last_t if honest else 0)
         report = {
             "command": "python tests/bench/fuzz_live.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "inputs": res.inputs, "seconds": round(elapsed, 1), "inputs_per_s": round(res.inputs / elapsed),
-            "links": res.links, "links_refused": res.links_refused, "connections_pre": res.connections_pre,
-            "frames_received": res.frames_received, "kinds": dict(sorted(res.kinds.items())),
+            "inputs": res.inputs,
+            "seconds": round(elapsed, 1),
+            "inputs_per_s": round(res.inputs / elapsed),
+            "links": res.links,
+            "links_refused": res.links_refused,
+            "connections_pre": res.connections_pre,
+            "frames_received": res.frames_received,
+            "kinds": dict(sorted(res.kinds.items())),
             "fields_wrong_typed": len(res.fields),
             "alive": alive,
-            "honest": {"verdicts_during": honest[-1][1] - before[0] if honest else 0,
-                       "passed_during": honest[-1][2] - before[1] if honest else 0,
-                       "failed": honest_failed, "longest_gap_s": round(max(gaps), 1), "verdict_after": after_ok,
-                       "all_reasons": ((vstat.get("validator") or {}).get("stats") or {}).get("reasons", {})},
+            "honest": {
+                "verdicts_during": honest[-1][1] - before[0] if honest else 0,
+                "passed_during": honest[-1][2] - before[1] if honest else 0,
+                "failed": honest_failed,
+                "longest_gap_s": round(max(gaps), 1),
+                "verdict_after": after_ok,
+                "all_reasons": ((vstat.get("validator") or {}).get("stats") or {}).get("reasons", {}),
+            },
             "sybil_executors_challenged": len(sybil),
             "sybil_verdicts_failed": sum(1 for r in rows if r[0] not in executors and not r[1]),
-            "executors_known_at_end": len(((vstat.get("validator") or {}).get("executors") or {})),
-            "rss_mib": {k: {"start": round(samples[0][k] / 2**20, 1), "max": round(max(s[k] for s in samples) / 2**20, 1),
-                            "end": round(samples[-1][k] / 2**20, 1), "growth_after_warmup": round(growth[k], 1)}
-                        for k in ("validator", "miner")},
-            "validator": error_counters(vstat.get("net", {})), "miner": error_counters(mstat.get("net", {})),
+            "executors_known_at_end": len((vstat.get("validator") or {}).get("executors") or {}),
+            "rss_mib": {
+                k: {
+                    "start": round(samples[0][k] / 2**20, 1),
+                    "max": round(max(s[k] for s in samples) / 2**20, 1),
+                    "end": round(samples[-1][k] / 2**20, 1),
+                    "growth_after_warmup": round(growth[k], 1),
+                }
+                for k in ("validator", "miner")
+            },
+            "validator": error_counters(vstat.get("net", {})),
+            "miner": error_counters(mstat.get("net", {})),
             "miner_stats": (mstat.get("miner") or {}).get("stats", {}),
             "log_errors": errors,
         }
-        ok = (all(alive.values()) and not report["honest"]["failed"] and after_ok
-              and report["honest"]["passed_during"] > 0 and all(g <= args.rss_bound_mib for g in growth.values())
-              and not any(errors.values()))
+        ok = (
+            all(alive.values())
+            and not report["honest"]["failed"]
+            and after_ok
+            and report["honest"]["passed_during"] > 0
+            and all(g <= args.rss_bound_mib for g in growth.values())
+            and not any(errors.values())
+        )
         report["ok"] = ok
         text = json.dumps(report, indent=1, default=str)
         print(text)

@@ -45,14 +45,28 @@ from node.pow.openings import build_openings, encode_openings
 # The last field: True = epilogue stream at low priority, "inline" = epilogues on the chain stream
 # (no overlap: only the GEMM is split).
 PANEL_CONFIGS: dict[str, dict] = {}
-for _lab, _ov, _P, _low in [("panels2", True, 2, False), ("panels4", True, 4, False), ("panels8", True, 8, False),
-                            ("panels2-tree", "tree", 2, False), ("panels4-tree", "tree", 4, False),
-                            ("panels8-tree", "tree", 8, False), ("panels2-treemain", "tree-main", 2, False),
-                            ("panels4-treemain", "tree-main", 4, False), ("panels4-epilow", True, 4, True),
-                            ("panels4-serial", False, 4, False), ("panels2-inline", True, 2, "inline"),
-                            ("panels4-inline", True, 4, "inline"), ("panels2-inline-treemain", "tree-main", 2, "inline")]:
-    PANEL_CONFIGS[_lab] = {"variant": "panels", "overlap": _ov, "panels": _P, "epilogue_low_priority": _low is True,
-                           "panel_epilogue_inline": _low == "inline"}
+for _lab, _ov, _P, _low in [
+    ("panels2", True, 2, False),
+    ("panels4", True, 4, False),
+    ("panels8", True, 8, False),
+    ("panels2-tree", "tree", 2, False),
+    ("panels4-tree", "tree", 4, False),
+    ("panels8-tree", "tree", 8, False),
+    ("panels2-treemain", "tree-main", 2, False),
+    ("panels4-treemain", "tree-main", 4, False),
+    ("panels4-epilow", True, 4, True),
+    ("panels4-serial", False, 4, False),
+    ("panels2-inline", True, 2, "inline"),
+    ("panels4-inline", True, 4, "inline"),
+    ("panels2-inline-treemain", "tree-main", 2, "inline"),
+]:
+    PANEL_CONFIGS[_lab] = {
+        "variant": "panels",
+        "overlap": _ov,
+        "panels": _P,
+        "epilogue_low_priority": _low is True,
+        "panel_epilogue_inline": _low == "inline",
+    }
 ALL_CONFIGS = dict(CONFIGS, **PANEL_CONFIGS)
 ALL_LABELS = list(ALL_CONFIGS)
 
@@ -75,8 +89,10 @@ def bench_panels(engine: GpuEngine, n: int, r: dict, steps: int, m: int = 4, rep
 
             def panels(rep: int, P: int = P, rows: int = rows) -> None:
                 for p in range(P):
-                    engine._gemm.rows(X[rep % 3].data.ptr + p * rows * n, rows, Bt[rep % 3].data.ptr,
-                                      A.data.ptr + 4 * p * rows * n, n)
+                    engine._gemm.rows(
+                        X[rep % 3].data.ptr + p * rows * n, rows, Bt[rep % 3].data.ptr, A.data.ptr + 4 * p * rows * n, n
+                    )
+
             r["gemm_panels_s"][str(P)] = time_events(panels, reps)
         # The panel GEMMs together give cuBLAS's product exactly.
         ref = cp.empty_like(A)
@@ -107,8 +123,15 @@ def log(*a: object) -> None:
     print(*a, flush=True)
 
 
-def check_exact(engine: GpuEngine, cpu: CpuEngine, params: ChallengeParams, k: int, reveal: bytes,
-                want_digests: list[str] | None = None, want_root: str | None = None) -> dict:
+def check_exact(
+    engine: GpuEngine,
+    cpu: CpuEngine,
+    params: ChallengeParams,
+    k: int,
+    reveal: bytes,
+    want_digests: list[str] | None = None,
+    want_root: str | None = None,
+) -> dict:
     cpu_tr = cpu.prove(params)
     res = {"n": params.n, "T": params.T, "m": params.m}
     for label in EXACT_LABELS:
@@ -135,8 +158,7 @@ def main() -> int:
     ap.add_argument("--skip-exact", action="store_true")
     ap.add_argument("--sizes", default="4096,8192")
     ap.add_argument("--no-panels", action="store_true", help="time no panels configs")
-    ap.add_argument("--only-panels", action="store_true",
-                    help="bit-exactness of the panels configs only, and no 90%% challenge")
+    ap.add_argument("--only-panels", action="store_true", help="bit-exactness of the panels configs only, and no 90%% challenge")
     a = ap.parse_args()
     global EXACT_LABELS
     EXACT_LABELS = list(PANEL_CONFIGS) if a.only_panels else ALL_LABELS
@@ -161,8 +183,9 @@ def main() -> int:
     if not a.skip_exact:
         cpu = CpuEngine(memory_budget_bytes=100 << 30)
         for c in VECTORS["chains"]:
-            p = ChallengeParams(bytes.fromhex(c["seed"]), bytes.fromhex(c["validator"]), bytes.fromhex(c["executor"]),
-                                c["n"], c["T"], c["m"])
+            p = ChallengeParams(
+                bytes.fromhex(c["seed"]), bytes.fromhex(c["validator"]), bytes.fromhex(c["executor"]), c["n"], c["T"], c["m"]
+            )
             r = check_exact(engine, cpu, p, c["k"], bytes.fromhex(c["reveal"]), c["digests"], c["root"])
             r["vector"] = True
             exact.append(r)
@@ -187,6 +210,7 @@ def main() -> int:
         def flip(s: int, X: object) -> None:
             if s == 2:
                 X[5, 7] += 1  # type: ignore[index]
+
         bad = engine.prove(p, state_hook=flip)
         result["hook_changes_digest"] = honest.digests[:2] == bad.digests[:2] and honest.digests[2] != bad.digests[2]
         engine.release(honest)
@@ -222,7 +246,7 @@ def main() -> int:
             save()
         # 90% of the declared memory, as the validator sizes a challenge.
         result["fill"] = []
-        for r in ([] if a.only_panels else result["bench"]):
+        for r in [] if a.only_panels else result["bench"]:
             label = min(r["step_s"], key=r["step_s"].get)
             best = r["step_s"][label]
             apply_config(engine, label, extra=r.get("chain_extra"), table=ALL_CONFIGS)
@@ -250,16 +274,20 @@ def main() -> int:
             line += f" | wgmma {r['gemm_wgmma_s'] * 1e6:.1f} us ({r['tops_wgmma']:.0f} TOPS, exact={r.get('gemm_wgmma_exact')})"
         line += f" | epi {r['epilogue_s'] * 1e6:.1f} us | hash {r['hash_s'] * 1e6:.1f} us"
         for c in r.get("gemm_cutlass_s", {}):
-            line += (f" | CUTLASS {c}: GEMM {r['gemm_cutlass_s'][c] * 1e6:.1f}, step {r['step_cutlass_s'][c] * 1e6:.1f} us"
-                     f" ({r['step_cutlass_over_gemm'][c]:.3f} x cuBLAS, exact={r['cutlass_exact'][c]})")
+            line += (
+                f" | CUTLASS {c}: GEMM {r['gemm_cutlass_s'][c] * 1e6:.1f}, step {r['step_cutlass_s'][c] * 1e6:.1f} us"
+                f" ({r['step_cutlass_over_gemm'][c]:.3f} x cuBLAS, exact={r['cutlass_exact'][c]})"
+            )
         line += " | panel GEMMs " + ", ".join(f"P={P}: {s * 1e6:.1f}" for P, s in r.get("gemm_panels_s", {}).items())
         log(line)
         for v, s in r["step_s"].items():
             log(f"   step[{v}] {s * 1e6:.1f} us = {r['step_over_gemm'][v]:.3f} x cuBLAS GEMM ({r['tops_step'][v]:.0f} TOPS)")
     for f in result.get("fill", []):
-        log(f"fill n={f['n']} T={f['T']} pool {f['pool_bytes'] / 2**30:.1f} GiB ({f['config']}): "
+        log(
+            f"fill n={f['n']} T={f['T']} pool {f['pool_bytes'] / 2**30:.1f} GiB ({f['config']}): "
             f"cold {f['cold']['total_s']:.3f} s = {f['cold']['total_over_T_step']:.3f} x T*step, "
-            f"warm {f['warm']['total_s']:.3f} s = {f['warm']['total_over_T_step']:.3f} x T*step")
+            f"warm {f['warm']['total_s']:.3f} s = {f['warm']['total_over_T_step']:.3f} x T*step"
+        )
     return 0 if result["all_exact"] else 1
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import trio
 
 from node.app.config import NodeConfig
-from node.harness.adversaries import node_parts
-from node.identity import Identity
-from node.harness.main import wall_step_seconds
 from node.app.node import Node, make_cpu_engine
+from node.harness.adversaries import node_parts
+from node.harness.main import wall_step_seconds
+from node.identity import Identity
 
 
 def measure_step(engine_kind: str, n: int, memory: int, steps: int = 64) -> tuple[str, float, int]:
@@ -47,11 +47,22 @@ def config(tmp: Path, name: str, role: str, boot: list[str], a: argparse.Namespa
     c.node = dataclasses.replace(c.node, role=role, data_dir=str(tmp / name), status_interval_s=1.0)
     c.net = dataclasses.replace(c.net, listen_port=0, bootstrap=boot, network="gpow-shared-gpu")
     c.gossip = dataclasses.replace(c.gossip, heartbeat_s=0.5)
-    c.validator = dataclasses.replace(c.validator, challenge_interval_s=2.0, n_gpu=a.n, n_cpu=a.n, samples=32,
-                                      probation_challenges=0, profiles_file=str(profiles), rtt_margin_s=0.05,
-                                      commit_slack_s=1.0, openings_timeout_s=60.0, concurrency=1)
-    c.miner = dataclasses.replace(c.miner, engine=a.engine, cpu_memory_bytes=a.memory,
-                                  host_fingerprint="shared-gpu-bench", roster_interval_s=1.0)
+    c.validator = dataclasses.replace(
+        c.validator,
+        challenge_interval_s=2.0,
+        n_gpu=a.n,
+        n_cpu=a.n,
+        samples=32,
+        probation_challenges=0,
+        profiles_file=str(profiles),
+        rtt_margin_s=0.05,
+        commit_slack_s=1.0,
+        openings_timeout_s=60.0,
+        concurrency=1,
+    )
+    c.miner = dataclasses.replace(
+        c.miner, engine=a.engine, cpu_memory_bytes=a.memory, host_fingerprint="shared-gpu-bench", roster_interval_s=1.0
+    )
     return c
 
 
@@ -60,15 +71,27 @@ async def phase(tmp: Path, a: argparse.Namespace, profiles: Path, cheat: str, wa
     async with trio.open_nursery() as nursery:
         v = Node(config(tmp, f"v-{cheat or 'honest'}", "validator", [], a, profiles), Identity.generate())
         await nursery.start(v.run)
-        m = Node(config(tmp, f"m-{cheat or 'honest'}", "miner", [v.host.listen_addr], a, profiles), Identity.generate(),
-                 node_parts(cheat) if cheat else None)
+        m = Node(
+            config(tmp, f"m-{cheat or 'honest'}", "miner", [v.host.listen_addr], a, profiles),
+            Identity.generate(),
+            node_parts(cheat) if cheat else None,
+        )
         await nursery.start(m.run)
         with trio.move_on_after(a.timeout):
             while len(v.ledger.verdicts()) < want:
                 await trio.sleep(0.2)
         for r in v.ledger.verdicts():
-            out.append({"executor": r.executor_id[-8:], "passed": r.passed, "reasons": r.reasons, "n": r.n, "T": r.T,
-                        "commit_s": r.commit_seconds, "expected_s": r.expected_seconds})
+            out.append(
+                {
+                    "executor": r.executor_id[-8:],
+                    "passed": r.passed,
+                    "reasons": r.reasons,
+                    "n": r.n,
+                    "T": r.T,
+                    "commit_s": r.commit_seconds,
+                    "expected_s": r.expected_seconds,
+                }
+            )
         nursery.cancel_scope.cancel()
     return out
 
@@ -86,15 +109,24 @@ def main() -> int:
     model, step, declared = measure_step(a.engine, a.n, a.memory)
     tmp = Path(tempfile.mkdtemp(prefix="gpow-shared-gpu-"))
     profiles = tmp / "profiles.toml"
-    profiles.write_text(f'[[profile]]\nmodel = "{model}"\nmemory_bytes = {declared}\nn = {a.n}\n'
-                        f'step_seconds = {step * a.allowance:.6g}\nmeasured = true\nsource = "measured by shared_gpu.py just now"\n')
+    profiles.write_text(
+        f'[[profile]]\nmodel = "{model}"\nmemory_bytes = {declared}\nn = {a.n}\n'
+        f'step_seconds = {step * a.allowance:.6g}\nmeasured = true\nsource = "measured by shared_gpu.py just now"\n'
+    )
     print(f"{model}: {step * 1e3:.3f} ms/step at n={a.n}, declared memory {declared / 2**30:.2f} GiB", flush=True)
     honest = trio.run(phase, tmp, a, profiles, "", a.verdicts)
     shared = trio.run(phase, tmp, a, profiles, "shared-gpu", 2 * a.verdicts)
-    result = {"engine": a.engine, "model": model, "n": a.n, "step_s": step, "declared_bytes": declared,
-              "honest": honest, "shared": shared,
-              "honest_all_passed": bool(honest) and all(v["passed"] for v in honest),
-              "shared_caught": any(not v["passed"] for v in shared)}
+    result = {
+        "engine": a.engine,
+        "model": model,
+        "n": a.n,
+        "step_s": step,
+        "declared_bytes": declared,
+        "honest": honest,
+        "shared": shared,
+        "honest_all_passed": bool(honest) and all(v["passed"] for v in honest),
+        "shared_caught": any(not v["passed"] for v in shared),
+    }
     print(json.dumps(result, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1))

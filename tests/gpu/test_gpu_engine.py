@@ -31,8 +31,19 @@ from node.pow.engine import ChallengeParams, EngineCapacityError
 from node.pow.openings import build_openings, encode_openings
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "pow-v1-vectors.json").read_text())
-CONFIGS = [("cublas", False), ("cublas", True), ("cublas", "tree"), ("cublas", "late"), ("fused", False), ("fused", True),
-           ("wgmma", False), ("wgmma", True), ("cutlass", False), ("cutlass", True), ("cutlass", "tree")]
+CONFIGS = [
+    ("cublas", False),
+    ("cublas", True),
+    ("cublas", "tree"),
+    ("cublas", "late"),
+    ("fused", False),
+    ("fused", True),
+    ("wgmma", False),
+    ("wgmma", True),
+    ("cutlass", False),
+    ("cutlass", True),
+    ("cutlass", "tree"),
+]
 HOPPER = str(cp.cuda.Device(0).compute_capability) == "90"
 
 
@@ -104,8 +115,9 @@ def test_production_state_hook_changes_the_digest(prod: GpuEngine, n: int) -> No
     prod.release(bad)
 
 
-def test_without_cutlass_the_engine_says_so_once_and_uses_cublas(monkeypatch: pytest.MonkeyPatch,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_without_cutlass_the_engine_says_so_once_and_uses_cublas(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("GPOW_NO_CUTLASS", "1")
     with caplog.at_level(logging.INFO, logger="gpow.gpu"):
         e = GpuEngine(device_id=0, memory_budget_bytes=1 << 28, preallocate=False)
@@ -130,8 +142,19 @@ def test_cutlass_calibration_rejects_a_wrong_product(prod: GpuEngine) -> None:
         def fits(self, v: int, n: int) -> bool:
             return True
 
-        def step(self, v: int, X: object, Bt: object, pool: object, refs: object, salt: object, out: object,
-                 out32: object, sms: int, stream: object) -> None:
+        def step(
+            self,
+            v: int,
+            X: object,
+            Bt: object,
+            pool: object,
+            refs: object,
+            salt: object,
+            out: object,
+            out32: object,
+            sms: int,
+            stream: object,
+        ) -> None:
             prod.cutlass.step(v, X, Bt, pool, refs, salt, out, out32, sms, stream)
             if out32 is not None:
                 out32[3, 5] += 1  # type: ignore[index]
@@ -144,8 +167,9 @@ def test_cutlass_calibration_rejects_a_wrong_product(prod: GpuEngine) -> None:
 
 
 def _params(c: dict) -> ChallengeParams:
-    return ChallengeParams(bytes.fromhex(c["seed"]), bytes.fromhex(c["validator"]), bytes.fromhex(c["executor"]),
-                           c["n"], c["T"], c["m"])
+    return ChallengeParams(
+        bytes.fromhex(c["seed"]), bytes.fromhex(c["validator"]), bytes.fromhex(c["executor"]), c["n"], c["T"], c["m"]
+    )
 
 
 @pytest.mark.parametrize("variant,overlap", CONFIGS)
@@ -177,8 +201,9 @@ def test_epilogue_with_leaf_hashing_matches_reference(engine: GpuEngine, n: int,
 
 @pytest.mark.parametrize("variant,overlap", CONFIGS)
 @pytest.mark.parametrize("n,T,m", [(64, 7, 2), (128, 6, 3), (256, 5, 2), (512, 4, 1), (2048, 3, 2)])
-def test_random_params_match_reference_states_and_openings(engine: GpuEngine, n: int, T: int, m: int,
-                                                           variant: str, overlap: bool | str) -> None:
+def test_random_params_match_reference_states_and_openings(
+    engine: GpuEngine, n: int, T: int, m: int, variant: str, overlap: bool | str
+) -> None:
     rng = np.random.default_rng(n * 31 + T)
     p = ChallengeParams(rng.bytes(32), rng.bytes(32), rng.bytes(32), n, T, m)
     ref = CpuEngine().prove(p)
@@ -269,8 +294,14 @@ def test_facts() -> None:
 
 
 # Variant "panels": the GEMM in P row panels, each panel's epilogue on a second stream.
-PANEL_CONFIGS = [(2, True, False), (4, "tree", False), (8, "tree", False), (2, "tree-main", False), (8, True, True),
-                 (4, False, False)]
+PANEL_CONFIGS = [
+    (2, True, False),
+    (4, "tree", False),
+    (8, "tree", False),
+    (2, "tree-main", False),
+    (8, True, True),
+    (4, False, False),
+]
 
 
 @pytest.mark.parametrize("panels,overlap,epi_low", PANEL_CONFIGS)
@@ -290,8 +321,9 @@ def test_panels_vectors(engine: GpuEngine, ci: int, panels: int, overlap: bool |
 
 @pytest.mark.parametrize("panels,overlap,epi_low", PANEL_CONFIGS)
 @pytest.mark.parametrize("n,T,m", [(64, 7, 2), (256, 5, 2), (2048, 3, 2)])
-def test_panels_match_reference_states_and_openings(engine: GpuEngine, n: int, T: int, m: int, panels: int,
-                                                    overlap: bool | str, epi_low: bool) -> None:
+def test_panels_match_reference_states_and_openings(
+    engine: GpuEngine, n: int, T: int, m: int, panels: int, overlap: bool | str, epi_low: bool
+) -> None:
     rng = np.random.default_rng(n * 17 + T + panels)
     p = ChallengeParams(rng.bytes(32), rng.bytes(32), rng.bytes(32), n, T, m)
     ref = CpuEngine().prove(p)

@@ -17,8 +17,7 @@ class GossipHost(Host):
     """``Host`` plus ``.gossip``; ``run`` starts both. Only for tests and benchmarks: in the
     product, the composition root (Node) builds the driver on the host."""
 
-    def __init__(self, identity: Identity, net_params: NetParams, role: str, gossip_params: GossipParams,
-                 **kw: Any) -> None:
+    def __init__(self, identity: Identity, net_params: NetParams, role: str, gossip_params: GossipParams, **kw: Any) -> None:
         super().__init__(identity, net_params, role, **kw)
         self.gossip = GossipDriver(self, gossip_params)
 

@@ -48,8 +48,7 @@ class MemHost:
 class Net:
     """In-memory links between drivers; each node gets its own send/disconnect functions."""
 
-    def __init__(self, nursery: trio.Nursery, n: int, params: GossipParams | None = None, *,
-                 queue: int = 64) -> None:
+    def __init__(self, nursery: trio.Nursery, n: int, params: GossipParams | None = None, *, queue: int = 64) -> None:
         self.nursery = nursery
         self.params = params or GossipParams(heartbeat_s=1.0)
         self.idents = [Identity.from_seed(bytes([100 + i]) * 32) for i in range(n)]
@@ -61,10 +60,14 @@ class Net:
         self.drivers: dict[str, GossipDriver] = {}
         for i, ident in enumerate(self.idents):
             pid = ident.peer_id
-            host = MemHost(ident, send=lambda peer, rpc, src=pid: self._send(src, peer, rpc),
-                           disconnect=lambda peer, reason, src=pid: self._disconnect(src, peer, reason))
+            host = MemHost(
+                ident,
+                send=lambda peer, rpc, src=pid: self._send(src, peer, rpc),
+                disconnect=lambda peer, reason, src=pid: self._disconnect(src, peer, reason),
+            )
             self.drivers[pid] = GossipDriver(
-                host, self.params,
+                host,
+                self.params,
                 wall_ms=lambda: BASE_MS + int(trio.current_time() * 1000),
                 rng=random.Random(i),
             )
@@ -223,7 +226,10 @@ async def test_penalized_peer_is_graylisted_then_disconnected(autojump_clock: tr
         assert db.stats_dict()["penalties"] == {"sent a bad register": 1}
         assert db.stats_dict()["graylisted"] == 1
         await trio.sleep(net.params.graylist_disconnect_s + 2.5)
-        assert (b, a, ) == net.disconnects[0][:2] and "graylisted" in net.disconnects[0][2]
+        assert (
+            b,
+            a,
+        ) == net.disconnects[0][:2] and "graylisted" in net.disconnects[0][2]
         assert len(net.disconnects) == 1
         # The rest of the network still works: c's messages reach b.
         net.drivers[c].publish(TOPIC, Heartbeat(busy=True))
@@ -255,7 +261,7 @@ async def test_equivocation_evidence_through_drivers(autojump_clock: trio.testin
         (ev,) = db.equivocations()
         assert (ev.origin, ev.seq, ev.first_data, ev.second_data) == (a, 5, m1, m2)
         assert db.stats_dict()["equivocations"] == 1
-        assert db.score(a) <= -net.params.equivocation_penalty ** 2 * abs(net.params.behaviour_penalty_weight) * 0.9
+        assert db.score(a) <= -(net.params.equivocation_penalty**2) * abs(net.params.behaviour_penalty_weight) * 0.9
         nursery.cancel_scope.cancel()
 
 

@@ -16,10 +16,19 @@ from node.wire.messages import Goodbye, Hello, HelloAuth
 NOW = 1_700_000_000_000
 
 
-def make(identity: Identity, *, network: str = "net-a", expected: str | None = None, nonce: bytes | None = None,
-         role: str = "miner") -> Handshake:
-    return Handshake(identity, network=network, role=role, listen_addrs=["ws://127.0.0.1:1"],
-                     nonce=nonce or os.urandom(32), now_ms=NOW, seq=1, expected_peer_id=expected)
+def make(
+    identity: Identity, *, network: str = "net-a", expected: str | None = None, nonce: bytes | None = None, role: str = "miner"
+) -> Handshake:
+    return Handshake(
+        identity,
+        network=network,
+        role=role,
+        listen_addrs=["ws://127.0.0.1:1"],
+        nonce=nonce or os.urandom(32),
+        now_ms=NOW,
+        seq=1,
+        expected_peer_id=expected,
+    )
 
 
 def run_pair(a: Handshake, b: Handshake) -> None:
@@ -65,8 +74,12 @@ def test_expected_peer_id_differs() -> None:
 def test_hello_claiming_another_peer_id_is_refused() -> None:
     """A Hello whose envelope names a victim's peer id but is signed with the attacker's key."""
     victim, attacker, me = Identity.generate(), Identity.generate(), Identity.generate()
-    honest = encode_envelope(Hello(network="net-a", role="miner", listen_addrs=[], nonce=os.urandom(32), kx=os.urandom(32)),
-                             attacker, seq=1, now_ms=NOW)
+    honest = encode_envelope(
+        Hello(network="net-a", role="miner", listen_addrs=[], nonce=os.urandom(32), kx=os.urandom(32)),
+        attacker,
+        seq=1,
+        now_ms=NOW,
+    )
     env = decode_envelope(honest)
     import msgpack
 
@@ -118,8 +131,9 @@ def test_relayed_hello_auth_made_for_someone_else_is_refused() -> None:
     b_for_m = make(b_id)
     # M talks to B using A's nonce so B signs it, but B signs for M's peer id.
     a_hello = decode_envelope(a.initial_frames()[0]).body
-    m_hello = encode_envelope(Hello(network="net-a", role="miner", listen_addrs=[], nonce=a_hello.nonce, kx=os.urandom(32)),
-                              m_id, seq=1, now_ms=NOW)
+    m_hello = encode_envelope(
+        Hello(network="net-a", role="miner", listen_addrs=[], nonce=a_hello.nonce, kx=os.urandom(32)), m_id, seq=1, now_ms=NOW
+    )
     b_auth = b_for_m.receive(m_hello, NOW)[0]
     a.receive(b_for_m.initial_frames()[0], NOW)  # B's Hello, relayed
     with pytest.raises(HandshakeRefused) as ei:
@@ -129,8 +143,9 @@ def test_relayed_hello_auth_made_for_someone_else_is_refused() -> None:
 
 def test_stale_hello_and_garbage_are_refused() -> None:
     me, peer = Identity.generate(), Identity.generate()
-    stale = Handshake(peer, network="net-a", role="miner", listen_addrs=[], nonce=os.urandom(32),
-                      now_ms=NOW - 10 * 60_000, seq=1).initial_frames()[0]
+    stale = Handshake(
+        peer, network="net-a", role="miner", listen_addrs=[], nonce=os.urandom(32), now_ms=NOW - 10 * 60_000, seq=1
+    ).initial_frames()[0]
     with pytest.raises(HandshakeRefused) as ei:
         make(me).receive(stale, NOW)
     assert ei.value.code == "clock-skew"
@@ -144,8 +159,9 @@ def test_stale_hello_and_garbage_are_refused() -> None:
 
 def test_auth_before_hello_and_self_connection_are_refused() -> None:
     me, peer = Identity.generate(), Identity.generate()
-    auth = encode_envelope(HelloAuth(my_nonce=os.urandom(32), your_nonce=os.urandom(32), your_peer_id=me.peer_id),
-                           peer, seq=1, now_ms=NOW)
+    auth = encode_envelope(
+        HelloAuth(my_nonce=os.urandom(32), your_nonce=os.urandom(32), your_peer_id=me.peer_id), peer, seq=1, now_ms=NOW
+    )
     with pytest.raises(HandshakeRefused) as ei:
         make(me).receive(auth, NOW)
     assert ei.value.code == "unexpected"

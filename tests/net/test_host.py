@@ -29,9 +29,20 @@ NETWORK = "gpow-test"
 
 
 def net_params(**kw) -> NetParams:
-    base = dict(listen_port=0, network=NETWORK, ping_interval_s=0.2, dead_after_s=1.5, maintain_interval_s=0.1,
-                reconnect_min_s=0.1, reconnect_max_s=1.0, pex_interval_s=0.5, dial_timeout_s=2.0,
-                handshake_timeout_s=2.0, drain_timeout_s=0.5, max_frame_bytes=256 * 1024)
+    base = dict(
+        listen_port=0,
+        network=NETWORK,
+        ping_interval_s=0.2,
+        dead_after_s=1.5,
+        maintain_interval_s=0.1,
+        reconnect_min_s=0.1,
+        reconnect_max_s=1.0,
+        pex_interval_s=0.5,
+        dial_timeout_s=2.0,
+        handshake_timeout_s=2.0,
+        drain_timeout_s=0.5,
+        max_frame_bytes=256 * 1024,
+    )
     base.update(kw)
     return NetParams(**base)
 
@@ -80,6 +91,7 @@ async def test_two_hosts_connect_and_see_each_other() -> None:
 
 async def test_request_response_errors_and_timeouts() -> None:
     async with hosts(2) as (a, b):
+
         async def boom(peer: str, payload: bytes) -> bytes:
             raise ValueError(f"bad input from {peer[-4:]}")
 
@@ -180,8 +192,7 @@ async def test_garbage_frames_are_counted_penalised_and_repeated_garbage_disconn
         async with trio.open_nursery() as n:
             raw = Identity.generate()
             ws, _ = await open_raw_link(n, b.listen_addr, raw, network=NETWORK)
-            garbage = [b"", b"\xff\xfe", b"\x81\xa1t\xa4ping", encode_frame(Ping(nonce=1))[:-1],
-                       b"\x82\xa1b\x80\xa1t\xa7no-such"]
+            garbage = [b"", b"\xff\xfe", b"\x81\xa1t\xa4ping", encode_frame(Ping(nonce=1))[:-1], b"\x82\xa1b\x80\xa1t\xa7no-such"]
             for g in garbage:
                 await ws.send_message(g)
             await ws.send_message(encode_frame(Request(req_id=7, protocol="echo", payload=b"still")))
@@ -217,8 +228,7 @@ async def test_handshake_refusals_over_the_wire() -> None:
         # impersonation: a Hello from one key, then a HelloAuth signed by another
         me, forger = Identity.generate(), Identity.generate()
         async with open_websocket_url(b.listen_addr) as ws:
-            hs = Handshake(me, network=NETWORK, role="miner", listen_addrs=[], nonce=os.urandom(32),
-                           now_ms=_now_ms(), seq=1)
+            hs = Handshake(me, network=NETWORK, role="miner", listen_addrs=[], nonce=os.urandom(32), now_ms=_now_ms(), seq=1)
             await ws.send_message(hs.initial_frames()[0])
             their_hello = await ws.get_message()
             genuine = hs.receive(their_hello, _now_ms())[0]
@@ -277,8 +287,9 @@ async def test_dead_peer_is_detected_and_shutdown_says_goodbye() -> None:
 async def test_send_queue_is_bounded_gossip_drops_and_slow_peer_is_disconnected() -> None:
     from node.net.framing import rpc_size
 
-    async with hosts(2, send_queue_frames=4, send_queue_bytes=4096, max_frame_bytes=64 * 1024,
-                     slow_peer_drops_before_disconnect=10) as (a, b):
+    async with hosts(
+        2, send_queue_frames=4, send_queue_bytes=4096, max_frame_bytes=64 * 1024, slow_peer_drops_before_disconnect=10
+    ) as (a, b):
         await a.dial(b.listen_addr)
         conn = a._conns[b.peer_id]
         await wait_for(lambda: conn.queued_bytes == 0)
@@ -314,9 +325,11 @@ async def test_listen_on_a_busy_port_is_a_clear_error() -> None:
 
 # ---- the peer store (sans-IO) ------------------------------------------------------------------
 
+
 def _record(identity: Identity, *, port: int = 1, expires_ms: int, seq: int = 1, now: int = 1_000_000) -> bytes:
-    return encode_envelope(PeerRecord(addrs=[f"ws://127.0.0.1:{port}"], role="miner", expires_ms=expires_ms),
-                           identity, seq=seq, now_ms=now)
+    return encode_envelope(
+        PeerRecord(addrs=[f"ws://127.0.0.1:{port}"], role="miner", expires_ms=expires_ms), identity, seq=seq, now_ms=now
+    )
 
 
 def test_peer_store_records_expiry_replacement_and_forgeries() -> None:
@@ -396,8 +409,25 @@ def _random_value(rng: random.Random, depth: int = 0):
         return None
     if k == "list":
         return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
-    keys = ["req_id", "protocol", "payload", "ok", "error", "nonce", "reason", "records", "publish", "subscriptions",
-            "ihave", "iwant", "graft", "prune", "topic", "data", "zzz"]
+    keys = [
+        "req_id",
+        "protocol",
+        "payload",
+        "ok",
+        "error",
+        "nonce",
+        "reason",
+        "records",
+        "publish",
+        "subscriptions",
+        "ihave",
+        "iwant",
+        "graft",
+        "prune",
+        "topic",
+        "data",
+        "zzz",
+    ]
     return {rng.choice(keys): _random_value(rng, depth + 1) for _ in range(rng.randrange(5))}
 
 
@@ -443,7 +473,7 @@ async def test_a_large_frame_arriving_slowly_keeps_the_link_alive() -> None:
             raw = Identity.generate()
             ws, _ = await open_raw_link(n, b.listen_addr, raw, network=NETWORK)
             frame = ws.channel.seal(encode_frame(Request(req_id=3, protocol="echo", payload=bytes(range(256)) * 600)))
-            chunks = [frame[i:i + 8000] for i in range(0, len(frame), 8000)]
+            chunks = [frame[i : i + 8000] for i in range(0, len(frame), 8000)]
             for i, chunk in enumerate(chunks):  # about 2 s in all, over three times dead_after_s
                 await ws._send(BytesMessage(data=chunk, message_finished=i == len(chunks) - 1))
                 await trio.sleep(0.1)
@@ -456,9 +486,14 @@ async def test_a_large_frame_arriving_slowly_keeps_the_link_alive() -> None:
 
 def test_net_params_are_checked() -> None:
     NetParams(bootstrap=["ws://10.0.0.1:7700", "ws://[::1]:7700"])
-    for kw, word in [(dict(network=""), "network"), (dict(bootstrap=["10.0.0.1:7700"]), "bootstrap"),
-                     (dict(dead_after_s=1.0, ping_interval_s=2.0), "dead_after_s"), (dict(send_queue_frames=0), "send_queue"),
-                     (dict(pex_records=64), "pex_records"), (dict(listen_port=70000), "listen_port")]:
+    for kw, word in [
+        (dict(network=""), "network"),
+        (dict(bootstrap=["10.0.0.1:7700"]), "bootstrap"),
+        (dict(dead_after_s=1.0, ping_interval_s=2.0), "dead_after_s"),
+        (dict(send_queue_frames=0), "send_queue"),
+        (dict(pex_records=64), "pex_records"),
+        (dict(listen_port=70000), "listen_port"),
+    ]:
         with pytest.raises(ValueError, match=word):
             NetParams(**kw)
 
@@ -501,9 +536,15 @@ def test_coalesce_rpcs_merges_publishes_and_keeps_control_in_place() -> None:
     from node.wire.messages import IHave, Prune, PublishedMessage, SubOpt
 
     m = [PublishedMessage(topic="t", data=bytes([i]) * 100) for i in range(6)]
-    rpcs = [GossipRPC(publish=[m[0]]), GossipRPC(publish=[m[1], m[2]]), GossipRPC(prune=[Prune(topic="t", backoff_s=1, peers=[])]),
-            GossipRPC(publish=[m[3]]), GossipRPC(subscriptions=[SubOpt(topic="u")], ihave=[IHave(topic="t", ids=[bytes(32)])]),
-            GossipRPC(publish=[m[4]]), GossipRPC(publish=[m[5]])]
+    rpcs = [
+        GossipRPC(publish=[m[0]]),
+        GossipRPC(publish=[m[1], m[2]]),
+        GossipRPC(prune=[Prune(topic="t", backoff_s=1, peers=[])]),
+        GossipRPC(publish=[m[3]]),
+        GossipRPC(subscriptions=[SubOpt(topic="u")], ihave=[IHave(topic="t", ids=[bytes(32)])]),
+        GossipRPC(publish=[m[4]]),
+        GossipRPC(publish=[m[5]]),
+    ]
     out = coalesce_rpcs(rpcs, 1 << 20)
     assert [len(r.publish) for r in out] == [3, 0, 1, 0, 2] and out[1] is rpcs[2] and out[3] is rpcs[4]
     assert [x for r in out for x in r.publish] == m  # nothing lost, order kept

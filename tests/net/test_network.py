@@ -27,9 +27,20 @@ TOPIC = "gpow/test/1"
 
 
 def net_params(**kw) -> NetParams:
-    base = dict(listen_port=0, network=NETWORK, ping_interval_s=0.3, dead_after_s=3.0, maintain_interval_s=0.1,
-                reconnect_min_s=0.1, reconnect_max_s=0.5, pex_interval_s=0.3, dial_timeout_s=2.0,
-                handshake_timeout_s=2.0, drain_timeout_s=0.5, target_peers=4)
+    base = dict(
+        listen_port=0,
+        network=NETWORK,
+        ping_interval_s=0.3,
+        dead_after_s=3.0,
+        maintain_interval_s=0.1,
+        reconnect_min_s=0.1,
+        reconnect_max_s=0.5,
+        pex_interval_s=0.3,
+        dial_timeout_s=2.0,
+        handshake_timeout_s=2.0,
+        drain_timeout_s=0.5,
+        target_peers=4,
+    )
     base.update(kw)
     return NetParams(**base)
 
@@ -108,8 +119,7 @@ async def test_star_bootstrap_leaves_find_each_other_and_refill_when_peers_leave
             await h.aclose("leaving")
         left = leaves[3:]
         gone_ids = {h.peer_id for h in gone}
-        await wait_for(lambda: all(not (set(l.connected_peers()) & gone_ids) and len(l.connected_peers()) >= 4
-                                   for l in left))
+        await wait_for(lambda: all(not (set(l.connected_peers()) & gone_ids) and len(l.connected_peers()) >= 4 for l in left))
         nursery.cancel_scope.cancel()
 
 
@@ -119,14 +129,20 @@ async def test_thirty_nodes_every_app_sees_each_message_exactly_once() -> None:
         hosts = await start_network(nursery, 30, lambda i, hs: [h.listen_addr for h in rng.sample(hs, min(2, i))])
         seen: dict[str, Counter] = {h.peer_id: Counter() for h in hosts}
         for h in hosts:
-            h.gossip.subscribe(TOPIC, lambda env, pid=h.peer_id: seen[pid].update([(env.sender, env.body.reason)]),
-                               lambda env: Validation.ACCEPT if isinstance(env.body, Deregister) else Validation.REJECT)
+            h.gossip.subscribe(
+                TOPIC,
+                lambda env, pid=h.peer_id: seen[pid].update([(env.sender, env.body.reason)]),
+                lambda env: Validation.ACCEPT if isinstance(env.body, Deregister) else Validation.REJECT,
+            )
         await wait_for(lambda: all(h.gossip.stats_dict()["mesh"].get(TOPIC, 0) >= 2 for h in hosts))
         by_id = {h.peer_id: h for h in hosts}
 
         def mesh_symmetric() -> bool:  # every GRAFT answered: a mesh link is a mesh link at both ends
-            return all(h.peer_id in by_id[q].gossip.router.mesh.get(TOPIC, ())
-                       for h in hosts for q in h.gossip.router.mesh.get(TOPIC, ()))
+            return all(
+                h.peer_id in by_id[q].gossip.router.mesh.get(TOPIC, ())
+                for h in hosts
+                for q in h.gossip.router.mesh.get(TOPIC, ())
+            )
 
         await wait_for(mesh_symmetric)
         publishers = hosts[:5]
@@ -146,9 +162,11 @@ async def test_thirty_nodes_every_app_sees_each_message_exactly_once() -> None:
                 lack = {m for m in expected if m[0] != h.peer_id} - set(seen[h.peer_id])
                 if lack:
                     st = h.gossip.stats_dict()
-                    lines.append(f"host {i}: missing {sorted((p[-6:], m) for p, m in lack)}, "
-                                 f"peers {len(h.connected_peers())}, mesh {st['mesh'].get(TOPIC, 0)}, "
-                                 f"host stats {dict(h.stats)}, gossip {st}")
+                    lines.append(
+                        f"host {i}: missing {sorted((p[-6:], m) for p, m in lack)}, "
+                        f"peers {len(h.connected_peers())}, mesh {st['mesh'].get(TOPIC, 0)}, "
+                        f"host stats {dict(h.stats)}, gossip {st}"
+                    )
             return "; ".join(lines)
 
         await wait_for(complete, why=missing)
@@ -171,20 +189,32 @@ async def test_a_burst_of_300_messages_reaches_every_node_whole() -> None:
         hosts = await start_network(nursery, 10, lambda i, hs: [h.listen_addr for h in rng.sample(hs, min(3, i))])
         seen: dict[str, Counter] = {h.peer_id: Counter() for h in hosts}
         for h in hosts:
-            h.gossip.subscribe(TOPIC, lambda env, pid=h.peer_id: seen[pid].update([env.body.reason]),
-                               lambda env: Validation.ACCEPT if isinstance(env.body, Deregister) else Validation.REJECT)
+            h.gossip.subscribe(
+                TOPIC,
+                lambda env, pid=h.peer_id: seen[pid].update([env.body.reason]),
+                lambda env: Validation.ACCEPT if isinstance(env.body, Deregister) else Validation.REJECT,
+            )
         by_id = {h.peer_id: h for h in hosts}
-        await wait_for(lambda: all(h.gossip.stats_dict()["mesh"].get(TOPIC, 0) >= 2 for h in hosts)
-                       and all(h.peer_id in by_id[q].gossip.router.mesh.get(TOPIC, ())
-                               for h in hosts for q in h.gossip.router.mesh.get(TOPIC, ())))
+        await wait_for(
+            lambda: (
+                all(h.gossip.stats_dict()["mesh"].get(TOPIC, 0) >= 2 for h in hosts)
+                and all(
+                    h.peer_id in by_id[q].gossip.router.mesh.get(TOPIC, ())
+                    for h in hosts
+                    for q in h.gossip.router.mesh.get(TOPIC, ())
+                )
+            )
+        )
         src = hosts[0]
         for k in range(300):  # no checkpoint in between: all 300 are queued before any is sent
             src.gossip.publish(TOPIC, Deregister(reason=f"b{k}"))
         want = {f"b{k}" for k in range(300)}
 
         def missing() -> str:
-            return "; ".join(f"host {i}: {len(want - set(seen[h.peer_id]))} missing, dropped "
-                             f"{h.stats['gossip_dropped_queue_full']}" for i, h in enumerate(hosts[1:], 1))
+            return "; ".join(
+                f"host {i}: {len(want - set(seen[h.peer_id]))} missing, dropped {h.stats['gossip_dropped_queue_full']}"
+                for i, h in enumerate(hosts[1:], 1)
+            )
 
         await wait_for(lambda: all(set(seen[h.peer_id]) == want for h in hosts[1:]), timeout=30, why=missing)
         assert all(max(seen[h.peer_id].values()) == 1 for h in hosts[1:])
@@ -197,7 +227,7 @@ def forged(identity: Identity, i: int) -> bytes:
     good = encode_envelope(Deregister(reason=f"forged {i}"), identity, seq=i + 1, now_ms=now_ms())
     env = decode_envelope(good)
     sig_at = good.index(env.signature)
-    return good[:sig_at] + bytes([good[sig_at] ^ 1]) + good[sig_at + 1:]
+    return good[:sig_at] + bytes([good[sig_at] ^ 1]) + good[sig_at + 1 :]
 
 
 async def test_forger_is_graylisted_by_its_neighbours() -> None:
@@ -274,8 +304,7 @@ async def test_relayed_handshake_is_refused() -> None:
             to_b = await connect_websocket_url(raw_n, b.listen_addr)
             b_hello = decode_envelope(await to_b.get_message())
             to_a = await connect_websocket_url(raw_n, a.listen_addr)
-            m_hs = Handshake(m, network=NETWORK, role="miner", listen_addrs=[], nonce=b_hello.body.nonce,
-                             now_ms=now_ms(), seq=1)
+            m_hs = Handshake(m, network=NETWORK, role="miner", listen_addrs=[], nonce=b_hello.body.nonce, now_ms=now_ms(), seq=1)
             await to_a.send_message(m_hs.initial_frames()[0])
             a_hello = await to_a.get_message()
             a_auth = await to_a.get_message()

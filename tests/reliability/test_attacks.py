@@ -37,21 +37,39 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def victim(tmp: Path, name: str, *, net: dict | None = None, gossip: dict | None = None,
-           prefix: list[str] | None = None) -> NodeProcess:
+def victim(
+    tmp: Path, name: str, *, net: dict | None = None, gossip: dict | None = None, prefix: list[str] | None = None
+) -> NodeProcess:
     """A miner process on loopback; started, with its status file up."""
     d = tmp / name
     d.mkdir(exist_ok=True)
-    write_node_config(d / "config.toml", {
-        "node": {"role": "miner", "data_dir": str(d), "status_interval_s": 0.2},
-        "net": {"listen_host": "127.0.0.1", "listen_port": 0, "network": NETWORK, "maintain_interval_s": 0.2,
-                "reconnect_min_s": 0.1, "reconnect_max_s": 1.0, **(net or {})},
-        "gossip": {"heartbeat_s": 0.2, **(gossip or {})},
-        "miner": {"engine": "cpu", "cpu_memory_bytes": 1 << 20, "host_fingerprint": f"host-{name}"},
-        "admission": {"validators": [Identity.generate().peer_id]},
-    })
-    p = NodeProcess(name, "miner", d, d / "config.toml", ["--log-level", "warning", "run", "--config", str(d / "config.toml")],
-                    d / "node.log", prefix=prefix or [])
+    write_node_config(
+        d / "config.toml",
+        {
+            "node": {"role": "miner", "data_dir": str(d), "status_interval_s": 0.2},
+            "net": {
+                "listen_host": "127.0.0.1",
+                "listen_port": 0,
+                "network": NETWORK,
+                "maintain_interval_s": 0.2,
+                "reconnect_min_s": 0.1,
+                "reconnect_max_s": 1.0,
+                **(net or {}),
+            },
+            "gossip": {"heartbeat_s": 0.2, **(gossip or {})},
+            "miner": {"engine": "cpu", "cpu_memory_bytes": 1 << 20, "host_fingerprint": f"host-{name}"},
+            "admission": {"validators": [Identity.generate().peer_id]},
+        },
+    )
+    p = NodeProcess(
+        name,
+        "miner",
+        d,
+        d / "config.toml",
+        ["--log-level", "warning", "run", "--config", str(d / "config.toml")],
+        d / "node.log",
+        prefix=prefix or [],
+    )
     p.start()
     deadline = time.monotonic() + 20
     while not (p.status() or {}).get("listen"):
@@ -94,8 +112,10 @@ async def upgraded_stream(addr: str) -> trio.SocketStream:
     """A TCP stream past the websocket upgrade (HTTP 101), for writing websocket frames by hand."""
     host, port = addr.removeprefix("ws://").rsplit(":", 1)
     stream = await trio.open_tcp_stream(host, int(port))
-    await stream.send_all(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    await stream.send_all(
+        f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
     head = b""
     while b"\r\n\r\n" not in head:
         data = await stream.receive_some(4096)
@@ -119,6 +139,7 @@ async def test_unauthenticated_links_cannot_pin_memory(tmp_path: Path):
         links, chunk = 8, b"\0" * MIB
         sent = []
         async with trio.open_nursery() as n:
+
             async def attack() -> None:
                 total = 0
                 try:
@@ -159,8 +180,12 @@ async def test_idle_sockets_cannot_take_the_last_descriptors(tmp_path: Path):
     failed with EMFILE (at 1,024: 15 of 26 verdicts stored but never gossiped)."""
     port = _free_port()
     boot = f"ws://127.0.0.1:{port}"
-    v = victim(tmp_path, "v", net={"handshake_timeout_s": 30.0, "bootstrap": [boot], "target_peers": 0},
-               prefix=["sh", "-c", 'ulimit -n 256 && exec "$@"', "sh"])
+    v = victim(
+        tmp_path,
+        "v",
+        net={"handshake_timeout_s": 30.0, "bootstrap": [boot], "target_peers": 0},
+        prefix=["sh", "-c", 'ulimit -n 256 && exec "$@"', "sh"],
+    )
     held: list[socket.socket] = []
     try:
         host, vport = v.status()["listen"].removeprefix("ws://").rsplit(":", 1)
@@ -240,9 +265,18 @@ async def test_a_stale_message_flood_is_penalised(tmp_path: Path):
             sent = 0
             try:
                 for batch in range(20):
-                    msgs = [PublishedMessage(topic=C.TOPIC_BEACON, data=encode_envelope(
-                        BeaconReveal(round=batch * 50 + i, secret=b"", next_commit=bytes(32)), raw,
-                        seq=batch * 50 + i + 1, now_ms=old)) for i in range(50)]
+                    msgs = [
+                        PublishedMessage(
+                            topic=C.TOPIC_BEACON,
+                            data=encode_envelope(
+                                BeaconReveal(round=batch * 50 + i, secret=b"", next_commit=bytes(32)),
+                                raw,
+                                seq=batch * 50 + i + 1,
+                                now_ms=old,
+                            ),
+                        )
+                        for i in range(50)
+                    ]
                     await ws.send_message(encode_frame(GossipRPC(publish=msgs)))
                     sent += len(msgs)
                     await trio.sleep(0.05)
@@ -252,8 +286,10 @@ async def test_a_stale_message_flood_is_penalised(tmp_path: Path):
             await wait_until(lambda: g().get("router", {}).get("stale_penalised", 0) > 0, 10, "stale penalties", v)
             await wait_until(lambda: raw.peer_id not in (v.status() or {}).get("peers", {}), 10, "the flooder's link closed", v)
             st = g()
-            print(f"sent {sent}; ignored stale {st['ignored'].get('stale')}; penalised {st['router'].get('stale_penalised')}; "
-                  f"dropped graylisted {net_stats(v).get('gossip_dropped_graylisted', 0)}")
+            print(
+                f"sent {sent}; ignored stale {st['ignored'].get('stale')}; penalised {st['router'].get('stale_penalised')}; "
+                f"dropped graylisted {net_stats(v).get('gossip_dropped_graylisted', 0)}"
+            )
             n.cancel_scope.cancel()
     finally:
         stop(v)
@@ -295,13 +331,22 @@ async def test_handshakes_and_peer_records_cannot_aim_a_dial_flood(tmp_path: Pat
             await n.start(sink.run)
             for i in range(30):  # a distinct address each (a path), as distinct targets would be
                 async with trio.open_nursery() as ln:
-                    ws, _ = await open_raw_link(ln, addr, Identity.generate(), network=NETWORK, listen_addrs=[f"{sink.addr}/h{i}"])
+                    ws, _ = await open_raw_link(
+                        ln, addr, Identity.generate(), network=NETWORK, listen_addrs=[f"{sink.addr}/h{i}"]
+                    )
                     await ws.aclose()
             await trio.sleep(2.0)  # ten connection-manager rounds
             from_hellos = sink.accepted
             ws, _ = await open_raw_link(n, addr, Identity.generate(), network=NETWORK)
-            recs = [encode_envelope(PeerRecord(addrs=[f"{sink.addr}/r{i}"], role="miner", expires_ms=now_ms() + 600_000),
-                                    Identity.generate(), seq=1, now_ms=now_ms()) for i in range(63)]
+            recs = [
+                encode_envelope(
+                    PeerRecord(addrs=[f"{sink.addr}/r{i}"], role="miner", expires_ms=now_ms() + 600_000),
+                    Identity.generate(),
+                    seq=1,
+                    now_ms=now_ms(),
+                )
+                for i in range(63)
+            ]
             await trio.sleep(1.1)  # peer exchange faster than once a second is ignored
             await ws.send_message(encode_frame(PeerExchange(records=recs)))
             t0 = trio.current_time()
@@ -310,8 +355,10 @@ async def test_handshakes_and_peer_records_cannot_aim_a_dial_flood(tmp_path: Pat
             elapsed = trio.current_time() - t0
             n.cancel_scope.cancel()
         p = NetParams()
-        print(f"dials to the sink: {from_hellos} from 30 Hellos, {from_records} from 63 records in {elapsed:.1f} s; "
-              f"learned {net_stats(v).get('peer_records_learned')}, rate-limited {net_stats(v).get('dials_rate_limited')}")
+        print(
+            f"dials to the sink: {from_hellos} from 30 Hellos, {from_records} from 63 records in {elapsed:.1f} s; "
+            f"learned {net_stats(v).get('peer_records_learned')}, rate-limited {net_stats(v).get('dials_rate_limited')}"
+        )
         assert from_hellos == 0
         assert 1 <= from_records <= p.dial_burst + p.max_dials_per_s * (elapsed + 1.0)
     finally:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import trio
 
+from node.app.node import Node
 from node.harness.main import write_node_config
 from node.harness.processes import NodeProcess
 from node.net.errors import PeerUnreachable
 from node.net.host import Host
 from node.roles import verdicts as R
-from node.app.node import Node
 
 from .conftest import NETWORK, ErrorLog, make_cfg, start_node, wait_for
 
@@ -27,16 +27,31 @@ LONG_MEMORY = 64 * 64 * 1100  # T ~ 900 at n = 64: proving takes a good fraction
 def miner_process(tmp: Path, bootstrap: str) -> NodeProcess:
     d = tmp / "miner"
     d.mkdir(exist_ok=True)
-    write_node_config(d / "config.toml", {
-        "node": {"role": "miner", "data_dir": str(d), "status_interval_s": 0.2},
-        "net": {"listen_host": "127.0.0.1", "listen_port": 0, "network": NETWORK, "bootstrap": [bootstrap],
-                "reconnect_min_s": 0.1, "reconnect_max_s": 1.0},
-        "gossip": {"heartbeat_s": 0.2},
-        "admission": {"open": True},  # what this test network ran with before open admission had to be asked for
-        "miner": {"engine": "cpu", "cpu_memory_bytes": LONG_MEMORY, "roster_interval_s": 0.5, "host_fingerprint": "host-m"},
-    })
-    return NodeProcess("miner", "miner", d, d / "config.toml", ["--log-level", "warning", "run", "--config", str(d / "config.toml")],
-                       d / "node.log")
+    write_node_config(
+        d / "config.toml",
+        {
+            "node": {"role": "miner", "data_dir": str(d), "status_interval_s": 0.2},
+            "net": {
+                "listen_host": "127.0.0.1",
+                "listen_port": 0,
+                "network": NETWORK,
+                "bootstrap": [bootstrap],
+                "reconnect_min_s": 0.1,
+                "reconnect_max_s": 1.0,
+            },
+            "gossip": {"heartbeat_s": 0.2},
+            "admission": {"open": True},  # what this test network ran with before open admission had to be asked for
+            "miner": {"engine": "cpu", "cpu_memory_bytes": LONG_MEMORY, "roster_interval_s": 0.5, "host_fingerprint": "host-m"},
+        },
+    )
+    return NodeProcess(
+        "miner",
+        "miner",
+        d,
+        d / "config.toml",
+        ["--log-level", "warning", "run", "--config", str(d / "config.toml")],
+        d / "node.log",
+    )
 
 
 async def test_miner_killed_mid_challenge(tmp_path: Path, error_log: ErrorLog):
@@ -119,8 +134,11 @@ async def test_partition_and_heal(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         def passes(v: Node) -> int:
             return sum(1 for r in v.ledger.verdicts(ex) if r.passed)
 
-        await wait_for(lambda: passes(v1) >= 1 and passes(v2) >= 1 and v2.service.stats.foreign_verdicts >= 1, 30,
-                       "both validators passing the executor")
+        await wait_for(
+            lambda: passes(v1) >= 1 and passes(v2) >= 1 and v2.service.stats.foreign_verdicts >= 1,
+            30,
+            "both validators passing the executor",
+        )
         part = Partition(monkeypatch, [v1.host, m.host], [v2.host])
         part.cut()
         await wait_for(lambda: v2.host.connected_peers() == {}, 5, "v2 to be cut off")
@@ -134,10 +152,16 @@ async def test_partition_and_heal(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert all(R.reason_kind(r[0]) == R.MISSING_COMMITMENT for r in unreachable), unreachable
         part.heal()
         t0 = trio.current_time()
-        await wait_for(lambda: m.identity.peer_id in v2.host.connected_peers() or v1.identity.peer_id in v2.host.connected_peers(),
-                       10, "the mesh to heal")
-        await wait_for(lambda: passes(v2) > v2_passes and v2.service.stats.foreign_verdicts > v2_foreign, 20,
-                       "verdicts to flow to and from v2 again")
+        await wait_for(
+            lambda: m.identity.peer_id in v2.host.connected_peers() or v1.identity.peer_id in v2.host.connected_peers(),
+            10,
+            "the mesh to heal",
+        )
+        await wait_for(
+            lambda: passes(v2) > v2_passes and v2.service.stats.foreign_verdicts > v2_foreign,
+            20,
+            "verdicts to flow to and from v2 again",
+        )
         healed_s = trio.current_time() - t0
         assert healed_s < 20
         for v in (v1, v2):

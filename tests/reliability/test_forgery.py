@@ -31,7 +31,6 @@ from node.net.connection import open_raw_link
 from node.net.errors import RequestFailed
 from node.net.framing import encode_frame
 from node.net.host import Host
-from tests.net.gossip_host import GossipHost
 from node.net.params import NetParams
 from node.pow.chain import sample_commit
 from node.roles import verdicts as R
@@ -50,6 +49,7 @@ from node.wire.messages import (
     Roster,
     Verdict,
 )
+from tests.net.gossip_host import GossipHost
 
 from .conftest import NETWORK, ErrorLog, make_cfg, start_node, wait_for
 
@@ -78,14 +78,31 @@ def forge(body, claimed: Identity | str, signer: Identity) -> bytes:
 
 
 def a_challenge(validator: Identity, executor_id: str, *, secret: bytes, ts: int | None = None) -> bytes:
-    return seal(Challenge(challenge_id=new_challenge_id(validator.peer_id), executor_id=executor_id, seed=os.urandom(32), n=64, steps=4,
-                          b_matrices=4, samples=4, commit_deadline_ms=now_ms() + 10_000, openings_timeout_ms=5000,
-                          sample_commit=sample_commit(secret)), validator, ts=ts)
+    return seal(
+        Challenge(
+            challenge_id=new_challenge_id(validator.peer_id),
+            executor_id=executor_id,
+            seed=os.urandom(32),
+            n=64,
+            steps=4,
+            b_matrices=4,
+            samples=4,
+            commit_deadline_ms=now_ms() + 10_000,
+            openings_timeout_ms=5000,
+            sample_commit=sample_commit(secret),
+        ),
+        validator,
+        ts=ts,
+    )
 
 
 def attacker_host(role: str = "miner") -> GossipHost:
-    return GossipHost(Identity.generate(), NetParams(listen_port=0, network=NETWORK, maintain_interval_s=0.2),
-                role, GossipParams(heartbeat_s=0.2))
+    return GossipHost(
+        Identity.generate(),
+        NetParams(listen_port=0, network=NETWORK, maintain_interval_s=0.2),
+        role,
+        GossipParams(heartbeat_s=0.2),
+    )
 
 
 async def refused(host: Host, peer: str, proto: str, payload: bytes) -> str:
@@ -147,7 +164,9 @@ async def test_hello_whose_peer_id_does_not_match_its_key_is_refused(tmp_path: P
     async with trio.open_nursery() as nursery:
         m = await start_node(nursery, make_cfg(tmp_path, "m", "miner", []))
         me, victim = Identity.generate(), Identity.generate()
-        hello = forge(Hello(network=NETWORK, role="validator", listen_addrs=[], nonce=os.urandom(32), kx=os.urandom(32)), victim, me)
+        hello = forge(
+            Hello(network=NETWORK, role="validator", listen_addrs=[], nonce=os.urandom(32), kx=os.urandom(32)), victim, me
+        )
         async with open_websocket_url(m.host.listen_addr) as ws:
             await ws.send_message(hello)
             with pytest.raises(ConnectionClosed):
@@ -174,18 +193,41 @@ class FakeMiner:
         return self.host.gossip
 
     def attestation(self, miner_id: str | None = None) -> bytes:
-        return seal(ExecutorAttestation(miner_id=miner_id or self.host.peer_id, engine="cpu", gpu_model="cpu-reference",
-                                        memory_bytes=64 * 64 * 40, gpu_uuid="CPU-fake", pci_bus_id="",
-                                        host_fingerprint="fake", expires_ms=now_ms() + 600_000), self.executor)
+        return seal(
+            ExecutorAttestation(
+                miner_id=miner_id or self.host.peer_id,
+                engine="cpu",
+                gpu_model="cpu-reference",
+                memory_bytes=64 * 64 * 40,
+                gpu_uuid="CPU-fake",
+                pci_bus_id="",
+                host_fingerprint="fake",
+                expires_ms=now_ms() + 600_000,
+            ),
+            self.executor,
+        )
 
     async def _on_challenge(self, peer: str, payload: bytes) -> bytes:
         ch = decode_envelope(payload, expect=Challenge)
-        good = Commitment(challenge_id=ch.body.challenge_id, challenge_hash=challenge_hash(payload), root=os.urandom(32),
-                          d_final=os.urandom(32), prove_ms=1)
+        good = Commitment(
+            challenge_id=ch.body.challenge_id,
+            challenge_hash=challenge_hash(payload),
+            root=os.urandom(32),
+            d_final=os.urandom(32),
+            prove_ms=1,
+        )
         if self.how == "replay":  # the commitment made for the first challenge, every time after
             if self.first is None:
-                self.first = seal(Commitment(challenge_id=os.urandom(16), challenge_hash=os.urandom(32), root=os.urandom(32),
-                                             d_final=os.urandom(32), prove_ms=1), self.executor)
+                self.first = seal(
+                    Commitment(
+                        challenge_id=os.urandom(16),
+                        challenge_hash=os.urandom(32),
+                        root=os.urandom(32),
+                        d_final=os.urandom(32),
+                        prove_ms=1,
+                    ),
+                    self.executor,
+                )
             return self.first
         if self.how == "wrong-signer":
             return seal(good, Identity.generate())
@@ -200,16 +242,18 @@ async def publish_when_subscribed(gossip: GossipDriver, peer: str, topic: str, d
     gossip.publish_raw(topic, data)
 
 
-@pytest.mark.parametrize("how,reason", [("replay", R.REPLAY), ("wrong-signer", R.WRONG_SIGNER),
-                                        ("bad-signature", R.BAD_SIGNATURE)])
+@pytest.mark.parametrize(
+    "how,reason", [("replay", R.REPLAY), ("wrong-signer", R.WRONG_SIGNER), ("bad-signature", R.BAD_SIGNATURE)]
+)
 async def test_forged_commitments_fail_the_challenge_and_cost_the_miner_score(tmp_path: Path, how: str, reason: str):
     async with trio.open_nursery() as nursery:
         v = await start_node(nursery, make_cfg(tmp_path, "v", "validator", []))
         fm = FakeMiner(how)
         await nursery.start(fm.host.run)
         await fm.host.dial(v.host.listen_addr)
-        await publish_when_subscribed(fm.gossip, v.identity.peer_id, C.TOPIC_ROSTER,
-                                      seal(Roster(version=1, entries=[fm.attestation()]), fm.host.identity))
+        await publish_when_subscribed(
+            fm.gossip, v.identity.peer_id, C.TOPIC_ROSTER, seal(Roster(version=1, entries=[fm.attestation()]), fm.host.identity)
+        )
         await wait_for(lambda: len(v.ledger.verdicts(fm.executor.peer_id)) >= 2, 20, "two verdicts on the fake executor")
         for rec in v.ledger.verdicts(fm.executor.peer_id):
             assert not rec.passed and R.reason_kind(rec.reasons[0]) == reason, rec.reasons
@@ -222,16 +266,37 @@ async def test_replayed_stale_and_unadmitted_verdicts(tmp_path: Path, error_log:
     other = Identity.generate()  # another admitted validator, speaking over a raw link
     async with trio.open_nursery() as nursery:
         v_id = Identity.generate()
-        v = await start_node(nursery, make_cfg(tmp_path, "v", "validator", [], admission={"validators": [v_id.peer_id, other.peer_id]},
-                                               validator={"audit": False}), v_id)
+        v = await start_node(
+            nursery,
+            make_cfg(
+                tmp_path,
+                "v",
+                "validator",
+                [],
+                admission={"validators": [v_id.peer_id, other.peer_id]},
+                validator={"audit": False},
+            ),
+            v_id,
+        )
         ws, _ = await open_raw_link(nursery, v.host.listen_addr, other, network=NETWORK)
 
         async def gossip(data: bytes) -> None:
             await ws.send_message(encode_frame(GossipRPC(publish=[PublishedMessage(topic=C.TOPIC_VERDICT, data=data)])))
 
-        body = Verdict(challenge_id=new_challenge_id(other.peer_id), executor_id=Identity.generate().peer_id, miner_id=Identity.generate().peer_id,
-                       passed=True, reasons=[R.PASSED], n=64, steps=4, commit_us=1, openings_us=1, verify_us=1, expected_us=1,
-                       score_ppm=900_000)
+        body = Verdict(
+            challenge_id=new_challenge_id(other.peer_id),
+            executor_id=Identity.generate().peer_id,
+            miner_id=Identity.generate().peer_id,
+            passed=True,
+            reasons=[R.PASSED],
+            n=64,
+            steps=4,
+            commit_us=1,
+            openings_us=1,
+            verify_us=1,
+            expected_us=1,
+            score_ppm=900_000,
+        )
         verdict = seal(body, other)
         await gossip(verdict)
         await wait_for(lambda: v.service.stats.foreign_verdicts == 1, 5, "the verdict")
@@ -249,7 +314,9 @@ async def test_replayed_stale_and_unadmitted_verdicts(tmp_path: Path, error_log:
         assert v.gossip.score(other.peer_id) >= 0
         # under a challenge id that is not its own (issue 18: read in a BUSY, or copied): rejected and penalised
         await gossip(seal(dataclasses.replace(body, challenge_id=new_challenge_id(v_id.peer_id)), other))
-        await wait_for(lambda: v.agreement.scores.refused.get(other.peer_id, {}).get("foreign-id") == 1, 5, "the foreign challenge id")
+        await wait_for(
+            lambda: v.agreement.scores.refused.get(other.peer_id, {}).get("foreign-id") == 1, 5, "the foreign challenge id"
+        )
         assert v.gossip.score(other.peer_id) < 0
         # the verdict copied and signed by a peer outside the admitted set: rejected, penalised (P4)
         rogue = Identity.generate()
@@ -272,8 +339,9 @@ async def test_forged_roster_entries_are_rejected_and_penalised(tmp_path: Path):
             await fm.host.dial(v.host.listen_addr)
         vid = v.identity.peer_id
         # 1: the forger lists the honest miner's executor (its attestation names the honest miner)
-        await publish_when_subscribed(forger.gossip, vid, C.TOPIC_ROSTER,
-                                      seal(Roster(version=1, entries=[honest.attestation()]), forger.host.identity))
+        await publish_when_subscribed(
+            forger.gossip, vid, C.TOPIC_ROSTER, seal(Roster(version=1, entries=[honest.attestation()]), forger.host.identity)
+        )
         await wait_for(lambda: v.service.stats.rosters_rejected == 1, 5, "the first forged roster")
         # 2: an entry naming the forger but signed by someone else than the executor it claims
         att = dataclasses.replace(decode_envelope(honest.attestation()).body, miner_id=forger.host.peer_id)
@@ -284,8 +352,9 @@ async def test_forged_roster_entries_are_rejected_and_penalised(tmp_path: Path):
         assert v.gossip.stats_dict()["invalid"].get("validator") == 2
         await wait_for(lambda: v.gossip.score(forger.host.peer_id) < 0, 5, "a score penalty for the forger")
         # the honest miner's own roster is accepted
-        await publish_when_subscribed(honest.gossip, vid, C.TOPIC_ROSTER,
-                                      seal(Roster(version=1, entries=[honest.attestation()]), honest.host.identity))
+        await publish_when_subscribed(
+            honest.gossip, vid, C.TOPIC_ROSTER, seal(Roster(version=1, entries=[honest.attestation()]), honest.host.identity)
+        )
         await wait_for(lambda: honest.executor.peer_id in v.service.executors, 5, "the honest roster")
         assert v.service.executors[honest.executor.peer_id].miner_id == honest.host.peer_id
         nursery.cancel_scope.cancel()
@@ -322,13 +391,21 @@ async def test_fraudulent_opening_gives_evidence_and_a_ban_at_another_validator(
     admitted = {"validators": [v1_id.peer_id, v2_id.peer_id]}
     async with trio.open_nursery() as nursery:
         v1 = await start_node(nursery, make_cfg(tmp_path, "v1", "validator", [], admission=admitted), v1_id)
-        v2 = await start_node(nursery, make_cfg(tmp_path, "v2", "validator", [v1.host.listen_addr], admission=admitted,
-                                                validator={"concurrency": 0}), v2_id)
-        cheat = await start_node(nursery, make_cfg(tmp_path, "c", "miner", [v1.host.listen_addr], admission=admitted),
-                                 parts=node_parts("corrupt-rows:1.0"))
+        v2 = await start_node(
+            nursery,
+            make_cfg(tmp_path, "v2", "validator", [v1.host.listen_addr], admission=admitted, validator={"concurrency": 0}),
+            v2_id,
+        )
+        cheat = await start_node(
+            nursery,
+            make_cfg(tmp_path, "c", "miner", [v1.host.listen_addr], admission=admitted),
+            parts=node_parts("corrupt-rows:1.0"),
+        )
         (ex,) = cheat.service.local
         miner = cheat.identity.peer_id
-        await wait_for(lambda: any(r.reasons[0].startswith(R.FALSE_PROOF) for r in v1.ledger.verdicts(ex)), 20, "a false-proof verdict")
+        await wait_for(
+            lambda: any(r.reasons[0].startswith(R.FALSE_PROOF) for r in v1.ledger.verdicts(ex)), 20, "a false-proof verdict"
+        )
         assert {b["peer_id"] for b in v1.ledger.bans()} == {ex, miner}
         assert v1.gossip.score(miner) < 0
         await wait_for(lambda: {b["peer_id"] for b in v2.ledger.bans()} == {ex, miner}, 20, "the ban at validator 2")

@@ -20,8 +20,20 @@ async def test_fuzzed_inputs_on_every_entry_point_leave_the_honest_pair_working(
     assert r["inputs"] == 3000
     # every kind of input was tried, before and after the handshake
     kinds = r["kinds"]
-    for k in ("random-bytes", "valid", "mutated-frame", "mutated-inner", "wrong-type-frame", "wrong-type-envelope",
-              "wrong-type-body", "forged", "replay", "deep-nesting", "huge-length", "unsealed"):
+    for k in (
+        "random-bytes",
+        "valid",
+        "mutated-frame",
+        "mutated-inner",
+        "wrong-type-frame",
+        "wrong-type-envelope",
+        "wrong-type-body",
+        "forged",
+        "replay",
+        "deep-nesting",
+        "huge-length",
+        "unsealed",
+    ):
         assert kinds.get(k, 0) > 0, (k, kinds)
     assert sum(v for k, v in kinds.items() if k.startswith("pre:") and ":" not in k[4:]) > 50
     assert r["fields_wrong_typed"] > 40

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 import trio
@@ -21,12 +21,12 @@ from node.net.connection import open_raw_link
 from node.net.errors import PeerUnreachable
 from node.net.framing import encode_frame
 from node.net.host import Host
-from tests.net.gossip_host import GossipHost
 from node.net.params import NetParams
 from node.roles import validator as validator_module
 from node.wire import constants as C
 from node.wire.envelope import encode_envelope
 from node.wire.messages import ExecutorAttestation, GossipRPC, Request, Roster, SubOpt, Verdict
+from tests.net.gossip_host import GossipHost
 
 from .conftest import NETWORK, ErrorLog, make_cfg, start_node, wait_for
 
@@ -34,8 +34,16 @@ pytestmark = pytest.mark.slow
 
 
 def net(**kw) -> NetParams:
-    base = dict(listen_port=0, network=NETWORK, ping_interval_s=0.2, dead_after_s=2.0, maintain_interval_s=0.1,
-                handshake_timeout_s=1.0, drain_timeout_s=0.3, max_frame_bytes=64 * 1024)
+    base = dict(
+        listen_port=0,
+        network=NETWORK,
+        ping_interval_s=0.2,
+        dead_after_s=2.0,
+        maintain_interval_s=0.1,
+        handshake_timeout_s=1.0,
+        drain_timeout_s=0.3,
+        max_frame_bytes=64 * 1024,
+    )
     base.update(kw)
     return NetParams(**base)
 
@@ -88,8 +96,13 @@ async def test_a_peer_that_never_reads_is_bounded_then_disconnected():
     """The victim gossips big messages to a subscriber that never reads: its send queue stays
     within send_queue_frames / send_queue_bytes, gossip to it is dropped, and after
     slow_peer_drops_before_disconnect drops the link is closed. The honest peer is served throughout."""
-    limits = dict(send_queue_frames=8, send_queue_bytes=1024 * 1024, slow_peer_drops_before_disconnect=20,
-                  max_frame_bytes=1024 * 1024, dead_after_s=30.0)
+    limits = dict(
+        send_queue_frames=8,
+        send_queue_bytes=1024 * 1024,
+        slow_peer_drops_before_disconnect=20,
+        max_frame_bytes=1024 * 1024,
+        dead_after_s=30.0,
+    )
     topic = "gpow/test/1"
     async with victim_and_honest(**limits) as (v, h), trio.open_nursery() as n:
         v.gossip.subscribe(topic, lambda env: None)
@@ -99,8 +112,21 @@ async def test_a_peer_that_never_reads_is_bounded_then_disconnected():
         await ws.send_message(encode_frame(GossipRPC(subscriptions=[SubOpt(topic=topic)])))
         await wait_for(lambda: topic in getattr(v.gossip.router.peers.get(raw.peer_id), "topics", ()), 3, "the subscription")
         conn = v._conns[raw.peer_id]
-        big = Verdict(challenge_id=os.urandom(16), executor_id="x", miner_id="y", passed=False, reasons=["t"], n=0, steps=0,
-                      commit_us=0, openings_us=0, verify_us=0, expected_us=0, score_ppm=0, evidence=os.urandom(200 * 1024))
+        big = Verdict(
+            challenge_id=os.urandom(16),
+            executor_id="x",
+            miner_id="y",
+            passed=False,
+            reasons=["t"],
+            n=0,
+            steps=0,
+            commit_us=0,
+            openings_us=0,
+            verify_us=0,
+            expected_us=0,
+            score_ppm=0,
+            evidence=os.urandom(200 * 1024),
+        )
         peak_frames = peak_bytes = 0
         with trio.fail_after(20):
             while raw.peer_id in v.connected_peers():
@@ -202,8 +228,10 @@ async def test_connection_flood_from_one_ip_is_capped_per_ip():
     """With loopback not exempt, one address holds at most max_inbound_per_ip inbound links (the
     honest peer, on the same address, holds one); the rest are refused before any work, counted
     apart from the global limit, and the honest link is served throughout."""
-    async with victim_and_honest(max_inbound=64, max_inbound_per_ip=3, inbound_per_ip_exempt=[],
-                                 handshake_timeout_s=1.0) as (v, h), trio.open_nursery() as n:
+    async with (
+        victim_and_honest(max_inbound=64, max_inbound_per_ip=3, inbound_per_ip_exempt=[], handshake_timeout_s=1.0) as (v, h),
+        trio.open_nursery() as n,
+    ):
         opened, outcome = await _flood(n, v.listen_addr, 20)
         assert len(opened) == 2 and outcome["refused"] == 18
         assert v.stats["inbound_rejected_per_ip"] == 18 and v.stats["inbound_rejected"] == 0
@@ -212,8 +240,10 @@ async def test_connection_flood_from_one_ip_is_capped_per_ip():
 
 
 async def test_loopback_is_exempt_from_the_per_ip_limit_by_default():
-    async with victim_and_honest(max_inbound=64, max_inbound_per_ip=2, handshake_timeout_s=1.0) as (v, h), \
-            trio.open_nursery() as n:
+    async with (
+        victim_and_honest(max_inbound=64, max_inbound_per_ip=2, handshake_timeout_s=1.0) as (v, h),
+        trio.open_nursery() as n,
+    ):
         opened, outcome = await _flood(n, v.listen_addr, 6)
         assert len(opened) == 6 and outcome["refused"] == 0
         await served(h, v)
@@ -262,10 +292,21 @@ async def test_throwaway_executor_identities_are_forgotten(tmp_path: Path, monke
         now_ms = int(time.time() * 1000)
         for i in range(30):
             me, ex = Identity.generate(), Identity.generate()
-            att = encode_envelope(ExecutorAttestation(miner_id=me.peer_id, engine="cpu", gpu_model="cpu-reference",
-                                                      memory_bytes=1 << 20, gpu_uuid=f"CPU-{i}", pci_bus_id="",
-                                                      host_fingerprint=f"h{i}", expires_ms=now_ms + 600_000),
-                                  ex, seq=1, now_ms=now_ms)
+            att = encode_envelope(
+                ExecutorAttestation(
+                    miner_id=me.peer_id,
+                    engine="cpu",
+                    gpu_model="cpu-reference",
+                    memory_bytes=1 << 20,
+                    gpu_uuid=f"CPU-{i}",
+                    pci_bus_id="",
+                    host_fingerprint=f"h{i}",
+                    expires_ms=now_ms + 600_000,
+                ),
+                ex,
+                seq=1,
+                now_ms=now_ms,
+            )
             ws, _ = await open_raw_link(nursery, v.host.listen_addr, me, network=NETWORK)
             roster = encode_envelope(Roster(version=1, entries=[att]), me, seq=2, now_ms=now_ms)
             from node.wire.messages import PublishedMessage

@@ -32,10 +32,21 @@ def cfg_for(tmp: Path, name: str, role: str, bootstrap: list[str], **sections) -
     cfg.net = dataclasses.replace(cfg.net, listen_host="127.0.0.1", listen_port=0, bootstrap=bootstrap, network="gpow-cheat-test")
     cfg.gossip = dataclasses.replace(cfg.gossip, heartbeat_s=0.2)
     cfg.validator = dataclasses.replace(
-        cfg.validator, challenge_interval_s=1.0, n_cpu=N, samples=32, probation_challenges=0, concurrency=4,
-        commit_slack_s=1.0, openings_timeout_s=5.0, profiles_file=str(tmp / "profiles.toml"), tolerance=1.5, rtt_margin_s=0.02,
+        cfg.validator,
+        challenge_interval_s=1.0,
+        n_cpu=N,
+        samples=32,
+        probation_challenges=0,
+        concurrency=4,
+        commit_slack_s=1.0,
+        openings_timeout_s=5.0,
+        profiles_file=str(tmp / "profiles.toml"),
+        tolerance=1.5,
+        rtt_margin_s=0.02,
     )
-    cfg.miner = dataclasses.replace(cfg.miner, engine="cpu", cpu_memory_bytes=MEMORY, roster_interval_s=0.5, host_fingerprint=f"host-{name}")
+    cfg.miner = dataclasses.replace(
+        cfg.miner, engine="cpu", cpu_memory_bytes=MEMORY, roster_interval_s=0.5, host_fingerprint=f"host-{name}"
+    )
     for k, v in sections.items():
         setattr(cfg, k, dataclasses.replace(getattr(cfg, k), **v))
     return cfg
@@ -46,10 +57,25 @@ def step_s() -> float:
     return calibrate_cpu_step(N)
 
 
-MINER_CHEATS = ["corrupt-rows:0.3", "fake-model", "partial-pool", "grind-refs", "replay", "wrong-executor",
-                "foreign-key", "relay", "zero-chain", "shared-gpu",
-                # issue 17: attacks on judging
-                "cpu-claims-gpu", "small-memory-claim", "forged-busy", "probation-reset", "uuid-copy", "slow-sybil"]
+MINER_CHEATS = [
+    "corrupt-rows:0.3",
+    "fake-model",
+    "partial-pool",
+    "grind-refs",
+    "replay",
+    "wrong-executor",
+    "foreign-key",
+    "relay",
+    "zero-chain",
+    "shared-gpu",
+    # issue 17: attacks on judging
+    "cpu-claims-gpu",
+    "small-memory-claim",
+    "forged-busy",
+    "probation-reset",
+    "uuid-copy",
+    "slow-sybil",
+]
 
 # probation-reset is caught once probation ends: the validator here gives new ids two probation
 # challenges, so the catch shows that leaving and re-joining the roster did not reset them.
@@ -83,14 +109,28 @@ async def test_cheater_is_caught_with_its_reason_and_honest_miner_is_not(tmp_pat
     async with trio.open_nursery() as nursery:
         v_id = Identity.generate()
         admission = {"validators": [v_id.peer_id]}  # forged-busy's made-up issuer must not be admitted
-        v = Node(cfg_for(tmp_path, "v", "validator", [], admission=admission, **({"validator": VALIDATOR_FOR[kind]} if kind in VALIDATOR_FOR else {})),
-                 v_id)
+        v = Node(
+            cfg_for(
+                tmp_path,
+                "v",
+                "validator",
+                [],
+                admission=admission,
+                **({"validator": VALIDATOR_FOR[kind]} if kind in VALIDATOR_FOR else {}),
+            ),
+            v_id,
+        )
         await nursery.start(v.run)
         boot = [v.host.listen_addr]
-        honest = Node(cfg_for(tmp_path, "honest", "miner", boot, admission=admission, miner={"cpu_executors": 2}), Identity.generate())
+        honest = Node(
+            cfg_for(tmp_path, "honest", "miner", boot, admission=admission, miner={"cpu_executors": 2}), Identity.generate()
+        )
         await nursery.start(honest.run)
-        cheater = Node(cfg_for(tmp_path, "cheater", "miner", boot, admission=admission, miner={"cpu_executors": adversary.local_executors}),
-                       Identity.generate(), adversary.build(parse_kind(cheat)[1]))
+        cheater = Node(
+            cfg_for(tmp_path, "cheater", "miner", boot, admission=admission, miner={"cpu_executors": adversary.local_executors}),
+            Identity.generate(),
+            adversary.build(parse_kind(cheat)[1]),
+        )
         await nursery.start(cheater.run)
         honest_ids, cheat_ids = set(honest.service.local), set(cheater.service.local)
 
@@ -137,14 +177,30 @@ async def test_validator_and_outsider_attacks_are_neutralised(tmp_path: Path, st
         v = Node(cfg_for(tmp_path, "v", "validator", [], admission=admission), v_id)
         await nursery.start(v.run)
         boot = [v.host.listen_addr]
-        honest = Node(cfg_for(tmp_path, "honest", "miner", boot, admission=admission, miner={"cpu_executors": 2}), Identity.generate())
+        honest = Node(
+            cfg_for(tmp_path, "honest", "miner", boot, admission=admission, miner={"cpu_executors": 2}), Identity.generate()
+        )
         await nursery.start(honest.run)
         if adversary.role == "validator":
             bad = Node(cfg_for(tmp_path, "bad", "validator", boot, admission=admission), bad_id, adversary.build(arg))
         else:
-            bad = Node(cfg_for(tmp_path, "bad", "executor", [honest.host.listen_addr], admission=admission,
-                               executor={"miner": honest.host.listen_addr, "engine": "cpu", "cpu_memory_bytes": MEMORY, "heartbeat_interval_s": 0.5}),
-                       bad_id, adversary.build(arg))
+            bad = Node(
+                cfg_for(
+                    tmp_path,
+                    "bad",
+                    "executor",
+                    [honest.host.listen_addr],
+                    admission=admission,
+                    executor={
+                        "miner": honest.host.listen_addr,
+                        "engine": "cpu",
+                        "cpu_memory_bytes": MEMORY,
+                        "heartbeat_interval_s": 0.5,
+                    },
+                ),
+                bad_id,
+                adversary.build(arg),
+            )
         await nursery.start(bad.run)
         honest_ids = set(honest.service.local) | {honest.identity.peer_id}
         penalties = lambda: v.gossip.stats_dict()["penalties"]  # noqa: E731
@@ -167,7 +223,9 @@ async def test_validator_and_outsider_attacks_are_neutralised(tmp_path: Path, st
             while not (attacked() and honest_passed()):
                 await trio.sleep(0.2)
         assert attacked(), (cheat, getattr(bad.service, "lock", None), penalties(), honest.service.stats)
-        honest_failed = [(r.executor_id[-6:], r.reasons) for r in v.ledger.verdicts() if r.executor_id in honest.service.local and not r.passed]
+        honest_failed = [
+            (r.executor_id[-6:], r.reasons) for r in v.ledger.verdicts() if r.executor_id in honest.service.local and not r.passed
+        ]
         assert honest_passed() and not honest_failed, honest_failed
         assert not [b for b in v.ledger.bans() if b["peer_id"] in honest_ids], v.ledger.bans()
         if cheat == "busy-lock":

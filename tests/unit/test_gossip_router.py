@@ -30,8 +30,9 @@ _IDS = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(N_SIGNERS)]
 
 def _envelopes(count: int, *, signer: int = 0, base_seq: int = 1000) -> list[bytes]:
     ident = _IDS[signer]
-    return [encode_envelope(Heartbeat(busy=bool(i % 2)), ident, seq=base_seq + i, now_ms=1_700_000_000_000 + i)
-            for i in range(count)]
+    return [
+        encode_envelope(Heartbeat(busy=bool(i % 2)), ident, seq=base_seq + i, now_ms=1_700_000_000_000 + i) for i in range(count)
+    ]
 
 
 # Signed once: the sim validates against this table instead of verifying Ed25519 per node.
@@ -49,8 +50,16 @@ MSGS = _register(_envelopes(40))
 
 
 class Sim:
-    def __init__(self, n: int, *, dials: int = 5, seed: int = 1, params: GossipParams | None = None,
-                 ids: list[str] | None = None, ips: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        *,
+        dials: int = 5,
+        seed: int = 1,
+        params: GossipParams | None = None,
+        ids: list[str] | None = None,
+        ips: list[str] | None = None,
+    ) -> None:
         self.p = params or GossipParams()
         self.rng = random.Random(seed)
         self.ids = ids or [f"n{i:03d}" for i in range(n)]
@@ -236,8 +245,10 @@ def test_every_node_delivers_each_message_exactly_once(big: Sim) -> None:
     # Each node hears a message from at most its mesh peers plus the publisher's flood.
     assert per_node_per_msg <= big.p.D_hi
     rpcs = big.sends - sends_before
-    print(f"\n200-node sim: {len(msgs)} messages, duplicates/node/message={per_node_per_msg:.2f}, "
-          f"rpcs sent={rpcs} ({rpcs / len(msgs):.0f}/message incl. heartbeat gossip)")
+    print(
+        f"\n200-node sim: {len(msgs)} messages, duplicates/node/message={per_node_per_msg:.2f}, "
+        f"rpcs sent={rpcs} ({rpcs / len(msgs):.0f}/message incl. heartbeat gossip)"
+    )
 
 
 def test_rpcs_fit_the_wire_schema(big: Sim) -> None:
@@ -391,7 +402,7 @@ def test_broken_iwant_promises_are_penalised() -> None:
     sim.run_until(sim.now + 0.2)
     fake_ids = [bytes([i]) * 32 for i in range(1, 11)]
     for round_ in range(6):  # advertise ids it never sends, every heartbeat
-        sim.inject(liar, v, GossipRPC(ihave=[IHave(topic=TOPIC, ids=fake_ids[round_:round_ + 5])]))
+        sim.inject(liar, v, GossipRPC(ihave=[IHave(topic=TOPIC, ids=fake_ids[round_ : round_ + 5])]))
         sim.run_until(sim.now + 1.0)
     asked = [rpc for src, rpc in sim.intercept[liar] if src == v and rpc.iwant]
     assert asked, "the victim should have asked for the advertised ids"
@@ -452,8 +463,11 @@ def test_equivocation_detected_across_the_network() -> None:
     assert ev.origin == cheat.peer_id and ev.seq == 77 and {ev.first_id, ev.second_id} == {mid1, mid2}
     assert ev.second_data in (m1, m2)
     # Direct neighbours of the origin that saw both penalised it.
-    penalised = [q for q in sim.routers[ids[0]].peers
-                 if sim.routers[q].evidence and sim.routers[q].score.peers[ids[0]].behaviour_penalty > 0]
+    penalised = [
+        q
+        for q in sim.routers[ids[0]].peers
+        if sim.routers[q].evidence and sim.routers[q].score.peers[ids[0]].behaviour_penalty > 0
+    ]
     assert penalised
     assert r_far.stats.get("published", 0) == 1
 
@@ -634,8 +648,9 @@ def test_seen_cache_and_mcache_are_bounded() -> None:
     r.heartbeat(p.seen_ttl_s + 1)
     assert len(r.seen) == 0
     # Pending validations are capped: extra new messages are dropped, not queued.
-    acts = r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=b"v%d" % i) for i in range(9)]),
-                        p.seen_ttl_s + 1.1)
+    acts = r.handle_rpc(
+        "x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=b"v%d" % i) for i in range(9)]), p.seen_ttl_s + 1.1
+    )
     assert sum(isinstance(a, Validate) for a in acts) == 5
     assert r.stats["pending_full"] == 4
 
@@ -648,8 +663,11 @@ def test_a_flood_of_refused_messages_does_not_flush_accepted_ids() -> None:
     r.add_peer("x", True, "10.0.0.1", 0.0)
     r.handle_rpc("x", GossipRPC(subscriptions=[SubOpt(topic=TOPIC)]), 0.0)
     good = MSGS[0]
-    (val,) = [a for a in r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=good)]), 0.1)
-              if isinstance(a, Validate)]
+    (val,) = [
+        a
+        for a in r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=good)]), 0.1)
+        if isinstance(a, Validate)
+    ]
     assert any(isinstance(a, Deliver) for a in r.validation_result(val.msg_id, Validation.ACCEPT, 0.1))
     for i in range(300):  # three times the seen cache: each one validated and refused (stale)
         for a in r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=b"stale%d" % i)]), 0.2):
@@ -758,9 +776,13 @@ def test_p3_prunes_a_black_hole_mesh_peer_but_no_honest_one() -> None:
     # With P3 on and steady traffic, a mesh peer that never forwards anything falls into delivery
     # deficit once the activation time has passed and is pruned; honest mesh peers stay positive.
     steady = _register([encode_envelope(Heartbeat(busy=True), _IDS[1], seq=5000 + i, now_ms=1) for i in range(60)])
-    p = GossipParams(mesh_message_deliveries_weight=-1.0, mesh_message_deliveries_threshold=1.0,
-                     mesh_message_deliveries_activation_s=5.0, mesh_message_deliveries_window_s=0.2,
-                     mesh_failure_penalty_weight=-1.0)
+    p = GossipParams(
+        mesh_message_deliveries_weight=-1.0,
+        mesh_message_deliveries_threshold=1.0,
+        mesh_message_deliveries_activation_s=5.0,
+        mesh_message_deliveries_window_s=0.2,
+        mesh_failure_penalty_weight=-1.0,
+    )
     sim = Sim(40, dials=4, seed=2, params=p)
     hole = sim.ids[0]
     sim.passive.add(hole)
@@ -843,8 +865,11 @@ def test_equivocation_is_caught_when_the_application_ignores_the_second_message(
     r.handle_rpc("x", GossipRPC(subscriptions=[SubOpt(topic=TOPIC)]), 0.0)
     first, second = MSGS[0], MSGS[1]
     for data, result in ((first, Validation.ACCEPT), (second, Validation.IGNORE)):
-        (val,) = [a for a in r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=data)]), 0.1)
-                  if isinstance(a, Validate)]
+        (val,) = [
+            a
+            for a in r.handle_rpc("x", GossipRPC(publish=[PublishedMessage(topic=TOPIC, data=data)]), 0.1)
+            if isinstance(a, Validate)
+        ]
         r.validation_result(val.msg_id, result, 0.1, origin="origin-peer", seq=7)
     (ev,) = r.evidence
     assert (ev.origin, ev.seq, ev.first_data, ev.second_data) == ("origin-peer", 7, first, second)

@@ -27,8 +27,12 @@ def test_p1_time_in_mesh_grows_and_caps() -> None:
 
 
 def test_p2_first_deliveries_count_decay_and_cap() -> None:
-    s, p = _score(first_message_deliveries_weight=2.0, first_message_deliveries_cap=3.0,
-                  first_message_deliveries_decay=0.5, time_in_mesh_weight=0.0)
+    s, p = _score(
+        first_message_deliveries_weight=2.0,
+        first_message_deliveries_cap=3.0,
+        first_message_deliveries_decay=0.5,
+        time_in_mesh_weight=0.0,
+    )
     s.add_peer("a", "10.0.0.1", 0.0)
     for i in range(5):
         mid = bytes([i]) * 32
@@ -59,9 +63,14 @@ def test_p2_and_p3_credit_for_duplicates_during_validation() -> None:
 
 
 def test_p3_deficit_only_after_activation_and_p3b_on_prune() -> None:
-    s, p = _score(mesh_message_deliveries_weight=-2.0, mesh_message_deliveries_threshold=4.0,
-                  mesh_message_deliveries_activation_s=5.0, mesh_failure_penalty_weight=-1.0,
-                  time_in_mesh_weight=0.0, first_message_deliveries_weight=0.0)
+    s, p = _score(
+        mesh_message_deliveries_weight=-2.0,
+        mesh_message_deliveries_threshold=4.0,
+        mesh_message_deliveries_activation_s=5.0,
+        mesh_failure_penalty_weight=-1.0,
+        time_in_mesh_weight=0.0,
+        first_message_deliveries_weight=0.0,
+    )
     s.add_peer("a", "10.0.0.1", 0.0)
     s.graft("a", T, 0.0)
     s.refresh(0.0)
@@ -108,8 +117,9 @@ def test_ignored_messages_are_not_penalised() -> None:
 
 
 def test_p6_ip_colocation_and_whitelist() -> None:
-    s, p = _score(ip_colocation_factor_weight=-5.0, ip_colocation_factor_threshold=2,
-                  ip_colocation_factor_whitelist="192.168.0.0/16")
+    s, p = _score(
+        ip_colocation_factor_weight=-5.0, ip_colocation_factor_threshold=2, ip_colocation_factor_whitelist="192.168.0.0/16"
+    )
     for i in range(5):
         s.add_peer(f"s{i}", "10.1.1.1", 0.0)
     for i in range(5):
@@ -138,8 +148,12 @@ def test_p7_behaviour_penalty_threshold_and_decay() -> None:
 
 
 def test_topic_score_cap_limits_only_the_positive_topic_part() -> None:
-    s, p = _score(topic_score_cap=2.0, first_message_deliveries_weight=1.0, first_message_deliveries_cap=100.0,
-                  behaviour_penalty_weight=-1.0)
+    s, p = _score(
+        topic_score_cap=2.0,
+        first_message_deliveries_weight=1.0,
+        first_message_deliveries_cap=100.0,
+        behaviour_penalty_weight=-1.0,
+    )
     s.add_peer("a", "10.0.0.1", 0.0)
     for i in range(10):
         mid = bytes([i]) * 32

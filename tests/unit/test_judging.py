@@ -43,29 +43,42 @@ GiB = 1024**3
 
 
 def book(*extra: Profile) -> ProfileBook:
-    return ProfileBook([
-        Profile(H200, H200_MEM, 4096, 0.0002027, True, "test"),
-        Profile(H200, H200_MEM, 8192, 0.0011311, True, "test"),
-        Profile(H100, H100_MEM, 4096, 0.0002264, True, "test"),
-        Profile("cpu-reference", 0, 128, 0.02, True, "test"),
-        Profile("cpu-estimate", 0, 128, 0.02, False, "test"),
-        *extra,
-    ])
+    return ProfileBook(
+        [
+            Profile(H200, H200_MEM, 4096, 0.0002027, True, "test"),
+            Profile(H200, H200_MEM, 8192, 0.0011311, True, "test"),
+            Profile(H100, H100_MEM, 4096, 0.0002264, True, "test"),
+            Profile("cpu-reference", 0, 128, 0.02, True, "test"),
+            Profile("cpu-estimate", 0, 128, 0.02, False, "test"),
+            *extra,
+        ]
+    )
 
 
 def att(engine: str = "gpu", model: str = H200, memory: int = H200_MEM, miner: str = "m") -> ExecutorAttestation:
-    return ExecutorAttestation(miner_id=miner, engine=engine, gpu_model=model, memory_bytes=memory, gpu_uuid="GPU-x",
-                               pci_bus_id="", host_fingerprint="h", expires_ms=1)
+    return ExecutorAttestation(
+        miner_id=miner,
+        engine=engine,
+        gpu_model=model,
+        memory_bytes=memory,
+        gpu_uuid="GPU-x",
+        pci_bus_id="",
+        host_fingerprint="h",
+        expires_ms=1,
+    )
 
 
 PARAMS = ValidatorParams(n_gpu=4096, n_cpu=128, probation_challenges=2, rtt_margin_s=0.25)
 
 
-def sized(a: ExecutorAttestation, history: int = 10, profiles: ProfileBook | None = None, params: ValidatorParams = PARAMS) -> Sizing | Refusal:
+def sized(
+    a: ExecutorAttestation, history: int = 10, profiles: ProfileBook | None = None, params: ValidatorParams = PARAMS
+) -> Sizing | Refusal:
     return size_challenge(a, history=history, profiles=profiles or book(), params=params)
 
 
 # ---- size_challenge ---------------------------------------------------------------------------------
+
 
 def test_a_cpu_engine_claiming_a_gpu_model_is_a_claim_mismatch():
     # At n_cpu there is no H200 profile: the mismatch must still be what refuses it.
@@ -173,26 +186,58 @@ class Net:
     def signer(self, ident: Identity, at_ms: int = NOW) -> Signer:
         return Signer(ident, lambda: at_ms)
 
-    def challenge(self, issuer: Identity, executor: Identity, *, at_ms: int = NOW, window_ms: int = 5_000,
-                  openings_ms: int = 10_000, secret: bytes = b"\x01" * 32, n: int = 64, T: int = 8, k: int = 8,
-                  round_no: int = 0) -> bytes:
-        body = Challenge(challenge_id=os.urandom(16), executor_id=executor.peer_id, seed=os.urandom(32), n=n, steps=T,
-                         b_matrices=4, samples=k, commit_deadline_ms=at_ms + window_ms, openings_timeout_ms=openings_ms,
-                         sample_commit=sample_commit(secret), round=round_no)
+    def challenge(
+        self,
+        issuer: Identity,
+        executor: Identity,
+        *,
+        at_ms: int = NOW,
+        window_ms: int = 5_000,
+        openings_ms: int = 10_000,
+        secret: bytes = b"\x01" * 32,
+        n: int = 64,
+        T: int = 8,
+        k: int = 8,
+        round_no: int = 0,
+    ) -> bytes:
+        body = Challenge(
+            challenge_id=os.urandom(16),
+            executor_id=executor.peer_id,
+            seed=os.urandom(32),
+            n=n,
+            steps=T,
+            b_matrices=4,
+            samples=k,
+            commit_deadline_ms=at_ms + window_ms,
+            openings_timeout_ms=openings_ms,
+            sample_commit=sample_commit(secret),
+            round=round_no,
+        )
         return self.signer(issuer, at_ms).seal(body)
 
     def busy(self, ours: bytes, busy_with: bytes, *, signer: Identity | None = None) -> object:
         body = decode_envelope(ours).body
-        raw = self.signer(signer or self.ex).seal(Busy(challenge_id=body.challenge_id, challenge_hash=challenge_hash(ours), busy_with=busy_with))
+        raw = self.signer(signer or self.ex).seal(
+            Busy(challenge_id=body.challenge_id, challenge_hash=challenge_hash(ours), busy_with=busy_with)
+        )
         return decode_envelope(raw)
 
 
 RULES = BusyRules(round=0, max_commit_s=120, max_openings_s=30, max_busy_s=40.0)
 
 
-def judge(net: Net, busy_env, ours: bytes, *, now_ms: int = NOW + 1_000, busy_for_s: float = 0.0, rules: BusyRules = RULES) -> str | None:
-    return judge_busy(busy_env, ours, net.ex.peer_id, now_ms=now_ms, admitted=lambda peer, now: peer in net.admitted,
-                      busy_for_s=busy_for_s, rules=rules)
+def judge(
+    net: Net, busy_env, ours: bytes, *, now_ms: int = NOW + 1_000, busy_for_s: float = 0.0, rules: BusyRules = RULES
+) -> str | None:
+    return judge_busy(
+        busy_env,
+        ours,
+        net.ex.peer_id,
+        now_ms=now_ms,
+        admitted=lambda peer, now: peer in net.admitted,
+        busy_for_s=busy_for_s,
+        rules=rules,
+    )
 
 
 def test_a_genuine_busy_is_excused():
@@ -311,7 +356,13 @@ class Answered:
     secret: bytes
 
     def bundle(self, *, signer: Identity | None = None, **parts: bytes) -> bytes:
-        fields = {"challenge": self.challenge, "commitment": self.commitment, "reveal": self.secret, "openings": self.openings, **parts}
+        fields = {
+            "challenge": self.challenge,
+            "commitment": self.commitment,
+            "reveal": self.secret,
+            "openings": self.openings,
+            **parts,
+        }
         return self.net.signer(signer or self.net.v1).seal(ProofBundle(**fields))
 
 
@@ -331,8 +382,15 @@ def answer(net: Net, *, issuer: Identity | None = None, corrupt: float = 0.0) ->
 
     trace = CpuEngine(64 * 1024 * 1024, state_hook=hook).prove(params)
     ex = net.signer(net.ex)
-    cm = ex.seal(Commitment(challenge_id=ch.challenge_id, challenge_hash=challenge_hash(raw), root=trace.root,
-                            d_final=trace.digests[-1], prove_ms=1))
+    cm = ex.seal(
+        Commitment(
+            challenge_id=ch.challenge_id,
+            challenge_hash=challenge_hash(raw),
+            root=trace.root,
+            d_final=trace.digests[-1],
+            prove_ms=1,
+        )
+    )
     op = ex.seal(Openings(challenge_id=ch.challenge_id, blob=encode_openings(build_openings(trace, secret, K))))
     return Answered(net, raw, cm, op, secret)
 
@@ -343,7 +401,9 @@ def honest() -> Answered:
 
 
 def check(a: Answered, bundle: bytes, *, sender: Identity | None = None, passed: bool = False):
-    return check_evidence(bundle, verdict_sender=(sender or a.net.v1).peer_id, executor_id=a.net.ex.peer_id, verdict_passed=passed)
+    return check_evidence(
+        bundle, verdict_sender=(sender or a.net.v1).peer_id, executor_id=a.net.ex.peer_id, verdict_passed=passed
+    )
 
 
 @pytest.mark.parametrize("junk", [b"junk", b"", os.urandom(300)])
@@ -381,7 +441,9 @@ def test_a_commitment_of_another_challenge_is_no_fraud(honest: Answered):
 
 
 def test_answers_signed_by_another_executor_are_no_fraud(honest: Answered):
-    res = check_evidence(honest.bundle(), verdict_sender=honest.net.v1.peer_id, executor_id=honest.net.other_ex.peer_id, verdict_passed=False)
+    res = check_evidence(
+        honest.bundle(), verdict_sender=honest.net.v1.peer_id, executor_id=honest.net.other_ex.peer_id, verdict_passed=False
+    )
     assert not res.fraud and res.detail == ["bad-bundle:not-the-executor's-answers"]
 
 
@@ -407,6 +469,7 @@ def test_an_honest_proof_with_a_failing_verdict_is_not_fraud(honest: Answered):
 
 
 # ---- the commitment window every executor accepts -----------------------------------------------
+
 
 def test_a_cpu_class_is_sized_to_fit_the_executors_commitment_window():
     # The harness scales its CPU profile by the machine's load: a full pool would need minutes,

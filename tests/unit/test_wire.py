@@ -37,8 +37,7 @@ NOW = 1_700_000_000_000
 
 def sample_messages():
     return [
-        Hello(network="gpow-test", role="miner", listen_addrs=["ws://127.0.0.1:9000"], nonce=b"\x01" * 32,
-              kx=b"\x02" * 32),
+        Hello(network="gpow-test", role="miner", listen_addrs=["ws://127.0.0.1:9000"], nonce=b"\x01" * 32, kx=b"\x02" * 32),
         Ping(nonce=7),
         GossipRPC(
             subscriptions=[SubOpt(topic="t", subscribe=True)],
@@ -47,13 +46,29 @@ def sample_messages():
             graft=["t"],
         ),
         Challenge(
-            challenge_id=b"\x03" * 16, executor_id=BOB.peer_id, seed=b"\x04" * 32, n=128, steps=10,
-            b_matrices=2, samples=8, commit_deadline_ms=NOW + 5000, openings_timeout_ms=5000,
+            challenge_id=b"\x03" * 16,
+            executor_id=BOB.peer_id,
+            seed=b"\x04" * 32,
+            n=128,
+            steps=10,
+            b_matrices=2,
+            samples=8,
+            commit_deadline_ms=NOW + 5000,
+            openings_timeout_ms=5000,
             sample_commit=b"\x05" * 32,
         ),
         Verdict(
-            challenge_id=b"\x03" * 16, executor_id=BOB.peer_id, miner_id=ALICE.peer_id, passed=True,
-            reasons=["passed"], n=128, steps=10, commit_us=1, openings_us=2, verify_us=3, expected_us=0,
+            challenge_id=b"\x03" * 16,
+            executor_id=BOB.peer_id,
+            miner_id=ALICE.peer_id,
+            passed=True,
+            reasons=["passed"],
+            n=128,
+            steps=10,
+            commit_us=1,
+            openings_us=2,
+            verify_us=3,
+            expected_us=0,
             score_ppm=1_000_000,
         ),
     ]
@@ -181,8 +196,12 @@ def test_fuzz_random_bytes_only_raise_wire_errors(data):
 
 
 @FUZZ
-@given(st.sampled_from(VALID), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
-       st.integers(0, 10_000), st.binary(max_size=16))
+@given(
+    st.sampled_from(VALID),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
+    st.integers(0, 10_000),
+    st.binary(max_size=16),
+)
 def test_fuzz_mutated_valid_messages_only_raise_wire_errors(raw, edits, cut, insert):
     data = bytearray(raw)
     for pos, val in edits:
@@ -211,13 +230,16 @@ def test_gossip_rpc_bounds_ihave_and_iwant_like_gossipsub() -> None:
     frame = pack_canonical({"b": old_max, "t": "gossip"})  # as an attacker sends it, unchecked
     with pytest.raises(SchemaViolation):
         decode_frame(frame, max_bytes=32 * 1024 * 1024)
-    for too_many in (GossipRPC(ihave=[IHave(topic="t", ids=[mid])] * (C.MAX_IHAVE_PER_RPC + 1)),
-                     GossipRPC(ihave=[IHave(topic="t", ids=[mid] * (C.MAX_IHAVE_IDS + 1))]),
-                     GossipRPC(iwant=[mid] * (C.MAX_IWANT_IDS + 1))):
+    for too_many in (
+        GossipRPC(ihave=[IHave(topic="t", ids=[mid])] * (C.MAX_IHAVE_PER_RPC + 1)),
+        GossipRPC(ihave=[IHave(topic="t", ids=[mid] * (C.MAX_IHAVE_IDS + 1))]),
+        GossipRPC(iwant=[mid] * (C.MAX_IWANT_IDS + 1)),
+    ):
         with pytest.raises(SchemaViolation):
             decode_frame(pack_canonical({"b": too_many, "t": "gossip"}), max_bytes=32 * 1024 * 1024)
-    biggest = GossipRPC(ihave=[IHave(topic="t", ids=[mid] * C.MAX_IHAVE_IDS)] * C.MAX_IHAVE_PER_RPC,
-                        iwant=[mid] * C.MAX_IWANT_IDS)
+    biggest = GossipRPC(
+        ihave=[IHave(topic="t", ids=[mid] * C.MAX_IHAVE_IDS)] * C.MAX_IHAVE_PER_RPC, iwant=[mid] * C.MAX_IWANT_IDS
+    )
     data = encode_frame(biggest)
     assert decode_frame(data, max_bytes=32 * 1024 * 1024) == biggest
     assert len(data) < 400 * 1024  # vs 10.9 MB before

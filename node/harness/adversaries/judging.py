@@ -47,6 +47,7 @@ H200_MEMORY = 150_754_820_096  # configs/gpu_profiles.toml
 
 # ---- claims ---------------------------------------------------------------------------------------
 
+
 class CpuClaimsGpu(Answerer):
     """A CPU engine that signs an attestation saying it is an H200 (engine "cpu")."""
 
@@ -64,6 +65,7 @@ class SmallMemoryClaim(Answerer):
 
 # ---- BUSY ------------------------------------------------------------------------------------------
 
+
 class ForgedBusy(ExecutorService):
     """Never works: answers every challenge with a signed BUSY naming a challenge it made itself
     (signed by a throwaway key, addressed to itself, issued a second earlier)."""
@@ -76,16 +78,26 @@ class ForgedBusy(ExecutorService):
         self.stats["challenges"] += 1
         env, body = self._check_challenge(raw)
         now = self.wall_ms()
-        made_up = Challenge(challenge_id=os.urandom(C.CHALLENGE_ID_BYTES), executor_id=self.executor_id, seed=os.urandom(32),
-                            n=body.n, steps=body.steps, b_matrices=body.b_matrices, samples=body.samples,
-                            commit_deadline_ms=now + 30_000, openings_timeout_ms=body.openings_timeout_ms,
-                            sample_commit=os.urandom(32), round=body.round)
+        made_up = Challenge(
+            challenge_id=os.urandom(C.CHALLENGE_ID_BYTES),
+            executor_id=self.executor_id,
+            seed=os.urandom(32),
+            n=body.n,
+            steps=body.steps,
+            b_matrices=body.b_matrices,
+            samples=body.samples,
+            commit_deadline_ms=now + 30_000,
+            openings_timeout_ms=body.openings_timeout_ms,
+            sample_commit=os.urandom(32),
+            round=body.round,
+        )
         busy_with = Signer(self._forger, lambda: now - 1_000).seal(made_up)
         self.stats["busy"] += 1
         return self.signer.seal(Busy(challenge_id=body.challenge_id, challenge_hash=challenge_hash(raw), busy_with=busy_with))
 
 
 # ---- probation ------------------------------------------------------------------------------------
+
 
 class ProbationSized(ExecutorService):
     """Claims its configured memory but holds only what probation's small challenges need
@@ -97,8 +109,10 @@ class ProbationSized(ExecutorService):
         if pool_bytes(body.n, body.steps) > held:
             self.stats["challenges"] += 1
             self.stats["refused"] += 1
-            raise ChallengeRefused("capacity", f"pool of {pool_bytes(body.n, body.steps)} bytes; it holds {held} of the "
-                                   f"{self.facts.memory_bytes} it claims")
+            raise ChallengeRefused(
+                "capacity",
+                f"pool of {pool_bytes(body.n, body.steps)} bytes; it holds {held} of the {self.facts.memory_bytes} it claims",
+            )
         return await super().on_challenge(raw)
 
 
@@ -107,8 +121,16 @@ def probation_reset_executors(node: Node) -> list[ExecutorService]:
     mp = node.cfg.miner
     ident = load_or_create_key_file(node.data_dir / "executor-0.key")
     facts = cpu_facts(mp.cpu_memory_bytes, ident.peer_id, mp.host_fingerprint or host_fingerprint())
-    return [ProbationSized(ident, node.identity.peer_id, make_cpu_engine(mp.cpu_memory_bytes), facts, admission=node.admission,
-                           assignment=node.agreement.assigned)]
+    return [
+        ProbationSized(
+            ident,
+            node.identity.peer_id,
+            make_cpu_engine(mp.cpu_memory_bytes),
+            facts,
+            admission=node.admission,
+            assignment=node.agreement.assigned,
+        )
+    ]
 
 
 class RelistingMiner(MinerService):
@@ -144,7 +166,10 @@ class RelistingMiner(MinerService):
 
 # ---- validators ------------------------------------------------------------------------------------
 
-BUSY_LOCK_WINDOWS = (("commit", 86_400_000, 10_000), ("openings", 5_000, 3_600_000))  # (what, commit window, openings timeout) in ms
+BUSY_LOCK_WINDOWS = (
+    ("commit", 86_400_000, 10_000),
+    ("openings", 5_000, 3_600_000),
+)  # (what, commit window, openings timeout) in ms
 
 
 class BusyLockValidator(ValidatorService):
@@ -161,8 +186,9 @@ class BusyLockValidator(ValidatorService):
         if ctx.outcome is not None:
             return ctx
         _, window, openings = BUSY_LOCK_WINDOWS[self.lock["sent"] % len(BUSY_LOCK_WINDOWS)]
-        body = dataclasses.replace(ctx.body, steps=1, samples=1, commit_deadline_ms=self.wall_ms() + window,
-                                   openings_timeout_ms=openings)
+        body = dataclasses.replace(
+            ctx.body, steps=1, samples=1, commit_deadline_ms=self.wall_ms() + window, openings_timeout_ms=openings
+        )
         ctx.body, ctx.raw = body, self.signer.seal(body)
         ctx.commit_timeout = min(ctx.commit_timeout, 10.0)  # its own wait: the lock is the executor's
         self.lock["sent"] += 1
@@ -245,6 +271,7 @@ class JunkEvidenceValidator(ValidatorService):
 
 # ---- an outsider framing a miner ---------------------------------------------------------------------
 
+
 class FrameMiner(Answerer):
     """A remote executor nobody asked for: registers with an honest miner and answers falsely
     (re-proves under other keys), so a validator would ban the miner that listed it."""
@@ -257,6 +284,7 @@ class FrameMiner(Answerer):
 
 
 # ---- a copied GPU UUID -------------------------------------------------------------------------------
+
 
 def uuid_copy_miner(victim_miner: str) -> type[MinerService]:
     """A miner whose executor attests the GPU UUID of a victim's executor, read from the victim's
@@ -271,7 +299,12 @@ def uuid_copy_miner(victim_miner: str) -> type[MinerService]:
 
         def _spy(self, env: Envelope) -> None:
             me = self.host.identity.peer_id
-            if self.copied or env.sender == me or not isinstance(env.body, Roster) or (victim_miner and env.sender != victim_miner):
+            if (
+                self.copied
+                or env.sender == me
+                or not isinstance(env.body, Roster)
+                or (victim_miner and env.sender != victim_miner)
+            ):
                 return
             for raw in env.body.entries:
                 try:
@@ -310,7 +343,9 @@ class SybilExecutor(ExecutorService):
         self.stats["challenges"] += 1
         env, body = self._check_challenge(raw)
         self.stats["busy"] += 1
-        return self.signer.seal(Busy(challenge_id=body.challenge_id, challenge_hash=challenge_hash(raw), busy_with=running.challenge.raw))
+        return self.signer.seal(
+            Busy(challenge_id=body.challenge_id, challenge_hash=challenge_hash(raw), busy_with=running.challenge.raw)
+        )
 
 
 def slow_sybil_executors(node: Node) -> list[ExecutorService]:
@@ -322,8 +357,18 @@ def slow_sybil_executors(node: Node) -> list[ExecutorService]:
     out: list[SybilExecutor] = []
     for i in range(SLOW_SYBIL_IDS):
         ident = load_or_create_key_file(node.data_dir / f"executor-sybil-{i}.key")
-        out.append(SybilExecutor(ident, node.identity.peer_id, engine, cpu_facts(mp.cpu_memory_bytes, ident.peer_id, host_fp),
-                                 admission=node.admission, assignment=node.agreement.assigned, lock=lock, budget=budget))
+        out.append(
+            SybilExecutor(
+                ident,
+                node.identity.peer_id,
+                engine,
+                cpu_facts(mp.cpu_memory_bytes, ident.peer_id, host_fp),
+                admission=node.admission,
+                assignment=node.agreement.assigned,
+                lock=lock,
+                budget=budget,
+            )
+        )
     for ex in out:
         ex.siblings = list(out)
     return list(out)
