@@ -303,14 +303,25 @@ class Harness:
         return devices[:needed]
 
     def cpu_allowance(self) -> float:
-        """The CPU profile's allowance: the configured one, times how many challenges share each
-        core at once (every executor in rounds mode; a miner's group per validator otherwise). The harness
-        runs every node on one machine, so an honest executor is slowed by the others' work."""
-        validators = self.hp.validators + len(self.hp.validator_adversaries())
+        """The CPU profile's allowance: the configured one, times how many busy processes share each
+        core at once. The harness runs every node on one machine, so an honest executor is slowed by
+        the others' work: the challenges proved beside it (every executor in rounds mode; a miner's
+        group per validator otherwise) and, in rounds, the adversarial validators' own processes,
+        which flood, grind and audit on the same cores (on a real network they are elsewhere)."""
+        adversary_nodes = self.validator_adversary_nodes()
+        validators = self.hp.validators + adversary_nodes
         # one co-scheduled group (all of a miner's executors) per validator at a time, or everyone in rounds
         group = max(self.hp.executors_per_miner + (self.hp.remote_executors > 0), 2 if self.hp.miner_adversaries() else 1)
-        concurrent = self.expected_executors() if self.hp.rounds else validators * group
+        concurrent = self.expected_executors() + adversary_nodes if self.hp.rounds else validators * group
         return self.hp.cpu_allowance * max(1.0, concurrent / (os.cpu_count() or 1))
+
+    def validator_adversary_nodes(self) -> int:
+        """How many processes the validator-side adversaries run (colluding-validators:N runs N)."""
+        total = 0
+        for kind in self.hp.validator_adversaries():
+            adv, arg = parse_kind(kind)
+            total += int(arg) if adv.nodes_from_arg else 1
+        return total
 
     def expected_executors(self) -> int:
         hp = self.hp
