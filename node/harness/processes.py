@@ -94,7 +94,15 @@ class NodeProcess:
 
 
 def stop_all(nodes: list[NodeProcess], grace_s: float = 8.0) -> None:
-    """SIGTERM every node (they drain), then SIGKILL whatever is left after the grace period."""
+    """SIGTERM the validators first and let them drain (a challenge they still have in flight
+    needs its miner and executor up: stopped together, a miner's goodbye would fail an honest
+    executor's openings), then every other node; SIGKILL whatever is left after each grace."""
+    validators = [n for n in nodes if n.role == "validator"]
+    _stop(validators, grace_s)
+    _stop([n for n in nodes if n.role != "validator"], grace_s)
+
+
+def _stop(nodes: list[NodeProcess], grace_s: float) -> None:
     for n in nodes:
         n.terminate()
     deadline = time.monotonic() + grace_s
