@@ -58,6 +58,7 @@ CREATE TABLE challenges (
     closed_ms INTEGER
 );
 CREATE INDEX challenges_state ON challenges(state);
+CREATE INDEX challenges_executor ON challenges(executor_id);
 CREATE TABLE verdicts (
     cid TEXT PRIMARY KEY REFERENCES challenges(cid),
     validator_id TEXT NOT NULL,
@@ -188,7 +189,8 @@ class Ledger:
                         self._db.execute(stmt)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 return
-            if version == 1:  # v2 adds the verdict outbox
+            if version == 1:  # v2 adds the verdict outbox and an index for challenges_issued
+                self._db.execute("CREATE INDEX IF NOT EXISTS challenges_executor ON challenges(executor_id)")
                 for stmt in _OUTBOX_V2.split(";"):
                     if stmt.strip():
                         self._db.execute(stmt)
@@ -427,6 +429,7 @@ class Ledger:
             )[0]
             passes, fails, mean_pf, score = self._score_parts(eid)
             banned_until = max(self._bans.get(eid, 0), self._bans.get(last["miner_id"], 0))
+            proven = self.proven_bytes(eid)
             out.append(
                 {
                     "executor": eid,
@@ -436,8 +439,8 @@ class Ledger:
                     "pass_rate": passes / (passes + fails) if passes + fails else 0.0,
                     "perf_factor": mean_pf,
                     "score": score,
-                    "proven_bytes": self.proven_bytes(eid),
-                    "weighted_score": score * self.proven_bytes(eid) / 2**30,
+                    "proven_bytes": proven,
+                    "weighted_score": score * proven / 2**30,
                     "last_verdict": "pass" if last["passed"] else ",".join(json.loads(last["reasons"])),
                     "banned": f"{(banned_until - now_ms) / 1000:.0f} s" if banned_until > now_ms else "",
                 }

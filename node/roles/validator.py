@@ -192,7 +192,10 @@ class ValidatorService:
             return Validation.REJECT
         while len(self._parsed_rosters) > 16:  # handed to _on_roster right after; never piles up
             self._parsed_rosters.pop(next(iter(self._parsed_rosters)))
+        self._roster_seen.pop(env.sender, None)
         self._roster_seen[env.sender] = (env.timestamp_ms, self.clock())
+        if len(self._roster_seen) > 4096:  # bounded: any key can sign a roster; forget the longest-quiet miner
+            self._roster_seen.pop(next(iter(self._roster_seen)))
         return Validation.ACCEPT
 
     def _roster_token(self, miner: str) -> bool:
@@ -211,16 +214,14 @@ class ValidatorService:
         now = self.clock()
         listed = set()
         parsed = self._parsed_rosters.pop(env.raw, None)
+        on_probation = sum(  # once per roster: a flood of new ids must not make this quadratic
+            1 for k in self.executors.values() if k.miner_id == env.sender and k.challenges < self.params.probation_challenges
+        )
         for att_env, att in parsed if parsed is not None else self._parse_roster(env):
             eid = att_env.sender
             listed.add(eid)
             known = self.executors.get(eid)
             if known is None:
-                on_probation = sum(
-                    1
-                    for k in self.executors.values()
-                    if k.miner_id == env.sender and k.challenges < self.params.probation_challenges
-                )
                 history = self.ledger.challenges_issued(eid)
                 if history < self.params.probation_challenges and on_probation >= MAX_NEW_PER_MINER:
                     # No challenge work for entries a miner cannot back yet: its new ids wait until
@@ -241,6 +242,7 @@ class ValidatorService:
                     challenges=history,
                 )
                 self.executors[eid] = known
+                on_probation += history < self.params.probation_challenges
             else:
                 known.miner_id, known.attestation, known.attestation_raw, known.seen_at = env.sender, att, att_env.raw, now
             self.gpu_ids.observe(eid, env.sender, att.gpu_uuid, att.pci_bus_id, att.host_fingerprint, self.wall_ms())
