@@ -9,7 +9,6 @@ in this run, scaled by how many chains share this machine's cores at once.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import trio
 
 from node.app.config import NodeConfig
 from node.app.node import Node
-from node.harness.main import write_profiles
+from node.harness.main import calibrate_concurrent_cpu_step, write_profiles
 from node.identity import Identity
 from node.net.params import NetParams
 from node.pow.engine import pool_bytes
@@ -62,35 +61,11 @@ def test_more_executors_than_request_slots():
     assert EXECUTORS > NetParams().max_inflight_requests_per_peer
 
 
-def calibrate_concurrent_step(n: int, steps: int, chains: int) -> float:
-    """Seconds per step when ``chains`` chains run at once in this process's worker threads, as
-    the miner's executors do (numpy at n = 64 holds the GIL for much of a step, so this is not
-    chains / cores times one chain): best of two, measured in this run."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from node.pow.cpu_engine import CpuEngine
-    from node.pow.engine import ChallengeParams
-
-    engines = [CpuEngine() for _ in range(chains)]
-
-    def one(i: int) -> None:
-        params = ChallengeParams(bytes([i]) * 32, bytes(32), bytes(32), n, steps, 4)
-        engines[i].release(engines[i].prove(params))
-
-    best = float("inf")
-    with ThreadPoolExecutor(chains) as pool:
-        for _ in range(2):
-            t0 = time.perf_counter()
-            list(pool.map(one, range(chains)))
-            best = min(best, (time.perf_counter() - t0) / steps)
-    return best
-
-
 async def test_a_miner_with_20_executors_passes(tmp_path: Path):
     # The profile is 20 chains at once in this process, measured in this run, times 2 for the
     # validator's own work (verifying, signing) beside them: what an honest miner of 20 CPU
     # executors can do on this machine now, whatever its speed.
-    write_profiles(tmp_path / "profiles.toml", N, calibrate_concurrent_step(N, T, EXECUTORS), allowance=2.0)
+    write_profiles(tmp_path / "profiles.toml", N, calibrate_concurrent_cpu_step(N, T, EXECUTORS), allowance=2.0)
     v_id = Identity.generate()
     admission = [v_id.peer_id]
     async with trio.open_nursery() as nursery:

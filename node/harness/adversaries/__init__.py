@@ -94,7 +94,10 @@ def _wrong_executor(arg: str) -> NodeParts:
 def _shared_gpu(arg: str) -> NodeParts:
     from node.harness.adversaries.nodes import shared_engine_executors
 
-    return NodeParts(local_executors=shared_engine_executors)
+    count = int(arg) if arg.isdigit() else 0
+    if count < 2:
+        raise ValueError(f"shared-gpu needs at least 2 identities on its one engine, not {count}")
+    return NodeParts(local_executors=lambda node: shared_engine_executors(node, count))
 
 
 def _lying_validator(arg: str) -> NodeParts:
@@ -213,10 +216,11 @@ ADVERSARIES: dict[str, Adversary] = {
         Adversary(
             "shared-gpu",
             "miner",
-            "two executor ids backed by one engine and one memory budget",
+            "N executor ids (default 2) backed by one engine and one memory budget",
             ("co-scheduled-timeout", "duplicate-gpu"),
             _shared_gpu,
             local_executors=2,
+            default_arg="2",
         ),
         Adversary(
             "lying-validator",

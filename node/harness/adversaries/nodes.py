@@ -46,12 +46,13 @@ class SelfAdmittedValidator(ValidatorService):
         return frozenset({self.host.identity.peer_id})
 
 
-def shared_engine_executors(node: Node) -> list[ExecutorService]:
-    """Two executor identities backed by one engine, one lock and one memory budget; on a GPU the
-    second reports a made-up GPU UUID. Co-scheduled challenges expose the shared engine."""
+def shared_engine_executors(node: Node, count: int = 2) -> list[ExecutorService]:
+    """``count`` executor identities backed by one engine, one lock and one memory budget; on a GPU
+    all but the first report made-up GPU UUIDs. Co-scheduled challenges expose the shared engine:
+    the last of them waits for every other chain (and its openings) before its own starts."""
     mp = node.cfg.miner
     host_fp = mp.host_fingerprint or host_fingerprint()
-    idents = [load_or_create_key_file(node.data_dir / f"executor-shared-{i}.key") for i in range(2)]
+    idents = [load_or_create_key_file(node.data_dir / f"executor-shared-{i}.key") for i in range(count)]
     if mp.engine == "gpu":
         from node.gpu.engine import GpuEngine
         from node.gpu.facts import gpu_facts
