@@ -227,6 +227,14 @@ def _validator(con: Console, val: dict[str, Any], rows: list[dict[str, Any]]) ->
             f"({st.get('audit_disagreements', 0)} disagreeing)",
             highlight=False,
         )
+    stalls = val.get("loop_stalls") or {}
+    if st.get("timing_stalls") or stalls.get("longest_s", 0) >= 0.1:
+        con.print(
+            f"[yellow]this validator's event loop stalled[/] {stalls.get('count', 0)} times "
+            f"(longest {stalls.get('longest_s', 0)} s); {st.get('timing_stalls', 0)} challenges left unjudged "
+            "for it (give the validator a core of its own)",
+            highlight=False,
+        )
     known = val.get("executors") or {}
     rtt = val.get("rtt_s") or {}
     seen: set[str] = set(st.get("reasons") or {})

@@ -122,10 +122,20 @@ def size_challenge(att: ExecutorAttestation, *, history: int, profiles: ProfileB
     return Sizing(n, steps, k, expected, timeout, no_credit, 0 if no_credit else pool_bytes(n, steps))
 
 
-def judge_time(expected_s: float, commit_s: float, params: ValidatorParams) -> tuple[bool, float]:
-    """(in time, measured seconds net of the RTT margin) for a commitment timed from its send."""
+def judge_time(expected_s: float, commit_s: float, params: ValidatorParams, stalled_s: float = 0.0) -> tuple[bool | None, float]:
+    """(in time, measured seconds net of the RTT margin) for a commitment timed from its send.
+
+    ``stalled_s``: how long our own event loop was stalled while the commitment was awaited
+    (node.roles.stalls), so the answer arrived somewhere in ``[measured - stalled_s, measured]``.
+    In time when even the latest is; late when even the earliest is; otherwise None: our stall, not
+    the executor, decides it, so it is left unjudged."""
     measured = max(0.0, commit_s - params.rtt_margin_s)
-    return measured <= expected_s * params.tolerance, measured
+    limit = expected_s * params.tolerance
+    if measured <= limit:
+        return True, measured
+    if measured - stalled_s > limit:
+        return False, measured
+    return None, measured
 
 
 # ---- BUSY ---------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ FOREIGN_TRIM_EVERY = 100  # inserts per validator between trims: at most this ma
 
 # States of a challenge row.
 ISSUED, COMMITTED, REVEALED, OPENED, BUSY, CLOSED = "issued", "committed", "revealed", "opened", "busy", "closed"
+STALLED = "stalled"  # ended unjudged: our own event loop's stall decided the commitment's time
 IN_FLIGHT = (ISSUED, COMMITTED, REVEALED, OPENED)
 
 # Run statement by statement inside one transaction (split on ";", so no ";" in the comments)
@@ -260,6 +261,11 @@ class Ledger:
         """The executor answered with a valid signed BUSY: the challenge ends without a verdict."""
         with self._tx() as db:
             self._advance(db, cid, "busy_ms = ?, closed_ms = ?", (now_ms, now_ms), BUSY)
+
+    def mark_stalled(self, cid: str, now_ms: int) -> None:
+        """Our event loop stalled while the commitment was due: the challenge ends without a verdict."""
+        with self._tx() as db:
+            self._advance(db, cid, "closed_ms = ?", (now_ms,), STALLED)
 
     def challenge_state(self, cid: str) -> str | None:
         rows = self._read("SELECT state FROM challenges WHERE cid = ?", (cid,))

@@ -52,6 +52,7 @@ class ChallengeOutcome:
     record: VerdictRecord
     bundle: bytes = b""  # the signed proof bundle (evidence), once the openings came
     busy: bool = False  # ended by an excused BUSY: no verdict
+    stalled: bool = False  # our event loop's stall decides the time: no verdict (node.roles.stalls)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class ChallengeSession:
     commitment: Envelope | None = None
     revealed_at: float | None = None
     outcome: ChallengeOutcome | None = None
+    commit_stalled_s: float = 0.0  # our event loop's stalls while the commitment was awaited
 
     # ---- transitions ---------------------------------------------------------------------------
 
@@ -101,9 +103,9 @@ class ChallengeSession:
                 f"challenge {self.body.challenge_id.hex()[:12]}: {self.phase.value}, expected {'/'.join(p.value for p in phases)}"
             )
 
-    def _end(self, reasons: list[str], bundle: bytes = b"", *, busy: bool = False) -> ChallengeOutcome:
+    def _end(self, reasons: list[str], bundle: bytes = b"", *, busy: bool = False, stalled: bool = False) -> ChallengeOutcome:
         self.rec.reasons = reasons
-        self.outcome = ChallengeOutcome(self.rec, bundle, busy)
+        self.outcome = ChallengeOutcome(self.rec, bundle, busy, stalled)
         self.phase = Phase.DONE
         return self.outcome
 
@@ -118,20 +120,32 @@ class ChallengeSession:
         self.sent_at = now
         self.phase = Phase.SENT
 
-    def on_commit_failure(self, failure: str, now: float) -> ChallengeOutcome:
-        """No commitment: the network's reason (late, refused, link lost)."""
+    def on_commit_failure(
+        self, failure: str, now: float, stalled_s: float = 0.0, params: ValidatorParams | None = None
+    ) -> ChallengeOutcome:
+        """No commitment: the network's reason (late, refused, link lost). ``stalled_s``: how long
+        our event loop had been stalled when the deadline was noticed; an answer that reached the
+        socket in that span, early enough to have passed (judge_time with ``params``), was never
+        read, so such a miss is left unjudged."""
         self._expect(Phase.ISSUED, Phase.SENT)
         self.rec.commit_seconds = now - self.sent_at if self.sent_at is not None else None
+        if failure == R.LATE_COMMITMENT and stalled_s > 0 and params is not None and self.sizing is not None:
+            assert self.rec.commit_seconds is not None
+            self.commit_stalled_s = stalled_s
+            if judge_time(self.sizing.expected_s, self.rec.commit_seconds, params, stalled_s)[0] is None:
+                return self._end([], stalled=True)
         late = failure == R.LATE_COMMITMENT or failure.startswith(R.MISSING_COMMITMENT + ":capacity")
         return self._end([R.CO_SCHEDULED_TIMEOUT if (self.co_scheduled and late) else failure])
 
     def on_commit_response(
-        self, raw: bytes, now: float, is_known_executor: Callable[[str], bool]
+        self, raw: bytes, now: float, is_known_executor: Callable[[str], bool], stalled_s: float = 0.0
     ) -> ChallengeOutcome | BusyAnswer | None:
-        """The executor's signed answer to the challenge: None when it committed (reveal next)."""
+        """The executor's signed answer to the challenge: None when it committed (reveal next).
+        ``stalled_s``: our event loop's stalls between the send and now (judged with the time)."""
         self._expect(Phase.SENT)
         assert self.sent_at is not None
         self.rec.commit_seconds = now - self.sent_at
+        self.commit_stalled_s = stalled_s
         try:
             env = decode_envelope(raw, expect=(Commitment, Busy))
         except WireError as exc:
@@ -220,7 +234,9 @@ class ChallengeSession:
         sizing, rec = self.sizing, self.rec
         assert sizing is not None and rec.commit_seconds is not None
         reasons = []
-        in_time, measured = judge_time(sizing.expected_s, rec.commit_seconds, params)
+        in_time, measured = judge_time(sizing.expected_s, rec.commit_seconds, params, self.commit_stalled_s)
+        if in_time is None:
+            return self._end([], job.bundle, stalled=True)
         rec.performance_factor = performance_factor(sizing.expected_s, measured, params.tolerance)
         if not in_time:
             reasons.append(R.SLOW_FOR_PROFILE)

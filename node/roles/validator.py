@@ -37,6 +37,7 @@ from node.roles.params import ValidatorParams
 from node.roles.profiles import ProfileBook
 from node.roles.rounds import assign
 from node.roles.session import BusyAnswer, ChallengeOutcome, ChallengeSession, VerifyJob
+from node.roles.stalls import StallLog, StallMonitor
 from node.roles.verdicts import VerdictRecord
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
@@ -98,6 +99,7 @@ class ValidatorStats:
     audit_disagreements: int = 0
     verify_seconds: float = 0.0
     internal_errors: int = 0  # our own bugs while challenging: no verdict was given, nobody was blamed
+    timing_stalls: int = 0  # challenges left unjudged: our event loop's stall decided the time
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -115,8 +117,12 @@ class ValidatorService:
         rng: random.Random | None = None,
         clock: Callable[[], float] = trio.current_time,
         wall_ms: Callable[[], int] | None = None,
+        stalls: StallLog | None = None,
     ):
         self.host = host
+        # Our event loop's stalls, timed on ``clock`` while run() runs: a commitment that may have
+        # waited in the socket through one is judged only where the stall cannot change the answer.
+        self.stalls = stalls or StallLog()
         self.gossip = gossip  # node.gossip.GossipDriver, built on the host
         self.params = params
         self.ledger = ledger
@@ -422,15 +428,20 @@ class ValidatorService:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         for cid in self.ledger.resume(self.wall_ms()):
             log.warning("challenge in flight at the last stop timed out", extra={"fields": {"challenge": cid[:12]}})
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._audit_loop)
-            nursery.start_soon(self._ping_loop)
-            nursery.start_soon(self._outbox_loop)
-            task_status.started()
-            if self.agreement is not None and self.agreement.params.enabled:
-                await self._run_rounds(nursery)
-            else:
-                await self._run_intervals(nursery)
+        monitor = StallMonitor(self.stalls, self.clock)
+        trio.lowlevel.add_instrument(monitor)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._audit_loop)
+                nursery.start_soon(self._ping_loop)
+                nursery.start_soon(self._outbox_loop)
+                task_status.started()
+                if self.agreement is not None and self.agreement.params.enabled:
+                    await self._run_rounds(nursery)
+                else:
+                    await self._run_intervals(nursery)
+        finally:
+            trio.lowlevel.remove_instrument(monitor)
 
     def _banned(self, e: KnownExecutor) -> bool:
         now = self.wall_ms()
@@ -552,6 +563,9 @@ class ValidatorService:
             for e, ctx in runs:
                 if ctx.outcome is not None and ctx.outcome.busy:
                     busy.add(e.executor_id)
+                elif ctx.outcome is not None and ctx.outcome.stalled:
+                    busy.add(e.executor_id)  # asked again soon, as after a BUSY; never scored for it
+                    self._unjudged_for_stall(ctx)
                 elif ctx.outcome is not None:
                     self._finish(e, ctx.outcome, round_no)
             self._settle_gpu_uuids([ctx for _, ctx in runs])
@@ -611,7 +625,7 @@ class ValidatorService:
         """Contenders for one GPU UUID are challenged together; one that answered right and in
         time (a duplicate-gpu reason aside) takes the UUID from a holder that did not."""
         ok_kinds = {R.PASSED, R.DUPLICATE_GPU, R.NO_CREDIT}
-        done = [c for c in ctxs if c.outcome is not None and not c.outcome.busy]
+        done = [c for c in ctxs if c.outcome is not None and not (c.outcome.busy or c.outcome.stalled)]
         passed = {
             c.executor_id
             for c in done
@@ -622,6 +636,21 @@ class ValidatorService:
             log.warning(
                 "GPU UUID moves to the executor that proved it", extra={"fields": {"uuid": uuid, "executor": winner[-8:]}}
             )
+
+    def _unjudged_for_stall(self, ctx: ChallengeSession) -> None:
+        self.stats.timing_stalls += 1
+        self.ledger.mark_stalled(ctx.rec.challenge_id, self.wall_ms())
+        log.warning(
+            "our event loop stalled while a commitment was due: no verdict (the stall, not the executor, decided the time)",
+            extra={
+                "fields": {
+                    "executor": ctx.executor_id[-8:],
+                    "commit_s": round(ctx.rec.commit_seconds or 0.0, 3),
+                    "stalled_s": round(ctx.commit_stalled_s, 3),
+                    "expected_s": round(ctx.rec.expected_seconds or 0.0, 3),
+                }
+            },
+        )
 
     def _finish(self, e: KnownExecutor, out: ChallengeOutcome, round_no: int = 0) -> None:
         rec = out.record
@@ -762,10 +791,11 @@ class ValidatorService:
         failure, resp = await self._request(
             e.miner_id, C.PROTO_CHALLENGE, ctx.raw, ctx.commit_timeout, on_sent=lambda: ctx.sent(self.clock())
         )
+        now = self.clock()
         if failure is not None:
-            ctx.on_commit_failure(failure, self.clock())
+            ctx.on_commit_failure(failure, now, self.stalls.trailing(now), self.params)
             return
-        step = ctx.on_commit_response(resp, self.clock(), self._is_known_executor)
+        step = ctx.on_commit_response(resp, now, self._is_known_executor, self.stalls.trailing(now))
         if isinstance(step, BusyAnswer):
             ctx.busy_judged(self._judge_busy(e, step.envelope, ctx))
             if ctx.outcome is not None and ctx.outcome.busy:
@@ -900,4 +930,9 @@ class ValidatorService:
             "in_flight_groups": self._in_flight,
             "rtt_s": {e[-8:]: round(v, 4) for e, v in self.rtt.items()},
             "stats": {k: v for k, v in vars(self.stats).items()},
+            "loop_stalls": {
+                "count": self.stalls.count,
+                "total_s": round(self.stalls.total_s, 3),
+                "longest_s": round(self.stalls.longest_s, 3),
+            },
         }
