@@ -42,6 +42,7 @@ REASON_HELP: dict[str, str] = {
     R.DUPLICATE_GPU: "its GPU UUID is also reported by another live executor (two identities, one GPU)",
     R.DUPLICATE_ROSTER: "listed by two miners at once",
     R.TIMED_OUT_AT_RESTART: "the validator stopped during the challenge; recorded, never scored",
+    R.BEACON_UNKNOWN: "the executor did not know this round's beacon yet and refused; no verdict (check its clock and gossip)",
 }
 
 

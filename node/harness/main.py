@@ -203,12 +203,15 @@ class Harness:
         for name, _kind in validators:
             (self.workdir / name).mkdir(parents=True, exist_ok=True)
             ids[name] = load_or_create_key_file(self.workdir / name / "node.key").peer_id
-        if hp.rounds and liars and hp.duration < ROUNDS_FOR_COVERAGE * hp.round_s:
-            # An agreed score then needs 2f+1 validators the beacon drew for the executor: give it
-            # enough rounds to draw them (with 20, an executor of the issue-18 run lacks them about 1% of the time).
+        attackers = len(validators) - hp.validators
+        if hp.rounds and attackers and hp.duration < ROUNDS_FOR_COVERAGE * hp.round_s:
+            # Attacking validators are judged by the agreed scores, and an agreed score needs
+            # max(min_validators, 2f+1) validators the beacon drew for the executor: give it enough
+            # rounds to draw them (with 20, an executor of the issue-18 run lacks them about 1% of the time).
             self.console.print(
-                f"{liars} lying validators: min_validators {2 * liars + 1}, so challenging for "
-                f"{ROUNDS_FOR_COVERAGE} rounds ({ROUNDS_FOR_COVERAGE * hp.round_s:.0f} s) instead of {hp.duration:.0f} s"
+                f"{attackers} attacking validators ({liars} lying): min_validators {max(hp.min_validators, 2 * liars + 1)}, "
+                f"so challenging for {ROUNDS_FOR_COVERAGE} rounds ({ROUNDS_FOR_COVERAGE * hp.round_s:.0f} s) "
+                f"instead of {hp.duration:.0f} s"
             )
             hp.duration = ROUNDS_FOR_COVERAGE * hp.round_s
         # Always the network's own admitted set: nodes refuse to start without one (issue 19).

@@ -118,7 +118,7 @@ def build_report(harness, t_start: float, mesh_s: float | None, interrupted: boo
             own = {
                 k: v
                 for k, v in {**vst.get("agreement", {}), **vst.get("validator", {})}.items()
-                if k in ("grinder", "eraser", "flood", "busy_lock", "junk")
+                if k in ("grinder", "eraser", "flood", "busy_lock", "junk", "early_round")
             }
             validator_cheats[n.name] = {
                 "kind": n.kind,
@@ -367,6 +367,21 @@ def evaluate(report: dict) -> tuple[bool, list[str]]:
                 ok = attacked
                 detail = f"{len(lies)} lying verdicts, {stored} counted in the honest view"
             ok = ok and not off
+            if off:
+                detail += "; agreed scores moved: " + "; ".join(off)
+            report["validator_cheaters_neutralised"][name] = {"kind": kind, "neutralised": ok, "detail": detail}
+            if not ok:
+                problems.append(f"cheating validator {name} ({kind}) was not neutralised: {detail}")
+            continue
+        if base == "early-round":
+            e = vc.get("own", {}).get("early_round", {})
+            attacked = e.get("sent", 0) > 0
+            ok = attacked and e.get("taken", 0) == 0 and not off
+            detail = (
+                f"{e.get('sent', 0)} challenges sent before their round's beacon was public: "
+                f"{e.get('refused_beacon_unknown', 0)} refused (beacon-unknown), {e.get('taken', 0)} taken, "
+                f"{e.get('refused_other', 0)} other refusals"
+            )
             if off:
                 detail += "; agreed scores moved: " + "; ".join(off)
             report["validator_cheaters_neutralised"][name] = {"kind": kind, "neutralised": ok, "detail": detail}

@@ -20,6 +20,7 @@ from node.identity import Identity
 from node.pow.chain import sample_commit
 from node.pow.engine import ChallengeParams, Engine, EngineCapacityError, Trace, pool_bytes
 from node.pow.openings import build_openings, encode_openings
+from node.roles import verdicts as R
 from node.roles.admission import ValidatorSetBook
 from node.roles.agreed import issued_by
 from node.roles.answerer import Answerer
@@ -203,12 +204,18 @@ class ExecutorService:
             raise ChallengeRefused("wrong-issuer", "the challenge id does not carry its sender's tag")
         if not self.addressed_to_me(body):
             raise ChallengeRefused("wrong-executor", f"challenge is addressed to {body.executor_id}, not {self.executor_id}")
-        if (
-            body.round > 0
-            and self.assignment is not None
-            and self.assignment(env.sender, self.executor_id, body.round, self.wall_ms()) is False
-        ):
-            raise ChallengeRefused("not-assigned", f"round {body.round}'s beacon does not give this executor to {env.sender}")
+        if body.round > 0 and self.assignment is not None:
+            assigned = self.assignment(env.sender, self.executor_id, body.round, self.wall_ms())
+            if assigned is False:
+                raise ChallengeRefused("not-assigned", f"round {body.round}'s beacon does not give this executor to {env.sender}")
+            if assigned is None:
+                # Taken now, it would keep this executor BUSY when the validator the beacon does
+                # draw comes, and a BUSY naming a challenge of the round is a miss: an admitted
+                # liar challenging before the draw is public could sink anyone. Not our turn to
+                # guess; validators record no verdict for this answer.
+                raise ChallengeRefused(
+                    R.BEACON_UNKNOWN, f"round {body.round}'s beacon is not known here yet (or rounds are off on this node)"
+                )
         if body.challenge_id in self._seen:
             raise ChallengeRefused("replay", f"challenge {body.challenge_id.hex()} was already received")
         now = self.wall_ms()

@@ -38,7 +38,7 @@ FOREIGN_TRIM_EVERY = 100  # inserts per validator between trims: at most this ma
 
 # States of a challenge row.
 ISSUED, COMMITTED, REVEALED, OPENED, BUSY, CLOSED = "issued", "committed", "revealed", "opened", "busy", "closed"
-STALLED = "stalled"  # ended unjudged: our own event loop's stall decided the commitment's time
+UNJUDGED = "unjudged"  # ended without a verdict: our own stall decided the time, or the round's draw was unknown to it
 IN_FLIGHT = (ISSUED, COMMITTED, REVEALED, OPENED)
 
 # Run statement by statement inside one transaction (split on ";", so no ";" in the comments)
@@ -262,10 +262,11 @@ class Ledger:
         with self._tx() as db:
             self._advance(db, cid, "busy_ms = ?, closed_ms = ?", (now_ms, now_ms), BUSY)
 
-    def mark_stalled(self, cid: str, now_ms: int) -> None:
-        """Our event loop stalled while the commitment was due: the challenge ends without a verdict."""
+    def mark_unjudged(self, cid: str, now_ms: int) -> None:
+        """The challenge ends without a verdict for a reason that is nobody's fault (our event
+        loop's stall decided the time; the executor could not yet tell whose turn the round was)."""
         with self._tx() as db:
-            self._advance(db, cid, "closed_ms = ?", (now_ms,), STALLED)
+            self._advance(db, cid, "closed_ms = ?", (now_ms,), UNJUDGED)
 
     def challenge_state(self, cid: str) -> str | None:
         rows = self._read("SELECT state FROM challenges WHERE cid = ?", (cid,))

@@ -9,6 +9,7 @@ request/response streams and are routed by the executor id they name.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,22 @@ from node.wire import constants as C
 from node.wire.messages import Challenge, Deregister, ExecutorAttestation, Heartbeat, Ping, Pong, Register, Reveal, Roster
 
 log = logging.getLogger("gpow.miner")
+
+
+_REFUSAL_PREFIX = "ChallengeRefused: "
+_REASON = re.compile(r"[a-z][a-z0-9-]{0,39}")
+
+
+def remote_refusal(remote_error: str | None) -> tuple[str, str] | None:
+    """(reason, message) of a remote executor's ChallengeRefused, from the error text its host
+    sent back; None for anything else. The reason must look like one of ours (short, lowercase):
+    the text comes from the executor, not from us."""
+    if not remote_error or not remote_error.startswith(_REFUSAL_PREFIX):
+        return None
+    reason, _, message = remote_error[len(_REFUSAL_PREFIX) :].partition(": ")
+    if not _REASON.fullmatch(reason):
+        return None
+    return reason, message[:200]
 
 
 @dataclass
@@ -189,8 +206,18 @@ class MinerService:
                 self._penalize_refusal(peer_id, "challenge", exc.reason)
                 raise
         if target in self.remote:
+            from node.net.errors import RequestFailed
+
             timeout = max(0.1, (body.commit_deadline_ms - self.wall_ms()) / 1000 + 1.0)
-            return await self.host.request(target, C.PROTO_CHALLENGE, payload, timeout=timeout)
+            try:
+                return await self.host.request(target, C.PROTO_CHALLENGE, payload, timeout=timeout)
+            except RequestFailed as exc:
+                refusal = remote_refusal(exc.remote_error)
+                if refusal is None:
+                    raise
+                # The executor's own reason reaches the validator as a local executor's would
+                # (beacon-unknown, say, is no verdict there; a relay error would be a failure).
+                raise ChallengeRefused(*refusal) from None
         self.stats["refused"] += 1
         raise ChallengeRefused("unknown-executor", f"executor {body.executor_id} is not served by this miner")
 

@@ -17,7 +17,8 @@ IMPERSONATION = 9.0  # registering another identity's executor
 
 def for_refusal(reason: str) -> float:
     """The penalty for a request we refused with ``reason`` (ChallengeRefused.reason or a WireError's)."""
-    if reason in ("capacity", "expired", "unknown-challenge", "not-assigned"):  # not-assigned: beacon views may differ
+    # not-assigned, beacon-unknown: beacon views may differ for a moment (clocks, gossip)
+    if reason in ("capacity", "expired", "unknown-challenge", "not-assigned", "beacon-unknown"):
         return 0.0
     if reason in ("unadmitted-validator", "replay", "wrong-validator", "bad-reveal", "deadline-too-far", "wrong-issuer"):
         return REFUSED_ROLE

@@ -52,7 +52,10 @@ class ChallengeOutcome:
     record: VerdictRecord
     bundle: bytes = b""  # the signed proof bundle (evidence), once the openings came
     busy: bool = False  # ended by an excused BUSY: no verdict
-    stalled: bool = False  # our event loop's stall decides the time: no verdict (node.roles.stalls)
+    # Ended without a verdict for a reason that says nothing about the executor: "stalled" (our
+    # event loop's stall decides the time, node.roles.stalls) or "beacon-unknown" (it could not
+    # yet tell whose turn the round is, so it refused rather than guess).
+    unjudged: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,9 +106,9 @@ class ChallengeSession:
                 f"challenge {self.body.challenge_id.hex()[:12]}: {self.phase.value}, expected {'/'.join(p.value for p in phases)}"
             )
 
-    def _end(self, reasons: list[str], bundle: bytes = b"", *, busy: bool = False, stalled: bool = False) -> ChallengeOutcome:
+    def _end(self, reasons: list[str], bundle: bytes = b"", *, busy: bool = False, unjudged: str = "") -> ChallengeOutcome:
         self.rec.reasons = reasons
-        self.outcome = ChallengeOutcome(self.rec, bundle, busy, stalled)
+        self.outcome = ChallengeOutcome(self.rec, bundle, busy, unjudged)
         self.phase = Phase.DONE
         return self.outcome
 
@@ -129,11 +132,13 @@ class ChallengeSession:
         read, so such a miss is left unjudged."""
         self._expect(Phase.ISSUED, Phase.SENT)
         self.rec.commit_seconds = now - self.sent_at if self.sent_at is not None else None
+        if failure.startswith(f"{R.MISSING_COMMITMENT}:{R.BEACON_UNKNOWN}"):
+            return self._end([], unjudged=R.BEACON_UNKNOWN)
         if failure == R.LATE_COMMITMENT and stalled_s > 0 and params is not None and self.sizing is not None:
             assert self.rec.commit_seconds is not None
             self.commit_stalled_s = stalled_s
             if judge_time(self.sizing.expected_s, self.rec.commit_seconds, params, stalled_s)[0] is None:
-                return self._end([], stalled=True)
+                return self._end([], unjudged="stalled")
         late = failure == R.LATE_COMMITMENT or failure.startswith(R.MISSING_COMMITMENT + ":capacity")
         return self._end([R.CO_SCHEDULED_TIMEOUT if (self.co_scheduled and late) else failure])
 
@@ -236,7 +241,7 @@ class ChallengeSession:
         reasons = []
         in_time, measured = judge_time(sizing.expected_s, rec.commit_seconds, params, self.commit_stalled_s)
         if in_time is None:
-            return self._end([], job.bundle, stalled=True)
+            return self._end([], job.bundle, unjudged="stalled")
         rec.performance_factor = performance_factor(sizing.expected_s, measured, params.tolerance)
         if not in_time:
             reasons.append(R.SLOW_FOR_PROFILE)

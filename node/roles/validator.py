@@ -100,6 +100,7 @@ class ValidatorStats:
     verify_seconds: float = 0.0
     internal_errors: int = 0  # our own bugs while challenging: no verdict was given, nobody was blamed
     timing_stalls: int = 0  # challenges left unjudged: our event loop's stall decided the time
+    beacon_unknown: int = 0  # challenges refused by executors that did not know the round's beacon yet
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -563,9 +564,9 @@ class ValidatorService:
             for e, ctx in runs:
                 if ctx.outcome is not None and ctx.outcome.busy:
                     busy.add(e.executor_id)
-                elif ctx.outcome is not None and ctx.outcome.stalled:
+                elif ctx.outcome is not None and ctx.outcome.unjudged:
                     busy.add(e.executor_id)  # asked again soon, as after a BUSY; never scored for it
-                    self._unjudged_for_stall(ctx)
+                    self._unjudged(ctx, ctx.outcome.unjudged)
                 elif ctx.outcome is not None:
                     self._finish(e, ctx.outcome, round_no)
             self._settle_gpu_uuids([ctx for _, ctx in runs])
@@ -625,7 +626,7 @@ class ValidatorService:
         """Contenders for one GPU UUID are challenged together; one that answered right and in
         time (a duplicate-gpu reason aside) takes the UUID from a holder that did not."""
         ok_kinds = {R.PASSED, R.DUPLICATE_GPU, R.NO_CREDIT}
-        done = [c for c in ctxs if c.outcome is not None and not (c.outcome.busy or c.outcome.stalled)]
+        done = [c for c in ctxs if c.outcome is not None and not (c.outcome.busy or c.outcome.unjudged)]
         passed = {
             c.executor_id
             for c in done
@@ -637,9 +638,17 @@ class ValidatorService:
                 "GPU UUID moves to the executor that proved it", extra={"fields": {"uuid": uuid, "executor": winner[-8:]}}
             )
 
-    def _unjudged_for_stall(self, ctx: ChallengeSession) -> None:
+    def _unjudged(self, ctx: ChallengeSession, why: str) -> None:
+        """A challenge that ends without a verdict for a reason that is nobody's fault."""
+        self.ledger.mark_unjudged(ctx.rec.challenge_id, self.wall_ms())
+        if why == R.BEACON_UNKNOWN:
+            self.stats.beacon_unknown += 1
+            log.info(
+                "the executor does not know this round's beacon yet: no verdict",
+                extra={"fields": {"executor": ctx.executor_id[-8:], "round": ctx.body.round}},
+            )
+            return
         self.stats.timing_stalls += 1
-        self.ledger.mark_stalled(ctx.rec.challenge_id, self.wall_ms())
         log.warning(
             "our event loop stalled while a commitment was due: no verdict (the stall, not the executor, decided the time)",
             extra={

@@ -43,6 +43,9 @@ NO_CREDIT = "no-credit"
 DUPLICATE_GPU = "duplicate-gpu"
 # Listed by two miners' rosters at once (each entry signed by the executor itself): one GPU, two earners.
 DUPLICATE_ROSTER = "duplicate-roster"
+# An executor's refusal of a round's challenge while it cannot tell whose turn it is (that round's
+# beacon is not known to it yet): the challenge ends without a verdict, neither failed nor credited.
+BEACON_UNKNOWN = "beacon-unknown"
 # The validator stopped (crash, kill) while this challenge was in flight; closed at restart.
 # Not the executor's fault, so it is recorded but never scored.
 TIMED_OUT_AT_RESTART = "timed-out-at-restart"

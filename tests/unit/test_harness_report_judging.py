@@ -115,3 +115,31 @@ def test_a_judged_frame_miner_fails_the_run():
         }
     )
     assert not evaluate(copy.deepcopy(r))[0]
+
+
+def early_round_report(own: dict) -> dict:
+    r = base_report()
+    r["validator_cheaters"]["cheater-early-round"] = {
+        "kind": "early-round",
+        "peer_id": "ER",
+        "own": {"early_round": own},
+        "verdicts": [],
+    }
+    return r
+
+
+def test_early_round_refused_everywhere_is_neutralised():
+    ok, problems = evaluate(early_round_report({"sent": 6, "taken": 0, "refused_beacon_unknown": 6, "refused_other": 0}))
+    assert ok, problems
+
+
+@pytest.mark.parametrize(
+    "own",
+    [
+        {"sent": 6, "taken": 1, "refused_beacon_unknown": 5, "refused_other": 0},  # an executor took one: it was locked
+        {"sent": 0, "taken": 0, "refused_beacon_unknown": 0, "refused_other": 0},  # never attacked: proves nothing
+    ],
+)
+def test_early_round_taken_or_never_tried_fails_the_run(own: dict):
+    ok, problems = evaluate(early_round_report(own))
+    assert not ok and any("early-round" in p for p in problems), problems

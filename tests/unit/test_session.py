@@ -218,7 +218,7 @@ def test_a_commitment_read_after_our_stall_is_left_unjudged_not_failed():
     step = s.on_openings(w.openings(), 12.2, known_none, w.vsign)
     assert isinstance(step, VerifyJob)
     out = s.on_verified(verify(*s.verify_args(step)), 0.01, step, PARAMS, duplicate_gpu=False, listed_twice=False)
-    assert out.stalled and not out.busy and out.record.reasons == []
+    assert out.unjudged == "stalled" and not out.busy and out.record.reasons == []
 
 
 def test_a_stall_too_short_to_matter_changes_nothing():
@@ -229,7 +229,7 @@ def test_a_stall_too_short_to_matter_changes_nothing():
     s.reveal(w.vsign, 13.1)
     step = s.on_openings(w.openings(), 13.2, known_none, w.vsign)
     out = s.on_verified(verify(*s.verify_args(step)), 0.01, step, PARAMS, duplicate_gpu=False, listed_twice=False)
-    assert not out.stalled and out.record.reasons == [R.SLOW_FOR_PROFILE]
+    assert not out.unjudged and out.record.reasons == [R.SLOW_FOR_PROFILE]
 
 
 def test_a_deadline_noticed_after_our_stall_is_unjudged_only_if_the_answer_could_have_passed():
@@ -237,14 +237,14 @@ def test_a_deadline_noticed_after_our_stall_is_unjudged_only_if_the_answer_could
     w.session.sent(10.0)
     # the deadline (5 s) was noticed at 15.1 s after a 4 s stall: an answer at 11.1 s would have passed
     out = w.session.on_commit_failure(R.LATE_COMMITMENT, 15.1, stalled_s=4.0, params=PARAMS)
-    assert out.stalled and out.record.reasons == []
+    assert out.unjudged == "stalled" and out.record.reasons == []
     w2 = World(expected_s=1.0)
     w2.session.sent(10.0)
     # a 1 s stall: the earliest the answer could have come is 14.1 s, late in any case
     out2 = w2.session.on_commit_failure(R.LATE_COMMITMENT, 15.1, stalled_s=1.0, params=PARAMS)
-    assert not out2.stalled and out2.record.reasons == [R.LATE_COMMITMENT]
+    assert not out2.unjudged and out2.record.reasons == [R.LATE_COMMITMENT]
     w3 = World(expected_s=1.0)
     w3.session.sent(10.0)
     # a refusal is the executor's answer, not a timing: a stall does not excuse it
     out3 = w3.session.on_commit_failure(R.MISSING_COMMITMENT + ":capacity", 15.1, stalled_s=4.0, params=PARAMS)
-    assert not out3.stalled
+    assert not out3.unjudged

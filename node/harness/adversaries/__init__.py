@@ -124,6 +124,12 @@ def _verdict_flood(arg: str) -> NodeParts:
     return NodeParts(validator_class=VerdictFlood)
 
 
+def _early_round(arg: str) -> NodeParts:
+    from node.harness.adversaries.validators import EarlyRoundValidator
+
+    return NodeParts(validator_class=EarlyRoundValidator)
+
+
 def _colluding_validators(arg: str) -> NodeParts:
     from node.harness.adversaries.validators import colluding_validator
 
@@ -254,6 +260,13 @@ ADVERSARIES: dict[str, Adversary] = {
             "floods verdicts: several per executor and round, made-up executors, far-off rounds",
             (),
             _verdict_flood,
+        ),
+        Adversary(
+            "early-round",
+            "validator",
+            "challenges every executor for a round just before its beacon is public and never reveals",
+            (),
+            _early_round,
         ),
         Adversary(
             "colluding-validators",

@@ -15,6 +15,10 @@
   for the executors the beacon gave it stay honest: lying there is what colluders test.
 - ``colluding_validator`` (colluding-validators:N): N validators that report the opposite of what
   they saw, to sink honest executors and lift failing ones.
+- ``EarlyRoundValidator`` (early-round): every round, just before the beacon is public, challenges
+  every executor it knows for that round, cheaply, and never reveals: an executor that took one
+  would still hold it at the drawn validator's challenge instant and answer it BUSY naming a
+  challenge of the round, which is a miss. Executors must refuse ('beacon-unknown').
 """
 
 from __future__ import annotations
@@ -334,3 +338,64 @@ def colluding_validator() -> type[ValidatorService]:
             super()._finish(e, out, round_no)
 
     return ColludingValidator
+
+
+class EarlyRoundValidator(ValidatorService):
+    """Challenges every executor it knows for round r just before r's reveal window closes (no one
+    can know r's draw yet), cheaply, with the longest windows executors accept, and never reveals."""
+
+    LEAD_MS = 800  # before the window closes: the beacon is not public anywhere yet
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.early = {"sent": 0, "taken": 0, "refused_beacon_unknown": 0, "refused_other": 0}
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(super().run)
+            if self.agreement is not None and self.agreement.params.enabled:
+                nursery.start_soon(self._early_loop)
+            task_status.started()
+
+    async def _early_loop(self) -> None:
+        ag = self.agreement
+        assert ag is not None
+        r = ag.schedule.round_at(self.wall_ms()) + 1
+        while True:
+            await self._sleep_until_ms(ag.schedule.window_closes_ms(r) - self.LEAD_MS)
+            async with trio.open_nursery() as n:
+                for e in list(self.executors.values()):
+                    if self.host.reachable(e.miner_id):
+                        n.start_soon(self._early, e, r)
+            r = max(r + 1, ag.schedule.round_at(self.wall_ms()) + 1)
+
+    async def _early(self, e: KnownExecutor, r: int) -> None:
+        from node.net.errors import NetError, RequestFailed
+
+        now = self.wall_ms()
+        body = Challenge(
+            challenge_id=new_challenge_id(self.host.identity.peer_id),
+            executor_id=e.executor_id,
+            seed=os.urandom(32),
+            n=self.params.n_cpu,
+            steps=4,
+            b_matrices=self.params.b_matrices,
+            samples=4,
+            commit_deadline_ms=now + C.MAX_COMMIT_WINDOW_S * 1000 - 1000,
+            openings_timeout_ms=C.MAX_OPENINGS_TIMEOUT_S * 1000,
+            sample_commit=sample_commit(os.urandom(32)),  # its secret is thrown away: no reveal ever
+            round=r,
+        )
+        self.early["sent"] += 1
+        try:
+            resp = await self.host.request(e.miner_id, C.PROTO_CHALLENGE, self.signer.seal(body), timeout=10.0)
+            decode_envelope(resp, expect=(Commitment, Busy))
+            self.early["taken"] += 1
+        except RequestFailed as exc:
+            key = "refused_beacon_unknown" if R.BEACON_UNKNOWN in (exc.remote_error or str(exc)) else "refused_other"
+            self.early[key] += 1
+        except (NetError, WireError, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.early["refused_other"] += 1
+
+    def status(self) -> dict:
+        return {**super().status(), "early_round": dict(self.early)}
