@@ -7,7 +7,6 @@ harness's own table, so the harness report and these tests judge alike.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from node.app.node import Node
 from node.harness.adversaries import parse_kind
 from node.harness.main import calibrate_concurrent_cpu_step, calibrate_cpu_step, write_profiles
 from node.identity import Identity
+from tests.roles.loopback import loopback_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,30 +26,23 @@ MEMORY = 64 * 64 * 1100  # about 1000 states at n = 64: T ~ 900, a fraction of a
 # long enough that the fixed RTT margin is small beside it (the fake-model cheat is a timing cheat)
 
 
+VALIDATOR = dict(
+    challenge_interval_s=1.0,
+    n_cpu=N,
+    samples=32,
+    probation_challenges=0,
+    concurrency=4,
+    commit_slack_s=1.0,
+    openings_timeout_s=5.0,
+    tolerance=1.5,
+    rtt_margin_s=0.02,
+)
+
+
 def cfg_for(tmp: Path, name: str, role: str, bootstrap: list[str], **sections) -> NodeConfig:
-    cfg = NodeConfig()
-    cfg.node = dataclasses.replace(cfg.node, role=role, data_dir=str(tmp / name), status_interval_s=0.5)
-    cfg.net = dataclasses.replace(cfg.net, listen_host="127.0.0.1", listen_port=0, bootstrap=bootstrap, network="gpow-cheat-test")
-    cfg.gossip = dataclasses.replace(cfg.gossip, heartbeat_s=0.2)
-    cfg.validator = dataclasses.replace(
-        cfg.validator,
-        challenge_interval_s=1.0,
-        n_cpu=N,
-        samples=32,
-        probation_challenges=0,
-        concurrency=4,
-        commit_slack_s=1.0,
-        openings_timeout_s=5.0,
-        profiles_file=str(tmp / "profiles.toml"),
-        tolerance=1.5,
-        rtt_margin_s=0.02,
-    )
-    cfg.miner = dataclasses.replace(
-        cfg.miner, engine="cpu", cpu_memory_bytes=MEMORY, roster_interval_s=0.5, host_fingerprint=f"host-{name}"
-    )
-    for k, v in sections.items():
-        setattr(cfg, k, dataclasses.replace(getattr(cfg, k), **v))
-    return cfg
+    validator = {**VALIDATOR, **sections.pop("validator", {})}
+    miner = {"cpu_memory_bytes": MEMORY, "host_fingerprint": f"host-{name}", **sections.pop("miner", {})}
+    return loopback_config(tmp, name, role, bootstrap, network="gpow-cheat-test", validator=validator, miner=miner, **sections)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ in this run, scaled by how many chains share this machine's cores at once.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from node.harness.main import calibrate_concurrent_cpu_step, write_profiles
 from node.identity import Identity
 from node.net.params import NetParams
 from node.pow.engine import pool_bytes
+from tests.roles.loopback import loopback_config
 
 pytestmark = pytest.mark.slow
 
@@ -29,31 +29,32 @@ T = 48
 MEMORY = int(pool_bytes(N, T) / 0.9) + 1  # memory_fill 0.9: a full challenge is T = 48 at n = 64
 
 
+VALIDATOR = dict(
+    challenge_interval_s=1.0,
+    n_cpu=N,
+    samples=16,
+    probation_challenges=0,
+    concurrency=1,
+    commit_slack_s=1.0,
+    openings_timeout_s=10.0,
+    tolerance=1.5,
+    rtt_margin_s=0.05,
+)
+
+
 def cfg_for(tmp: Path, name: str, role: str, bootstrap: list[str], admission: list[str], **sections) -> NodeConfig:
-    cfg = NodeConfig()
-    cfg.node = dataclasses.replace(cfg.node, role=role, data_dir=str(tmp / name), status_interval_s=0.5)
-    cfg.net = dataclasses.replace(cfg.net, listen_host="127.0.0.1", listen_port=0, bootstrap=bootstrap, network="gpow-many-test")
-    cfg.gossip = dataclasses.replace(cfg.gossip, heartbeat_s=0.2)
-    cfg.admission = dataclasses.replace(cfg.admission, validators=admission)
-    cfg.validator = dataclasses.replace(
-        cfg.validator,
-        challenge_interval_s=1.0,
-        n_cpu=N,
-        samples=16,
-        probation_challenges=0,
-        concurrency=1,
-        commit_slack_s=1.0,
-        openings_timeout_s=10.0,
-        profiles_file=str(tmp / "profiles.toml"),
-        tolerance=1.5,
-        rtt_margin_s=0.05,
+    miner = {"cpu_memory_bytes": MEMORY, "host_fingerprint": f"host-{name}", **sections.pop("miner", {})}
+    return loopback_config(
+        tmp,
+        name,
+        role,
+        bootstrap,
+        network="gpow-many-test",
+        validator=VALIDATOR,
+        miner=miner,
+        admission={"validators": admission},
+        **sections,
     )
-    cfg.miner = dataclasses.replace(
-        cfg.miner, engine="cpu", cpu_memory_bytes=MEMORY, roster_interval_s=0.5, host_fingerprint=f"host-{name}"
-    )
-    for k, v in sections.items():
-        setattr(cfg, k, dataclasses.replace(getattr(cfg, k), **v))
-    return cfg
 
 
 def test_more_executors_than_request_slots():

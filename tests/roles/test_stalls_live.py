@@ -6,7 +6,6 @@ challenges end unjudged (no verdict, nothing gossiped); the others are judged an
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from node.pow.engine import pool_bytes
 from node.roles.answerer import Answerer
 from node.wire.envelope import Signer
 from node.wire.messages import Commitment
+from tests.roles.loopback import loopback_config
 
 pytestmark = pytest.mark.slow
 
@@ -45,27 +45,28 @@ class StallsTheLoopWhileCommitting(Answerer):
         return super().sign(signer, body)
 
 
-def cfg_for(tmp: Path, name: str, role: str, bootstrap: list[str], admission: list[str], **sections) -> NodeConfig:
-    cfg = NodeConfig()
-    cfg.node = dataclasses.replace(cfg.node, role=role, data_dir=str(tmp / name), status_interval_s=0.5)
-    cfg.net = dataclasses.replace(cfg.net, listen_host="127.0.0.1", listen_port=0, bootstrap=bootstrap, network="gpow-stall-test")
-    cfg.gossip = dataclasses.replace(cfg.gossip, heartbeat_s=0.2)
-    cfg.admission = dataclasses.replace(cfg.admission, validators=admission)
-    cfg.validator = dataclasses.replace(
-        cfg.validator,
-        challenge_interval_s=0.5,
-        n_cpu=N,
-        samples=16,
-        probation_challenges=0,
-        commit_slack_s=3.0,
-        profiles_file=str(tmp / "profiles.toml"),
-        tolerance=1.5,
-        rtt_margin_s=0.02,
+VALIDATOR = dict(
+    challenge_interval_s=0.5,
+    n_cpu=N,
+    samples=16,
+    probation_challenges=0,
+    commit_slack_s=3.0,
+    tolerance=1.5,
+    rtt_margin_s=0.02,
+)
+
+
+def cfg_for(tmp: Path, name: str, role: str, bootstrap: list[str], admission: list[str]) -> NodeConfig:
+    return loopback_config(
+        tmp,
+        name,
+        role,
+        bootstrap,
+        network="gpow-stall-test",
+        validator=VALIDATOR,
+        miner={"cpu_memory_bytes": MEMORY},
+        admission={"validators": admission},
     )
-    cfg.miner = dataclasses.replace(cfg.miner, engine="cpu", cpu_memory_bytes=MEMORY, roster_interval_s=0.5)
-    for k, v in sections.items():
-        setattr(cfg, k, dataclasses.replace(getattr(cfg, k), **v))
-    return cfg
 
 
 async def test_our_stall_leaves_a_challenge_unjudged_and_never_fails_the_executor(tmp_path: Path):
