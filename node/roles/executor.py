@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,11 +37,28 @@ ATTESTATION_TTL_MS = 10 * 60 * 1000
 
 
 class ChallengeRefused(Exception):
-    """A challenge or reveal this executor will not answer; the message goes back to the sender."""
+    """A challenge or reveal this executor will not answer; the message goes back to the sender
+    (as ``REFUSAL_PREFIX + "reason: detail"``, the host's error text for a raised exception)."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+
+
+REFUSAL_PREFIX = "ChallengeRefused: "
+_REASON = re.compile(r"[a-z][a-z0-9-]{0,39}")
+
+
+def remote_refusal(remote_error: str | None) -> tuple[str, str] | None:
+    """(reason, detail) of a remote executor's ChallengeRefused, from the error text its host sent
+    back; None for anything else. The reason must look like one of ours (short, lowercase): the
+    text comes from the executor, not from us."""
+    if not remote_error or not remote_error.startswith(REFUSAL_PREFIX):
+        return None
+    reason, _, detail = remote_error[len(REFUSAL_PREFIX) :].partition(": ")
+    if not _REASON.fullmatch(reason):
+        return None
+    return reason, detail[:200]
 
 
 @dataclass

@@ -9,36 +9,20 @@ request/response streams and are routed by the executor id they name.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
 from node.clock import now_ms
+from node.net.errors import RequestFailed
 from node.roles import penalties as P
-from node.roles.executor import ChallengeRefused, ExecutorService
+from node.roles.executor import ChallengeRefused, ExecutorService, remote_refusal
 from node.wire import WireError, decode_envelope
 from node.wire import constants as C
 from node.wire.messages import Challenge, Deregister, ExecutorAttestation, Heartbeat, Ping, Pong, Register, Reveal, Roster
 
 log = logging.getLogger("gpow.miner")
-
-
-_REFUSAL_PREFIX = "ChallengeRefused: "
-_REASON = re.compile(r"[a-z][a-z0-9-]{0,39}")
-
-
-def remote_refusal(remote_error: str | None) -> tuple[str, str] | None:
-    """(reason, message) of a remote executor's ChallengeRefused, from the error text its host
-    sent back; None for anything else. The reason must look like one of ours (short, lowercase):
-    the text comes from the executor, not from us."""
-    if not remote_error or not remote_error.startswith(_REFUSAL_PREFIX):
-        return None
-    reason, _, message = remote_error[len(_REFUSAL_PREFIX) :].partition(": ")
-    if not _REASON.fullmatch(reason):
-        return None
-    return reason, message[:200]
 
 
 @dataclass
@@ -206,8 +190,6 @@ class MinerService:
                 self._penalize_refusal(peer_id, "challenge", exc.reason)
                 raise
         if target in self.remote:
-            from node.net.errors import RequestFailed
-
             timeout = max(0.1, (body.commit_deadline_ms - self.wall_ms()) / 1000 + 1.0)
             try:
                 return await self.host.request(target, C.PROTO_CHALLENGE, payload, timeout=timeout)

@@ -47,6 +47,11 @@ class SessionError(Exception):
     """A session driven out of order: our bug, never a peer's."""
 
 
+# ChallengeOutcome.unjudged when our own event loop's stall decided the time (not a verdict reason:
+# nothing about the executor is recorded or gossiped).
+STALLED = "stalled"
+
+
 @dataclass
 class ChallengeOutcome:
     record: VerdictRecord
@@ -138,7 +143,7 @@ class ChallengeSession:
             assert self.rec.commit_seconds is not None
             self.commit_stalled_s = stalled_s
             if judge_time(self.sizing.expected_s, self.rec.commit_seconds, params, stalled_s)[0] is None:
-                return self._end([], unjudged="stalled")
+                return self._end([], unjudged=STALLED)
         late = failure == R.LATE_COMMITMENT or failure.startswith(R.MISSING_COMMITMENT + ":capacity")
         return self._end([R.CO_SCHEDULED_TIMEOUT if (self.co_scheduled and late) else failure])
 
@@ -241,7 +246,7 @@ class ChallengeSession:
         reasons = []
         in_time, measured = judge_time(sizing.expected_s, rec.commit_seconds, params, self.commit_stalled_s)
         if in_time is None:
-            return self._end([], job.bundle, unjudged="stalled")
+            return self._end([], job.bundle, unjudged=STALLED)
         rec.performance_factor = performance_factor(sizing.expected_s, measured, params.tolerance)
         if not in_time:
             reasons.append(R.SLOW_FOR_PROFILE)

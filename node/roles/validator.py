@@ -30,6 +30,7 @@ from node.roles import penalties as P
 from node.roles import verdicts as R
 from node.roles.agreed import new_challenge_id
 from node.roles.agreement import Agreement
+from node.roles.executor import REFUSAL_PREFIX
 from node.roles.gpu_identity import GpuIdentityRegistry
 from node.roles.judging import BusyRules, Refusal, Sizing, check_evidence, judge_busy, size_challenge
 from node.roles.ledger import Ledger
@@ -913,7 +914,7 @@ class ValidatorService:
             # The remote's own refusal ("ChallengeRefused: capacity: ...") names the reason best;
             # the reason code leads, without the exception's class name.
             text = exc.remote_error or str(exc)
-            text = text.removeprefix("ChallengeRefused: ")
+            text = text.removeprefix(REFUSAL_PREFIX)
             return f"{missing}:{text[:80]}", b""
         except (NetError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:  # link lost mid-request
             return f"{missing}:{type(exc).__name__}", b""

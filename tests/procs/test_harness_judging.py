@@ -5,14 +5,12 @@ node/harness/report.py)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from node.harness.adversaries import ADVERSARIES
+from tests.procs.harness_run import run_harness
 
 pytestmark = pytest.mark.slow
 
@@ -31,38 +29,13 @@ ISSUE_17 = [
 
 def test_every_attack_on_judging_at_once(tmp_path: Path):
     assert set(ISSUE_17) <= set(ADVERSARIES)
-    report, workdir, cfg = tmp_path / "r.json", tmp_path / "w", tmp_path / "harness.toml"
     # 4 MiB pools (T = 183 at n = 128) and one honest miner: 14 node processes share this machine
-    cfg.write_text("[harness]\ncpu_memory_bytes = 4194304\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "node",
-            "harness",
-            "--config",
-            str(cfg),
-            "--validators",
-            "2",
-            "--miners",
-            "1",
-            "--remote-executors",
-            "1",
-            "--duration",
-            "30",
-            "--cheaters",
-            ",".join(ISSUE_17),
-            "--report",
-            str(report),
-            "--workdir",
-            str(workdir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
+    r = run_harness(
+        tmp_path,
+        "[harness]\ncpu_memory_bytes = 4194304\n",
+        *("--validators", "2", "--miners", "1", "--remote-executors", "1", "--duration", "30"),
+        *("--cheaters", ",".join(ISSUE_17)),
     )
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
-    r = json.loads(report.read_text())
     assert r["ok"], r["problems"]
     assert r["summary"]["cheaters"] == r["summary"]["cheaters_caught"] == 6
     assert r["summary"]["honest_passed"] == r["summary"]["honest_verdicts"] > 0

@@ -7,43 +7,20 @@ passed and no executor had an agreed score."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.procs.harness_run import run_harness
 
 pytestmark = pytest.mark.slow
 
 
 def test_a_validator_challenging_before_the_draw_cannot_sink_anyone(tmp_path: Path):
-    report, workdir, cfg = tmp_path / "r.json", tmp_path / "w", tmp_path / "harness.toml"
-    cfg.write_text("[harness]\ncpu_memory_bytes = 4194304\n")  # small pools: 9 node processes share this machine
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "node",
-            "harness",
-            "--config",
-            str(cfg),
-            "--rounds",
-            "--validators",
-            "3",
-            "--cheaters",
-            "early-round",
-            "--report",
-            str(report),
-            "--workdir",
-            str(workdir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
+    # small pools: 9 node processes share this machine
+    r = run_harness(
+        tmp_path, "[harness]\ncpu_memory_bytes = 4194304\n", "--rounds", "--validators", "3", "--cheaters", "early-round"
     )
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
-    r = json.loads(report.read_text())
     assert r["ok"], r["problems"]
     assert r["summary"]["honest_passed"] == r["summary"]["honest_verdicts"] > 0
     (early,) = r["validator_cheaters_neutralised"].values()

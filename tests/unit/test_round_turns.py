@@ -115,6 +115,6 @@ def test_the_validator_records_no_verdict_for_a_beacon_unknown_refusal():
 def test_a_miner_passes_on_its_remote_executors_refusal_reason(text, want):
     # A remote executor's beacon-unknown must reach the validator as such (no verdict), not as the
     # relay's generic failure (a failed verdict).
-    from node.roles.miner import remote_refusal
+    from node.roles.executor import remote_refusal
 
     assert remote_refusal(text) == want
